@@ -1,0 +1,198 @@
+"""LoRSP (Eqs. 4–9) and the ablations that share its prompt factors.
+
+- ``"lorsp"``: the factors F_1..F_G are the LIF's input sequence; δ = (1/G) Σ_t S_t ⊙ F_t (Eq. 9 [reading]).
+- ``"lpf"``: the factors averaged, no SNN, δ = (1/G) Σ_t F_t (Table V's LPF).
+- ``"topk"``: LPF's dense prompt, keeping the ``keep_ratio`` largest |δ| per image (Table VI).
+- ``"dropout"``: LPF's dense prompt, keeping a random ``keep_ratio`` of its entries (Table VI).
+- ``"threshold"``: LPF's dense prompt, keeping entries with |δ| >= ``threshold`` (fixed-threshold selection).
+
+Book chapters: "Prompt factorisation", "Sparsifiers".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..lif import LIF
+from .factors import PromptFactors, factor_param_count
+from .registry import Prompter, prompt_sparsity, register_prompter
+
+__all__ = ["LowRankPrompter", "LoRSPPrompter", "LPFPrompter", "TopKPrompter", "DropoutPrompter",
+           "ThresholdPrompter", "LoRSPExplanation"]
+
+
+class LowRankPrompter(Prompter):
+    """A prompter built on :class:`PromptFactors` (Eqs. 4–5); subclasses turn the factors into δ."""
+
+    def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
+                 init_std: float = 0.01, shared_basis: bool = True):
+        super().__init__(image_size, channels)
+        self.factors = PromptFactors(self.image_size, self.channels, groups, rank, init_std, shared_basis)
+
+    @property
+    def groups(self) -> int:
+        return self.factors.groups
+
+    @property
+    def rank(self) -> int:
+        return self.factors.rank
+
+    @classmethod
+    def param_count(cls, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
+                    shared_basis: bool = True, **_ignored) -> int:
+        """Eqs. 13–15: W·r·(G + C) (shared basis) or W·r·G·(1 + C) (ungrouped)."""
+        return factor_param_count(image_size, channels, groups, rank, shared_basis)
+
+    def dense_prompt(self, x: torch.Tensor) -> torch.Tensor:
+        """LPF's prompt (1/G) Σ_t F_t(x), the dense prompt the sparsifiers start from."""
+        return self.factors(x).mean(0)
+
+
+@register_prompter("lpf")
+class LPFPrompter(LowRankPrompter):
+    """Low-rank prompt factors averaged, no spiking (Table V): δ = (1/G) Σ_t F_t(x)."""
+
+    def prompt(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.dense_prompt(x)
+
+
+@dataclass
+class LoRSPExplanation:
+    """Everything LoRSP computes for a batch, for the book's figures (all detached).
+
+    factors ``[G, N, C, H, W]`` (F_t, Eq. 5); spikes and membrane ``[G, N, C, H, W]`` (S_t, H_t, Eqs. 6–8);
+    prompt ``[N, C, H, W]`` (δ, Eq. 9); firing_rate ``[N, G]`` (share of neurons that fired at step t);
+    sparsity ``[N]`` (share of zero entries of δ).
+    """
+
+    factors: torch.Tensor
+    spikes: torch.Tensor
+    membrane: torch.Tensor
+    prompt: torch.Tensor
+    firing_rate: torch.Tensor
+    sparsity: torch.Tensor
+
+
+@register_prompter("lorsp")
+class LoRSPPrompter(LowRankPrompter):
+    """Low-Rank visual Spike Prompting (Eqs. 4–9).
+
+    The G factors are fed to a LIF neuron as a sequence (t = 1..G, Eqs. 6–8), one neuron per pixel and
+    channel, and its spikes gate them: δ(x) = (1/G) Σ_t S_t ⊙ F_t(x) (Eq. 9 [reading]). With every spike on
+    this is exactly LPF. LIF settings: ``tau``, ``v_threshold``, ``v_reset``, ``surrogate_alpha``,
+    ``detach_reset`` (see :class:`lorsp.LIF`).
+    """
+
+    def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
+                 tau: float = 4.0, v_threshold: float = 0.0, v_reset: float | None = 0.0,
+                 surrogate_alpha: float = 4.0, detach_reset: bool = False, init_std: float = 0.01,
+                 shared_basis: bool = True):
+        super().__init__(image_size, channels, groups, rank, init_std, shared_basis)
+        self.lif = LIF(tau=tau, v_threshold=v_threshold, v_reset=v_reset, surrogate_alpha=surrogate_alpha,
+                       detach_reset=detach_reset)
+
+    def gate(self, factors: torch.Tensor, return_trace: bool = False):
+        """Eqs. 6–9 on precomputed factors ``[G, N, C, H, W]``: returns δ (and the LIF trace)."""
+        trace = self.lif(factors, return_trace=True)
+        delta = (trace.spikes * factors).mean(0)  # Eq. 9
+        return (delta, trace) if return_trace else delta
+
+    def prompt(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.gate(self.factors(x))
+
+    @torch.no_grad()
+    def explain(self, x: torch.Tensor) -> LoRSPExplanation:
+        """Factors, spikes, membrane, δ, firing rate per factor and sparsity of δ, per image."""
+        self.check_input(x)
+        factors = self.factors(x)
+        delta, trace = self.gate(factors, return_trace=True)
+        return LoRSPExplanation(
+            factors=factors,
+            spikes=trace.spikes,
+            membrane=trace.membrane,
+            prompt=delta,
+            firing_rate=trace.spikes.flatten(2).mean(2).T.contiguous(),
+            sparsity=prompt_sparsity(delta),
+        )
+
+    @torch.no_grad()
+    def stats(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per image: ``sparsity`` of δ and ``firing_rate`` (mean over the G steps), both in [0, 1]."""
+        explanation = self.explain(x)
+        return {"sparsity": explanation.sparsity, "firing_rate": explanation.firing_rate.mean(1)}
+
+
+def _check_ratio(keep_ratio: float) -> float:
+    keep_ratio = float(keep_ratio)
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"keep_ratio must be in (0, 1] (the share of prompt entries kept), got {keep_ratio}")
+    return keep_ratio
+
+
+@register_prompter("topk")
+class TopKPrompter(LowRankPrompter):
+    """Top-k sparsifier (Table VI): keep the ``keep_ratio`` share of LPF's δ with the largest |δ| per image."""
+
+    def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
+                 keep_ratio: float = 0.5, init_std: float = 0.01, shared_basis: bool = True):
+        super().__init__(image_size, channels, groups, rank, init_std, shared_basis)
+        self.keep_ratio = _check_ratio(keep_ratio)
+
+    def prompt(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        dense = self.dense_prompt(x)
+        flat = dense.flatten(1)
+        k = max(1, math.ceil(self.keep_ratio * flat.shape[1]))
+        index = flat.abs().topk(k, dim=1).indices
+        mask = torch.zeros_like(flat).scatter_(1, index, 1.0)
+        return (flat * mask).view_as(dense)
+
+
+@register_prompter("dropout")
+class DropoutPrompter(LowRankPrompter):
+    """Random sparsifier (Table VI): keep a random ``keep_ratio`` share of LPF's δ.
+
+    ``rescale`` divides the kept entries by ``keep_ratio`` (inverted dropout) [reading: off by default].
+    ``mask_at_eval`` keeps drawing masks in eval mode, so the evaluated prompt is as sparse as the
+    trained one [reading: on by default]; off, eval uses the whole dense prompt (scaled by ``keep_ratio``
+    when ``rescale`` is off, as dropout's expectation).
+    """
+
+    def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
+                 keep_ratio: float = 0.5, rescale: bool = False, mask_at_eval: bool = True,
+                 init_std: float = 0.01, shared_basis: bool = True):
+        super().__init__(image_size, channels, groups, rank, init_std, shared_basis)
+        self.keep_ratio = _check_ratio(keep_ratio)
+        self.rescale = bool(rescale)
+        self.mask_at_eval = bool(mask_at_eval)
+
+    def prompt(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        dense = self.dense_prompt(x)
+        if not self.training and not self.mask_at_eval:
+            return dense if self.rescale else dense * self.keep_ratio
+        mask = (torch.rand_like(dense) < self.keep_ratio).to(dense.dtype)
+        delta = dense * mask
+        return delta / self.keep_ratio if self.rescale else delta
+
+
+@register_prompter("threshold")
+class ThresholdPrompter(LowRankPrompter):
+    """Fixed-threshold sparsifier: keep the entries of LPF's δ with |δ| >= ``threshold``."""
+
+    def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
+                 threshold: float = 0.01, init_std: float = 0.01, shared_basis: bool = True):
+        super().__init__(image_size, channels, groups, rank, init_std, shared_basis)
+        threshold = float(threshold)
+        if not (math.isfinite(threshold) and threshold >= 0):
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+        self.threshold = threshold
+
+    def prompt(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        dense = self.dense_prompt(x)
+        return dense * (dense.abs() >= self.threshold).to(dense.dtype)

@@ -1,0 +1,351 @@
+"""Frozen pre-trained backbones by short name (the paper's Table I, plus an offline MobileNetV2).
+
+==================  ==============================================  ===========================================
+short name          timm model                                      notes
+==================  ==============================================  ===========================================
+``resnet50``        ``resnet50.tv2_in1k``                           ImageNet-1k (torchvision v2 recipe)
+``vit_b32``         ``vit_base_patch32_224.augreg_in21k_ft_in1k``   ImageNet-21k → 1k
+``vit_b16``         ``vit_base_patch16_224_miil.in21k``             ImageNet-21K-P (11,221 classes)
+``swin_b``          ``swin_base_patch4_window7_224.ms_in22k``       ImageNet-22k (21,841 classes)
+``clip_vit_b32``    ``vit_base_patch32_clip_224.openai``            CLIP image tower (no classifier)
+``mobilenetv2``     ``mobilenetv2_100`` from the data root's        ImageNet-1k; else timm's
+                    ``weights/mobilenetv2_100_tflite_in1k           ``mobilenetv2_100.ra_in1k``
+                    .safetensors`` (``pad_type="same"``,
+                    mean = std = 128/255, from the file's metadata)
+==================  ==============================================  ===========================================
+
+Any timm model name is accepted too (e.g. ``resnet10t`` for tests).
+
+Where the weights come from (:func:`create_backbone`), in this order:
+
+1. ``weights=FILE``: a local checkpoint (``.safetensors``, or a ``.pth``/``.pt``/``.bin`` state dict, possibly
+   wrapped in ``{"state_dict": …}`` / ``{"model": …}`` and with ``module.``-style prefixes); a file that does
+   not fit the architecture raises :class:`WeightsMismatchError` naming the first mismatching key and both
+   shapes (or the missing / unexpected keys);
+2. ``random_init=True``: timm's random initialisation (``weights_source="random"``, recorded as such);
+3. a file in the data root: ``<root>/weights/<timm name>.safetensors`` (or ``<short name>.safetensors``,
+   ``.pth``; for ``mobilenetv2`` the TFLite conversion above);
+4. timm's pretrained weights (downloaded from the Hugging Face hub, or its local cache); when that fails
+   (offline) :class:`WeightsUnavailableError` names the model, the two ways to supply weights and
+   ``--random-init``.
+
+The backbone is returned in eval mode with ``requires_grad=False`` on every parameter: every method of the
+paper keeps it frozen (the prompt of Eqs. 4–7 and the head are what train). Its normalisation (``mean``,
+``std``: timm's pretrained config, or the weights file's metadata) is applied after the prompt (method.md).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["BackboneSpec", "BackboneInfo", "BACKBONES", "list_backbones", "resolve_backbone", "create_backbone",
+           "load_state_dict_file", "load_weights_into", "WeightsUnavailableError", "WeightsMismatchError",
+           "MOBILENETV2_FILE"]
+
+MOBILENETV2_FILE = "mobilenetv2_100_tflite_in1k.safetensors"
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+_PREFIXES = ("module.", "_orig_mod.", "model.", "backbone.", "encoder.")
+_NESTED = ("state_dict", "model", "model_state_dict", "module", "net")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """No weights to be had for a backbone (offline, no file) and random weights were not asked for."""
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file that does not fit the backbone's architecture."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registered backbone: ``timm_name`` (with its pretrained tag), the data-root ``files`` tried before a
+    download, and a description."""
+    name: str
+    timm_name: str
+    description: str
+    files: tuple[str, ...] = ()
+
+
+@dataclass
+class BackboneInfo:
+    """What a created backbone is: ``weights_source`` is "pretrained" (timm's download/cache), "file:PATH" or
+    "random"; ``mean``/``std`` the normalisation it expects on [0, 1] images; ``num_features`` the pooled
+    feature width; ``num_classes`` its classifier's outputs (0 without one); ``input_size`` (C, H, W)."""
+    name: str
+    timm_name: str
+    weights_source: str
+    mean: tuple
+    std: tuple
+    num_features: int
+    num_classes: int
+    input_size: tuple
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in (
+    BackboneSpec("resnet50", "resnet50.tv2_in1k", "ResNet-50, ImageNet-1k (Table I)"),
+    BackboneSpec("vit_b32", "vit_base_patch32_224.augreg_in21k_ft_in1k", "ViT-B/32, ImageNet-21k→1k (Table I)"),
+    BackboneSpec("vit_b16", "vit_base_patch16_224_miil.in21k", "ViT-B/16, ImageNet-21K-P (Table I)"),
+    BackboneSpec("swin_b", "swin_base_patch4_window7_224.ms_in22k", "Swin-B, ImageNet-22k (Table I)"),
+    BackboneSpec("clip_vit_b32", "vit_base_patch32_clip_224.openai", "CLIP ViT-B/32 image tower (Table I)"),
+    BackboneSpec("mobilenetv2", "mobilenetv2_100.ra_in1k",
+                 "MobileNetV2 1.0, ImageNet-1k (offline: the TFLite conversion in the data root)",
+                 files=(MOBILENETV2_FILE,)),
+)}
+
+
+def list_backbones() -> list[str]:
+    """The registered short names (any timm model name is accepted as well)."""
+    return list(BACKBONES)
+
+
+def resolve_backbone(name: str) -> BackboneSpec:
+    """The spec of a short name, or an ad-hoc spec for a timm model name; ValueError for anything else."""
+    if name in BACKBONES:
+        return BACKBONES[name]
+    import timm
+
+    if isinstance(name, str) and name and timm.is_model(name):
+        return BackboneSpec(name, name, f"timm model {name}")
+    raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)} or a timm model name "
+                     f"(see timm.list_models())")
+
+
+def _architecture(timm_name: str) -> str:
+    return timm_name.split(".", 1)[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reading and checking weight files
+# ---------------------------------------------------------------------------------------------------------
+def _is_tensor_dict(value) -> bool:
+    return isinstance(value, dict) and value and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def _strip_prefixes(state: dict) -> dict:
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in _PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def load_state_dict_file(path) -> tuple[dict, dict]:
+    """``(state_dict, metadata)`` of a checkpoint file: safetensors (metadata from its header) or a torch file
+    read with ``weights_only=True`` (unwrapping ``state_dict``/``model`` and stripping ``module.``-style
+    prefixes). Errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    metadata: dict = {}
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+            from safetensors.torch import load_file
+
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsMismatchError(f"cannot read weights file {path} as a state dict ({type(error).__name__}: "
+                                   f"{error}); expected a .safetensors file or a torch-saved state dict") from error
+    if isinstance(state, dict) and not _is_tensor_dict(state):
+        for key in _NESTED + ("state_dict_ema", "model_ema"):
+            if isinstance(state.get(key), dict):
+                nested = {k: v for k, v in state[key].items() if isinstance(v, torch.Tensor)}
+                if nested:
+                    state = nested
+                    break
+        else:
+            state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not isinstance(state, dict) or not state:
+        raise WeightsMismatchError(f"weights file {path} holds no tensors (expected a state dict)")
+    return _strip_prefixes(dict(state)), metadata
+
+
+def _shape(t) -> str:
+    return str(tuple(t.shape))
+
+
+def _mismatches(model_state: dict, state: dict) -> tuple[list, list, list]:
+    shapes = [(k, model_state[k], state[k]) for k in model_state if k in state and model_state[k].shape != state[k].shape]
+    missing = [k for k in model_state if k not in state]
+    unexpected = [k for k in state if k not in model_state]
+    return shapes, missing, unexpected
+
+
+def load_weights_into(model: nn.Module, state: dict, path, label: str, drop_classifier: bool = False) -> None:
+    """Load ``state`` into ``model`` strictly (after timm's checkpoint filter when that makes it fit); with
+    ``drop_classifier`` the classifier's tensors are left at their initialisation when their shapes differ
+    (a new ``num_classes``). :class:`WeightsMismatchError` names the first mismatching key and both shapes."""
+    model_state = model.state_dict()
+    candidates = [state]
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            candidates.append(filter_fn(dict(state), model))
+        except Exception:  # the filter does not apply to this file: judge the raw state dict
+            pass
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") if drop_classifier else None
+    heads = (classifier,) if isinstance(classifier, str) else tuple(classifier or ())
+    best = None
+    for candidate in candidates:
+        candidate = dict(candidate)
+        if heads:
+            for key in list(candidate):
+                if any(key.startswith(h + ".") for h in heads) and (
+                        key not in model_state or model_state[key].shape != candidate[key].shape):
+                    candidate.pop(key)
+        shapes, missing, unexpected = _mismatches(model_state, candidate)
+        if heads:
+            missing = [k for k in missing if not any(k.startswith(h + ".") for h in heads)]
+        if not (shapes or missing or unexpected):
+            result = model.load_state_dict(candidate, strict=not heads)
+            return result
+        if best is None:
+            best = (shapes, missing, unexpected)
+    shapes, missing, unexpected = best
+    lines = [f"weights file {path} does not fit backbone {label}:"]
+    first = next(k for k in model_state if k in missing or any(k == s[0] for s in shapes)) if (
+        shapes or missing) else None
+    if first is not None and first in missing:
+        lines.append(f"first mismatching key {first!r}: the model expects shape {_shape(model_state[first])}, "
+                     f"the file has no such key;")
+    if shapes:
+        key, ours, theirs = shapes[0]
+        lines.append(f"{'first mismatching key' if key == first else 'first shape mismatch'} {key!r}: the model "
+                     f"expects shape {_shape(ours)}, the file has {_shape(theirs)}"
+                     + (f" ({len(shapes) - 1} more shape mismatches);" if len(shapes) > 1 else ";"))
+    if missing:
+        lines.append(f"{len(missing)} keys of the model are missing from the file (first: {missing[0]!r});")
+    if unexpected:
+        lines.append(f"{len(unexpected)} keys of the file are not in the model (first: {unexpected[0]!r});")
+    lines.append("is it a checkpoint of another architecture? (pass num_classes=… when only the classifier differs)")
+    raise WeightsMismatchError(" ".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# creating a backbone
+# ---------------------------------------------------------------------------------------------------------
+def _data_root(data_root):
+    from .data.root import data_root as resolve
+
+    return resolve(data_root)
+
+
+def _local_candidates(spec: BackboneSpec, root: Path) -> list[Path]:
+    names = list(spec.files)
+    for base in dict.fromkeys((spec.timm_name, _architecture(spec.timm_name), spec.name)):
+        names.extend(base + suffix for suffix in WEIGHT_SUFFIXES)
+    return [root / "weights" / n for n in dict.fromkeys(names)]
+
+
+def _tuple(value, default):
+    if value is None:
+        return tuple(default)
+    if isinstance(value, str):
+        value = json.loads(value)
+    return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else tuple(default)
+
+
+def _from_file(spec: BackboneSpec, path: Path, timm_kwargs: dict):
+    import timm
+
+    state, metadata = load_state_dict_file(path)
+    arch = metadata.get("architecture")
+    kwargs = dict(timm_kwargs)
+    fits_arch = arch is not None and arch == _architecture(spec.timm_name)
+    if fits_arch and metadata.get("create_kwargs"):
+        kwargs = {**json.loads(metadata["create_kwargs"]), **kwargs}
+    model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    label = f"{spec.name!r} (timm {spec.timm_name})" + (f"; the file says it is a {arch}" if arch and not fits_arch else "")
+    load_weights_into(model, state, path, label, drop_classifier="num_classes" in timm_kwargs)
+    cfg = model.pretrained_cfg
+    mean = _tuple(metadata.get("mean") if fits_arch else None, cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = _tuple(metadata.get("std") if fits_arch else None, cfg.get("std", (0.229, 0.224, 0.225)))
+    timm_name = arch if fits_arch else spec.timm_name
+    return model, f"file:{path}", mean, std, timm_name
+
+
+def _offline_message(spec: BackboneSpec, root: Path, error: BaseException | None) -> str:
+    where = ", ".join(str(p) for p in _local_candidates(spec, root)[:3])
+    cause = f" ({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})" if error else ""
+    return (f"no weights for backbone {spec.name!r} (timm {spec.timm_name}): timm could not get its pretrained "
+            f"weights{cause}. Supply them in one of two ways: (1) a local checkpoint, `--weights FILE` "
+            f"(create_backbone(..., weights=FILE)), or put the file in the data root as {where} "
+            f"(`lorsp data import FILE` copies it there); (2) run once online so timm downloads and caches them "
+            f"(Hugging Face hub). Or train from random weights with `--random-init` (random_init=True); the run "
+            f"record then says so. Set HF_HUB_OFFLINE=1 to make offline attempts fail fast.")
+
+
+def _pretrained(spec: BackboneSpec, root: Path, timm_kwargs: dict):
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(spec.timm_name, allow_unregistered=False)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file or cfg.state_dict):
+        raise WeightsUnavailableError(_offline_message(spec, root, None).replace(
+            "timm could not get its pretrained weights", "timm has no pretrained weights for it"))
+    try:
+        model = timm.create_model(spec.timm_name, pretrained=True, **timm_kwargs)
+    except (OSError, ConnectionError, TimeoutError) as error:  # URLError, HF hub errors, requests errors
+        raise WeightsUnavailableError(_offline_message(spec, root, error)) from error
+    except RuntimeError as error:
+        if any(w in str(error).lower() for w in ("connect", "download", "network", "offline", "resolve", "hub")):
+            raise WeightsUnavailableError(_offline_message(spec, root, error)) from error
+        raise
+    cfg = model.pretrained_cfg
+    return model, "pretrained", tuple(cfg.get("mean")), tuple(cfg.get("std")), spec.timm_name
+
+
+def create_backbone(name: str, weights=None, random_init: bool = False, data_root=None, **timm_kwargs):
+    """The backbone ``name`` (a short name of :data:`BACKBONES` or a timm model name) as ``(model,
+    BackboneInfo)``; the model is in eval mode and frozen. See the module docstring for where the weights come
+    from. ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``img_size=32``, ``num_classes=0``)."""
+    spec = resolve_backbone(name)
+    if weights is not None and random_init:
+        raise ValueError("give either weights=FILE or random_init=True, not both")
+    root = _data_root(data_root)
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {path} does not exist (--weights)")
+        model, source, mean, std, timm_name = _from_file(spec, path.resolve(), timm_kwargs)
+    elif random_init:
+        import timm
+
+        model = timm.create_model(spec.timm_name, pretrained=False, **timm_kwargs)
+        cfg = model.pretrained_cfg
+        model_mean, model_std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+        source, mean, std, timm_name = "random", tuple(model_mean), tuple(model_std), spec.timm_name
+    else:
+        local = next((p for p in _local_candidates(spec, root) if p.is_file()), None)
+        if local is not None:
+            model, source, mean, std, timm_name = _from_file(spec, local, timm_kwargs)
+        else:
+            model, source, mean, std, timm_name = _pretrained(spec, root, timm_kwargs)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    input_size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    if "img_size" in timm_kwargs:
+        size = timm_kwargs["img_size"]
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        input_size = (input_size[0], *size)
+    info = BackboneInfo(name=spec.name, timm_name=timm_name, weights_source=source,
+                        mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
+                        num_features=int(getattr(model, "num_features", 0)),
+                        num_classes=int(getattr(model, "num_classes", 0)), input_size=input_size)
+    return model, info

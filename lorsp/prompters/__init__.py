@@ -4,3 +4,4 @@ from .registry import (Prompter, as_size, build_prompter, get_prompter_class, li
 from .factors import PromptFactors, factor_param_count
 from .lowrank_sparse import (DropoutPrompter, LoRSPExplanation, LoRSPPrompter, LowRankPrompter, LPFPrompter,
                              ThresholdPrompter, TopKPrompter)
+from .baselines import LoRVPPrompter, NoPrompter, PadPrompter, frame_mask

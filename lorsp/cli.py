@@ -1,0 +1,469 @@
+"""The ``lorsp`` command line: ``train``, ``eval``, ``params``, ``data import``, ``data list``, ``bench``.
+
+``lorsp --help`` and ``lorsp COMMAND --help`` explain each command with examples; ``python -m lorsp``
+is the same program. Out-of-range values are argparse errors naming the flag and the allowed range.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser", "config_from_args", "PROMPTER_FLAGS"]
+
+EXIT_ERROR = 2
+EXIT_DIVERGED = 3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# typed arguments with ranges (the error names the flag — argparse adds it — and the range)
+# ---------------------------------------------------------------------------------------------------------
+def _int_range(low=None, high=None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer{_range_text(low, high)}, got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer{_range_text(low, high)}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_range(low=None, high=None, low_open=False, high_open=False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        ok = math.isfinite(value)
+        if ok and low is not None:
+            ok = value > low if low_open else value >= low
+        if ok and high is not None:
+            ok = value < high if high_open else value <= high
+        if not ok:
+            lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+            hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+            interval = f" in {lo or '(-inf'}, {hi or 'inf)'}"
+            raise argparse.ArgumentTypeError(f"must be a finite number{interval}, got {text!r}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _range_text(low, high) -> str:
+    if low is not None and high is not None:
+        return f" in [{low}, {high}]"
+    if low is not None:
+        return f" >= {low}"
+    if high is not None:
+        return f" <= {high}"
+    return ""
+
+
+def _v_reset(text: str):
+    if text.lower() in ("none", "soft"):
+        return None
+    return _float_range()(text)
+
+
+def _key_value(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE (VALUE read as JSON when it parses), got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        value = json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    return key.strip().replace("-", "_"), value
+
+
+# Prompter options passed through to lorsp.build_prompter (only those given on the command line).
+PROMPTER_FLAGS = {
+    "groups": (_int_range(1, 4096), "number of prompt factors G (Eqs. 4-5; LoRSP default 4)"),
+    "rank": (_int_range(1, 4096), "rank r of each factor (Eqs. 4-5; default 4)"),
+    "tau": (_float_range(1, None, low_open=True), "LIF leak factor tau > 1 (Eq. 1; default 4.0)"),
+    "v_threshold": (_float_range(), "LIF firing threshold V_th (Eq. 2; default 0.0)"),
+    "v_reset": (_v_reset, "LIF reset potential V_reset (Eq. 3; default 0.0); 'none' = soft reset"),
+    "surrogate_alpha": (_float_range(0, None, low_open=True), "slope of the sigmoid surrogate gradient (> 0)"),
+    "init_std": (_float_range(0, None), "std of P's Gaussian init (>= 0)"),
+    "keep_ratio": (_float_range(0, 1, low_open=True), "share of prompt entries kept by topk/dropout, in (0, 1]"),
+    "threshold": (_float_range(0, None), "|delta| threshold of the 'threshold' sparsifier (>= 0)"),
+    "inner_size": (_int_range(1, 4096), "inner image size of padding prompts (ILM-VP/AutoVP/EVP)"),
+    "pad_size": (_int_range(1, 4096), "padding width of padding prompts"),
+    "num_tokens": (_int_range(1, 4096), "number of prompt tokens (VPT)"),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parser
+# ---------------------------------------------------------------------------------------------------------
+_MAIN_EPILOG = """examples:
+  lorsp train --backbone mobilenetv2 --dataset cifar10 --method lorsp --groups 4 --rank 4 --output runs/c10
+  lorsp train --dataset synthetic --method none --epochs 2 --image-size 32 --random-init --backbone resnet10t
+  lorsp eval runs/c10 --dataset cifar10
+  lorsp params --image-size 224 --groups 4 --rank 4
+  lorsp data import ../shared/data && lorsp data list
+  torchrun --nproc_per_node 2 -m lorsp train --dataset cifar10 --method lorsp --output runs/ddp
+"""
+
+_TRAIN_EPILOG = """examples:
+  # the paper's protocol (SGD 0.9, lr 0.01, wd 1e-4, cosine per iteration, batch 256, 20 epochs, 224 px)
+  lorsp train --backbone mobilenetv2 --dataset cifar10 --method lorsp --output runs/lorsp-c10
+  # linear probing (features cached once), a small subset
+  lorsp train --backbone mobilenetv2 --dataset cifar10 --method none --train-per-class 100 --epochs 5
+  # LIF settings and a sparsifier ablation
+  lorsp train --method lorsp --tau 2.0 --v-threshold 0.1 --groups 4 --rank 4 --output runs/tau2
+  lorsp train --method topk --keep-ratio 0.2 --output runs/topk20
+  # continue an interrupted run from its last complete checkpoint
+  lorsp train --method lorsp --output runs/lorsp-c10 --resume
+  # several GPUs (or CPU processes with gloo)
+  torchrun --nproc_per_node 4 -m lorsp train --backbone vit_b32 --dataset cifar100 --output runs/ddp
+
+The run directory (--output) receives checkpoint.pt (each epoch), record.json (the run record, with
+final_accuracy and best_accuracy as fractions in [0, 1]) and prompt.safetensors (the trained prompt and
+head). Exit status: 0 done, 2 bad arguments or data, 3 diverged (non-finite loss).
+"""
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to train")
+    g.add_argument("--backbone", default="mobilenetv2", help="backbone short name or timm name (default: "
+                   "mobilenetv2); see lorsp.backbones.list_backbones()")
+    g.add_argument("--dataset", default="synthetic", help="dataset name (cifar10, tiny-imagenet, folder:PATH, "
+                   "synthetic, ...; default: synthetic)")
+    g.add_argument("--method", default="lorsp", help="prompter name (lorsp, lpf, topk, dropout, lorvp, ...) or "
+                   "'none' for linear probing (default: lorsp)")
+    g.add_argument("--head", default="linear", help="output head: linear (LP head, default), or a label "
+                   "mapping head of the baselines (e.g. ilm, flm, fullymap)")
+    g = p.add_argument_group("protocol (defaults: the paper's)")
+    g.add_argument("--epochs", type=_int_range(1, 100000), default=20, help="epochs (default 20)")
+    g.add_argument("--batch-size", type=_int_range(1, 1 << 20), default=256, help="global batch (default 256)")
+    g.add_argument("--lr", type=_float_range(0, 100, low_open=True), default=0.01, help="learning rate in "
+                   "(0, 100] (default 0.01)")
+    g.add_argument("--momentum", type=_float_range(0, 1, high_open=True), default=0.9, help="SGD momentum in "
+                   "[0, 1) (default 0.9)")
+    g.add_argument("--weight-decay", type=_float_range(0, 1), default=1e-4, help="weight decay in [0, 1] "
+                   "(default 1e-4)")
+    g.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                   help="learning-rate schedule, stepped every iteration (default cosine)")
+    g.add_argument("--image-size", type=_int_range(1, 4096), default=224, help="image side in pixels (default 224)")
+    g.add_argument("--train-per-class", type=_int_range(1, None), default=None, help="train images per class "
+                   "(a seeded subset; default all)")
+    g.add_argument("--test-per-class", type=_int_range(1, None), default=None, help="test images per class "
+                   "(default all)")
+    g.add_argument("--seed", type=_int_range(0, 2**31 - 1), default=0, help="random seed (default 0)")
+    g.add_argument("--max-grad-norm", type=_float_range(0, None, low_open=True), default=None,
+                   help="clip the gradient norm (default: no clipping)")
+    g.add_argument("--label-mapping-interval", type=_int_range(1, None), default=1,
+                   help="epochs between label-mapping updates of mapping heads (ILM: 1)")
+    g = p.add_argument_group("weights, data, device")
+    g.add_argument("--weights", default=None, help="a local checkpoint file for the backbone")
+    g.add_argument("--random-init", action="store_true", help="random backbone weights (the record says so)")
+    g.add_argument("--data-root", default=None, help="data root (default: $LORSP_DATA or data/)")
+    g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    g.add_argument("--bad-images", dest="bad_image_policy", choices=["error", "skip"], default="error",
+                   help="unreadable images: fail naming the file (default) or skip and count them")
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--num-workers", type=_int_range(0, 256), default=0, help="DataLoader workers (default 0)")
+    g.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                   help="autocast on CUDA (auto: bf16 where supported; never on CPU)")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="keep NCHW memory format on GPU")
+    g.add_argument("--cache-features", choices=["auto", "memory", "disk", "off"], default="auto",
+                   help="linear probing: cache backbone features in memory (auto), on disk in the run "
+                   "directory, or not at all")
+    g.add_argument("--backbone-option", dest="backbone_options", action="append", type=_key_value, default=[],
+                   metavar="KEY=VALUE", help="extra timm create_model argument (repeatable), e.g. img_size=32")
+    g = p.add_argument_group("run directory")
+    g.add_argument("--output", default=None, metavar="DIR", help="run directory for the checkpoint, record and "
+                   "prompt weights (default: runs/<backbone>_<dataset>_<method>_s<seed>_<time>)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --output from its last "
+                   "complete checkpoint")
+    g.add_argument("--results-dir", default=None, help="also write the record under a unique name here")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bars (default: bars when stderr is a terminal)")
+    g.add_argument("--progress", dest="progress", action="store_true", help="progress bars even without a terminal")
+    g.add_argument("--json", action="store_true", help="print the whole record as JSON at the end")
+    g = p.add_argument_group("prompter options (passed to the prompter when given)")
+    for name, (kind, text) in PROMPTER_FLAGS.items():
+        g.add_argument("--" + name.replace("_", "-"), dest=f"prompter_{name}", type=kind, default=None, help=text,
+                       metavar=name.split("_")[-1].upper())
+    g.add_argument("--detach-reset", dest="prompter_detach_reset", action="store_const", const=True, default=None,
+                   help="cut the gradient through the LIF reset")
+    g.add_argument("--prompter-option", dest="prompter_options", action="append", type=_key_value, default=[],
+                   metavar="KEY=VALUE", help="any other prompter keyword (repeatable), e.g. rescale=true")
+
+
+def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run directory written by lorsp train --output")
+    p.add_argument("--dataset", default=None, help="evaluate on this dataset instead of the run's own "
+                   "(e.g. an OOD set: imagenet-a, imagenet-r, imagenet-v2, imagenet-sketch)")
+    p.add_argument("--split", default="test", help="dataset split (default test)")
+    p.add_argument("--per-class", type=_int_range(1, None), default=None, help="images per class (default all)")
+    p.add_argument("--logit-subset", default=None, metavar="FILE",
+                   help="JSON list of class indices to score over (default: the dataset's own subset, e.g. "
+                   "ImageNet-A/R's 200 classes)")
+    p.add_argument("--batch-size", type=_int_range(1, 1 << 20), default=None, help="default: the run's")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--output", default=None, metavar="FILE", help="also write the result as JSON here")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+
+
+def _add_params_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", dest="methods", action="append", default=None,
+                   help="method (repeatable; default: every registered prompter)")
+    p.add_argument("--image-size", type=_int_range(1, 4096), default=224)
+    p.add_argument("--channels", type=_int_range(1, 64), default=3)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for name, (kind, text) in PROMPTER_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=f"prompter_{name}", type=kind, default=None, help=text,
+                       metavar=name.split("_")[-1].upper())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lorsp", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_MAIN_EPILOG,
+        description="LoRSP: low-rank sparse visual prompting via a spiking neural network — train, evaluate, "
+                    "count parameters, manage the local data root, benchmark.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"lorsp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train one run (prompt + head on a frozen backbone) and write its record",
+                       description="Train a prompt and a linear head on a frozen backbone with the paper's "
+                       "protocol, checkpoint each epoch, and write a JSON run record.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_TRAIN_EPILOG)
+    _add_train_arguments(p)
+
+    p = sub.add_parser("eval", help="evaluate a run directory's checkpoint on a dataset",
+                       description="Evaluate the last checkpoint of a run on its dataset or another one (e.g. an "
+                       "OOD set; ImageNet-A/R are scored over their 200 classes).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  lorsp eval runs/in1k-lorsp --dataset imagenet-a\n"
+                              "  lorsp eval runs/c10 --per-class 10 --output c10-eval.json\n")
+    _add_eval_arguments(p)
+
+    p = sub.add_parser("params", help="closed-form trainable prompt parameter counts (Eqs. 13-15)",
+                       description="Print the trainable prompt parameters of each method (Eqs. 13-15 for LoRSP).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  lorsp params --groups 4 --rank 4          # LoRSP: 6272 at 224 px\n"
+                              "  lorsp params --method lorsp --method lorvp --rank 2 --groups 2\n")
+    _add_params_arguments(p)
+
+    p = sub.add_parser("data", help="the local data root: import archives, list what is there",
+                       description="Manage the data root ($LORSP_DATA, default data/ in the checkout).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  lorsp data import ../shared/data\n  lorsp data list\n")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    data_sub.required = True
+    q = data_sub.add_parser("import", help="fill the data root from local zips or folders (checks SHA256SUMS)",
+                            description="Import local archives or folders into the data root.",
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog="examples:\n  lorsp data import ../shared/data\n"
+                                   "  lorsp data import cifar10-train.zip cifar10-test.zip --root /scratch/data\n")
+    q.add_argument("paths", nargs="+", help="zip files, folders of zips, or dataset folders")
+    q.add_argument("--root", default=None, help="data root (default: $LORSP_DATA or data/)")
+    q = data_sub.add_parser("list", help="what is available locally and what would be downloaded",
+                            description="List the datasets and weights found in the data root.",
+                            epilog="example:\n  lorsp data list --root /scratch/data\n",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--root", default=None, help="data root (default: $LORSP_DATA or data/)")
+
+    _add_bench_parser(sub)
+    return parser
+
+
+def _add_bench_parser(sub) -> None:
+    description = "Time training steps of prompt methods against the backbone's floor (forward + input backward)."
+    try:
+        from . import bench
+    except ImportError as error:
+        p = sub.add_parser("bench", help="benchmark methods against the backbone floor (unavailable)",
+                           description=f"{description} Unavailable in this installation: {error}")
+        p.set_defaults(bench_unavailable=str(error))
+        return
+    p = sub.add_parser("bench", help="benchmark methods against the backbone floor",
+                       description=getattr(bench, "DESCRIPTION", description),
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=getattr(bench, "EPILOG", None))
+    bench.add_arguments(p)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------------------
+def _prompter_kwargs(args) -> dict:
+    kwargs = {k[len("prompter_"):]: v for k, v in vars(args).items()
+              if k.startswith("prompter_") and k != "prompter_options" and v is not None}
+    for key, value in getattr(args, "prompter_options", []) or []:
+        kwargs[key] = value
+    return kwargs
+
+
+def config_from_args(args):
+    """A :class:`lorsp.train.TrainConfig` from parsed ``lorsp train`` arguments."""
+    from .train import TrainConfig
+    output = args.output
+    if output is None:
+        from .distributed import env_world_size
+        if env_world_size() > 1:
+            raise ValueError("under torchrun give --output DIR (all processes must share one run directory)")
+        if args.resume:
+            raise ValueError("--resume needs --output DIR, the run directory to continue")
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        output = str(Path("runs") / f"{args.backbone}_{args.dataset.replace(':', '-').replace('/', '-')}_"
+                                    f"{args.method}_s{args.seed}_{stamp}")
+    return TrainConfig(
+        backbone=args.backbone, dataset=args.dataset, method=args.method, head=args.head, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        schedule=args.schedule, image_size=args.image_size, train_per_class=args.train_per_class,
+        test_per_class=args.test_per_class, seed=args.seed, device=args.device, weights=args.weights,
+        random_init=args.random_init, deterministic=args.deterministic, output=output, resume=args.resume,
+        prompter_kwargs=_prompter_kwargs(args), backbone_kwargs=dict(args.backbone_options),
+        num_workers=args.num_workers, amp=args.amp, channels_last=args.channels_last,
+        bad_image_policy=args.bad_image_policy, label_mapping_interval=args.label_mapping_interval,
+        max_grad_norm=args.max_grad_norm, cache_features=args.cache_features, data_root=args.data_root,
+        download=args.download, results_dir=args.results_dir)
+
+
+def _cmd_train(args) -> int:
+    from .train import DivergenceError, train
+    config = config_from_args(args)
+    try:
+        record = train(config, progress=args.progress)
+    except DivergenceError as error:
+        print(f"lorsp train: diverged: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    from .distributed import env_world_size
+    if int(os.environ.get("RANK", "0")) != 0 and env_world_size() > 1:
+        return 0
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        firing = record.get("firing_rate")
+        sparsity = record.get("sparsity")
+        print(f"{config.method} on {config.backbone}/{config.dataset}: final accuracy "
+              f"{record['final_accuracy']:.4f}, best {record['best_accuracy']:.4f} "
+              f"({record['epochs_completed']} epochs, {record['timings']['total_seconds']:.1f} s"
+              + (f", firing rate {firing:.3f}" if firing is not None else "")
+              + (f", prompt sparsity {sparsity:.3f}" if sparsity is not None else "") + ")")
+        if record.get("random_weights"):
+            print("note: the backbone had RANDOM weights (--random-init); the numbers say nothing about the paper")
+        print(f"record: {record.get('record_path')}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .train import evaluate_run
+    subset = None
+    if args.logit_subset:
+        try:
+            subset = json.loads(Path(args.logit_subset).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"--logit-subset {args.logit_subset}: expected a JSON list of class indices ({error})")
+        if not isinstance(subset, list) or not all(isinstance(i, int) for i in subset):
+            raise ValueError(f"--logit-subset {args.logit_subset}: expected a JSON list of integers")
+    result = evaluate_run(args.run_dir, dataset=args.dataset, split=args.split, per_class=args.per_class,
+                          device=args.device, batch_size=args.batch_size, logit_indices=subset,
+                          data_root=args.data_root, progress=args.progress)
+    text = json.dumps(result, indent=2)
+    if args.output:
+        from .checkpoint import atomic_write_bytes
+        atomic_write_bytes(args.output, text.encode())
+    print(text)
+    return 0
+
+
+def _cmd_params(args) -> int:
+    from .prompters import list_prompters, prompt_param_count
+    methods = args.methods or list_prompters()
+    kwargs = _prompter_kwargs(args)
+    rows = []
+    for method in methods:
+        if method == "none":
+            rows.append({"method": method, "params": 0, "note": "linear probing: no prompt"})
+            continue
+        try:
+            count = prompt_param_count(method, image_size=args.image_size, channels=args.channels, **kwargs)
+            rows.append({"method": method, "params": int(count), "note": ""})
+        except (TypeError, ValueError) as error:
+            if args.methods:  # asked for explicitly: the error is the answer
+                raise ValueError(f"params of {method!r}: {error}") from error
+            rows.append({"method": method, "params": None, "note": str(error)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    options = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "defaults"
+    print(f"trainable prompt parameters at {args.image_size}x{args.image_size}, {args.channels} channels "
+          f"({options}):")
+    width = max(len(r["method"]) for r in rows) if rows else 6
+    for r in rows:
+        value = f"{r['params']:>10,}" if r["params"] is not None else f"{'n/a':>10}"
+        print(f"  {r['method']:<{width}}  {value}  {r['note']}".rstrip())
+    return 0
+
+
+def _print_result(result) -> None:
+    if result is None:
+        return
+    if isinstance(result, str):
+        print(result)
+    elif isinstance(result, list) and result and all(isinstance(r, dict) for r in result):
+        _print_table(result)
+    else:
+        try:
+            print(json.dumps(result, indent=2, default=str, ensure_ascii=False))
+        except TypeError:
+            print(result)
+
+
+def _print_table(rows: list[dict]) -> None:
+    """Rows of dicts as an aligned text table (columns in first-seen order; None shown as '-')."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    cells = [[("-" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def _cmd_data(args) -> int:
+    from . import data
+    if args.data_command == "import":
+        _print_result(data.import_data(args.paths, root=args.root))
+    else:
+        _print_result(data.describe_data(root=args.root))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    if getattr(args, "bench_unavailable", None):
+        raise RuntimeError(f"lorsp bench is unavailable: {args.bench_unavailable}")
+    from . import bench
+    result = bench.main(args)
+    return result if isinstance(result, int) else 0
+
+
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "params": _cmd_params, "data": _cmd_data, "bench": _cmd_bench}
+
+
+def main(argv=None) -> int:
+    """Entry point of ``lorsp`` and ``python -m lorsp``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, OSError, RuntimeError, TypeError) as error:  # OSError: bad image files too
+        if os.environ.get("LORSP_DEBUG"):
+            raise
+        print(f"lorsp {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,195 @@
+"""Run records: one JSON file per training run, and a pandas view over many.
+
+A record (built by :func:`lorsp.train.train`) holds the full config, library versions, the git commit,
+the device, timings, the per-epoch metrics (``metrics``, a list of rows), ``final_accuracy`` and
+``best_accuracy`` (fractions in [0, 1] at the top level; the paper reports the final epoch, the best one
+may stand beside it, never instead),
+the prompt and head parameter counts, the mean firing rate and prompt sparsity of the final epoch, where
+the backbone weights came from (``weights_source``; ``random_weights`` is true when they are random), the
+data (dataset, number of train and test images, skipped images), ``status`` ("completed" or "failed")
+and the reason of a failure.
+
+:func:`write_record` writes atomically under a unique name, so several runs can write to one folder at
+once without losing any record; :func:`load` reads a file or a folder into a DataFrame.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+from .checkpoint import atomic_write_bytes
+
+__all__ = ["RECORD_SCHEMA", "write_record", "read_record", "load", "versions", "git_commit", "record_filename",
+           "to_jsonable"]
+
+RECORD_SCHEMA = "lorsp.run/1"
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of lorsp, torch, torchvision, timm and python."""
+    import torch
+    out: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
+    try:
+        from . import __version__ as lorsp_version
+    except ImportError:  # pragma: no cover - circular import during package init
+        lorsp_version = None
+    out["lorsp"] = lorsp_version
+    for name in ("torchvision", "timm"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - an optional library
+            out[name] = None
+    return out
+
+
+def git_commit(path=None) -> str | None:
+    """The commit of the git checkout that holds ``path`` (default: this package), or None outside one."""
+    folder = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                                timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    if result.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}", commit):
+        return None
+    try:
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        dirty = ""
+    return commit + ("-dirty" if dirty else "")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Tensors, numpy values, paths, tuples and dataclasses → plain JSON values; non-finite floats → None."""
+    import dataclasses
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # tensors, numpy arrays and scalars
+        return to_jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(text)).strip("-")[:40] or "x"
+
+
+def record_filename(record: dict[str, Any]) -> str:
+    """A unique file name: ``<backbone>_<dataset>_<method>_s<seed>_<UTC time>_<random>.json``."""
+    config = record.get("config", {}) or {}
+    parts = [_slug(config.get(key, "?")) for key in ("backbone", "dataset", "method")]
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"{'_'.join(parts)}_s{config.get('seed', 0)}_{stamp}_{uuid.uuid4().hex[:10]}.json"
+
+
+def write_record(record: dict[str, Any], folder, name: str | None = None) -> Path:
+    """Write ``record`` as JSON into ``folder`` atomically and return the file's path.
+
+    Without ``name`` the file gets a unique name (:func:`record_filename`), so two runs writing into the
+    same folder at the same time both keep their record. With ``name`` that file is replaced atomically.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = dict(to_jsonable(record))
+    payload.setdefault("schema", RECORD_SCHEMA)
+    text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=False)
+    path = folder / (name or record_filename(payload))
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_record(path) -> dict[str, Any]:
+    """One record file → dict; a ValueError names the file when it is not a run record."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read run record {path}: {error}") from error
+    if not isinstance(record, dict) or "config" not in record:
+        raise ValueError(f"{path} is not a lorsp run record (expected a JSON object with a 'config' key)")
+    record["record_path"] = str(path)
+    return record
+
+
+def _record_files(path: Path, recursive: bool = False) -> Iterable[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = path.rglob("*.json") if recursive else path.glob("*.json")
+        return sorted(p for p in files if not p.name.startswith("."))
+    raise FileNotFoundError(f"no run record file or folder at {path}")
+
+
+def _flat_row(record: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == "config" and isinstance(value, dict):
+            for ckey, cvalue in value.items():
+                if ckey == "prompter_kwargs" and isinstance(cvalue, dict):
+                    for pkey, pvalue in cvalue.items():
+                        row[pkey] = pvalue
+                else:
+                    row[ckey] = cvalue if not isinstance(cvalue, (dict, list)) else json.dumps(cvalue)
+        elif key in ("data", "versions", "timings") and isinstance(value, dict):
+            for skey, svalue in value.items():
+                column = f"{key}.{skey}" if key != "data" else skey if skey != "dataset" else "data.dataset"
+                row[column] = svalue if not isinstance(svalue, (dict, list)) else json.dumps(svalue)
+        else:
+            row[key] = value
+    return row
+
+
+def load(path, with_epochs: bool = False, recursive: bool = False):
+    """Run records (a JSON file, or every ``*.json`` in a folder) → a pandas DataFrame, one row per run.
+
+    ``recursive=True`` also reads the sub-folders (e.g. a ``runs/`` folder of run directories, each with
+    its ``record.json``).
+
+    Config keys become columns (prompter options such as ``groups``, ``rank``, ``tau`` too), as do the
+    data fields (``n_train``, ``n_test``, ``skipped``), versions and timings (``versions.torch``,
+    ``timings.total_seconds``). The per-epoch metrics stay a list in the ``metrics`` column; with
+    ``with_epochs=True`` the result has one row per run and epoch instead, the epoch metrics as columns.
+    JSON files under the folder that are not run records are skipped.
+    """
+    import pandas as pd
+    root = Path(path)
+    rows = []
+    for file in _record_files(root, recursive):
+        try:
+            record = read_record(file)
+        except ValueError:
+            if root.is_file():
+                raise
+            continue
+        row = _flat_row(record)
+        if with_epochs:
+            for epoch in record.get("metrics", []) or []:
+                rows.append({**{k: v for k, v in row.items() if k != "metrics"},
+                             **{f"epoch_{k}" if k in row else k: v for k, v in epoch.items()}})
+        else:
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def host_info() -> dict[str, Any]:
+    """Host name and process id (for telling concurrent runs apart)."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}

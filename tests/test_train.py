@@ -1,0 +1,262 @@
+"""The trainer (lorsp.train), checkpoints (lorsp.checkpoint) and run records (lorsp.results).
+
+Smoke size throughout: a tiny random timm backbone on 32 px synthetic images, 2–3 epochs; the real-data
+test (CIFAR-10 with the offline MobileNetV2 weights) skips cleanly when the data root lacks them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import _train_helpers as helpers
+
+from lorsp import results
+from lorsp.checkpoint import atomic_write_bytes, load_checkpoint
+from lorsp.train import (DivergenceError, EpochSampler, InjectedFault, TrainConfig, train)
+
+tiny_config = helpers.tiny_config
+TIMING_KEYS = {"epoch_seconds", "train_seconds", "images_per_second"}
+
+
+def _metrics(record):
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in record["metrics"]]
+
+
+# -- config validation ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, words", [
+    ("epochs", 0, "integer >= 1"), ("batch_size", -3, "integer >= 1"), ("lr", 0.0, "(0, 100]"),
+    ("lr", float("nan"), "(0, 100]"), ("momentum", 1.0, "[0, 1)"), ("weight_decay", -1e-4, "[0, 1]"),
+    ("schedule", "linear", "cosine"), ("amp", "fp8", "bf16"), ("train_per_class", 0, "integer >= 1"),
+    ("seed", -1, "[0, 2**31)"), ("bad_image_policy", "ignore", "skip"), ("image_size", 0, "integer >= 1"),
+    ("max_grad_norm", 0.0, "> 0"), ("device", "tpu", "cuda"),
+])
+def test_config_validation_names_field_and_range(field, value, words):
+    config = TrainConfig(**{field: value})
+    with pytest.raises(ValueError) as info:
+        config.validate()
+    assert f"TrainConfig.{field}" in str(info.value) and words in str(info.value)
+
+
+def test_protocol_defaults_are_method_md():
+    config = TrainConfig().validate()
+    assert (config.lr, config.momentum, config.weight_decay, config.schedule, config.batch_size, config.epochs,
+            config.image_size) == (0.01, 0.9, 1e-4, "cosine", 256, 20, 224)
+
+
+# -- samplers -----------------------------------------------------------------------------------------------
+def test_epoch_sampler_order_depends_on_seed_and_epoch_only_and_ranks_add_up():
+    single = EpochSampler(20, seed=3)
+    single.set_epoch(2)
+    order = list(single)
+    again = EpochSampler(20, seed=3)
+    again.set_epoch(2)
+    assert list(again) == order and sorted(order) == list(range(20))
+    single.set_epoch(3)
+    assert list(single) != order
+    ranks = [EpochSampler(20, seed=3, rank=r, world_size=2) for r in range(2)]
+    for r in ranks:
+        r.set_epoch(2)
+    per_rank = [list(r) for r in ranks]
+    # batch i of 4 per rank == single-process batch i of 8
+    for i in range(0, 10, 4):
+        assert sorted(per_rank[0][i:i + 4] + per_rank[1][i:i + 4]) == sorted(order[2 * i:2 * i + 8])
+    evals = [list(EpochSampler(7, shuffle=False, rank=r, world_size=2)) for r in range(2)]
+    assert sorted(evals[0] + evals[1]) == list(range(7))
+
+
+# -- end to end ---------------------------------------------------------------------------------------------
+def test_train_lorsp_synthetic_writes_checkpoint_record_and_prompt(tmp_path):
+    run_dir = tmp_path / "run"
+    record = train(tiny_config(output=str(run_dir), results_dir=str(tmp_path / "results")), progress=False)
+    assert record["status"] == "completed" and record["reason"] is None
+    assert 0.0 <= record["final_accuracy"] <= 1.0 and record["best_accuracy"] >= record["final_accuracy"]
+    assert record["final_accuracy"] == record["metrics"][-1]["test_accuracy"]
+    assert len(record["metrics"]) == 2 and record["epochs_completed"] == 2
+    assert 0.0 <= record["firing_rate"] <= 1.0 and 0.0 <= record["sparsity"] <= 1.0
+    assert record["prompt_params"] == record["prompt_params_closed_form"] == 32 * 2 * (2 + 3)  # W·r·(G + C)
+    assert record["head_params"] > 0 and record["random_weights"] is True
+    assert record["weights_source"] == "random"
+    assert record["data"]["n_train"] > 0 and record["data"]["skipped"] == 0
+    for key in ("lorsp", "torch", "timm", "python"):
+        assert key in record["versions"]
+    assert "git_commit" in record and record["device"] == "cpu" and record["timings"]["total_seconds"] > 0
+    assert len(record["timings"]["epoch_seconds"]) == 2
+    on_disk = json.loads((run_dir / "record.json").read_text())
+    assert on_disk["final_accuracy"] == record["final_accuracy"] and on_disk["config"]["method"] == "lorsp"
+    assert load_checkpoint(run_dir)["epoch"] == 2
+    from safetensors.torch import load_file
+    weights = load_file(run_dir / "prompt.safetensors")
+    assert any(k.startswith("prompter.") for k in weights) and any(k.startswith("head.") for k in weights)
+    assert sum(v.numel() for k, v in weights.items() if k.startswith("prompter.")) == record["prompt_params"]
+    frame = results.load(tmp_path / "results")
+    assert len(frame) == 1 and frame.loc[0, "method"] == "lorsp" and frame.loc[0, "groups"] == 2
+    assert frame.loc[0, "final_accuracy"] == record["final_accuracy"]
+
+
+def test_prompt_training_changes_the_prompt_with_progress_bars(tmp_path, capsys):
+    # δ = 0 at init (B = 0); after training the prompter's basis has moved (the prompt is really trained)
+    record = train(tiny_config(epochs=1, output=str(tmp_path)), progress=True)
+    assert record["status"] == "completed"
+    assert "epochs" in capsys.readouterr().err  # the tqdm bars went to stderr
+    from safetensors.torch import load_file
+    basis = [v for k, v in load_file(tmp_path / "prompt.safetensors").items() if k.startswith("prompter.")]
+    assert any(float(v.abs().max()) > 0 for v in basis)
+
+
+@pytest.mark.parametrize("head", ["ilm", "flm", "fullymap"])
+def test_source_logit_heads_train_and_keep_their_label_mapping(tmp_path, head):
+    config = tiny_config(method="pad", head=head, epochs=2, prompter_kwargs=dict(inner_size=24),
+                         output=str(tmp_path))
+    record = train(config, progress=False)
+    assert record["status"] == "completed" and record["config"]["head"] == head
+    state = load_checkpoint(tmp_path)["model"]
+    if head in ("ilm", "flm"):
+        mapping = state["head.mapping"]
+        n = record["data"]["num_classes"]
+        assert mapping.shape == (n,) and len(set(mapping.tolist())) == n  # one-to-one (Eq. of ILM-VP)
+        assert int(state["head.updates"]) == (2 if head == "ilm" else 1)  # ILM each epoch, FLM once
+    else:
+        assert record["head_params"] == 1000 * record["data"]["num_classes"] + record["data"]["num_classes"]
+
+
+def test_logit_subset_scoring(tmp_path):
+    from lorsp.train import evaluate_run
+    record = train(tiny_config(epochs=1, output=str(tmp_path)), progress=False)
+    n = record["data"]["num_classes"]
+    full = evaluate_run(tmp_path, device="cpu", progress=False)
+    assert full["test_accuracy"] == pytest.approx(record["final_accuracy"])
+    # labels are positions in the subset: the identity subset scores exactly like the full head ...
+    same = evaluate_run(tmp_path, device="cpu", logit_indices=list(range(n)), progress=False)
+    assert same["logit_subset"] == n and same["test_loss"] == pytest.approx(full["test_loss"])
+    # ... and a reversed one reads the logits of other classes
+    other = evaluate_run(tmp_path, device="cpu", logit_indices=list(range(n))[::-1], progress=False)
+    assert other["test_loss"] != pytest.approx(full["test_loss"])
+
+
+def test_lp_cached_features_match_training_through_the_backbone():
+    cached = train(tiny_config(method="none", prompter_kwargs={}, deterministic=True), progress=False)
+    direct = train(tiny_config(method="none", prompter_kwargs={}, deterministic=True, cache_features="off"),
+                   progress=False)
+    assert cached["features_cached"] is True and direct["features_cached"] is False
+    assert cached["prompt_params"] == 0 and cached["firing_rate"] is None
+    for a, b in zip(_metrics(cached), _metrics(direct)):
+        for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-5), (key, a[key], b[key])
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_metrics(tmp_path):
+    full = train(tiny_config(epochs=3, deterministic=True, output=str(tmp_path / "full")), progress=False)
+    run_dir = tmp_path / "cut"
+    with pytest.raises(InjectedFault):
+        train(tiny_config(epochs=3, deterministic=True, output=str(run_dir),
+                          fault_injection={"raise_after_epoch": 1}), progress=False)
+    assert load_checkpoint(run_dir)["epoch"] == 1 and not (run_dir / "record.json").exists()
+    with pytest.raises(ValueError, match="--resume"):  # a second start without --resume is refused
+        train(tiny_config(epochs=3, deterministic=True, output=str(run_dir)), progress=False)
+    resumed = train(tiny_config(epochs=3, deterministic=True, output=str(run_dir), resume=True), progress=False)
+    assert resumed["resumed_from_epoch"] == 1 and resumed["status"] == "completed"
+    assert _metrics(resumed) == _metrics(full)
+    assert resumed["final_accuracy"] == full["final_accuracy"]
+
+
+def test_resume_refuses_another_config(tmp_path):
+    with pytest.raises(InjectedFault):
+        train(tiny_config(output=str(tmp_path), fault_injection={"raise_after_epoch": 1}), progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        train(tiny_config(output=str(tmp_path), resume=True, lr=0.5), progress=False)
+
+
+def test_nonfinite_loss_stops_keeps_last_good_checkpoint_and_records_failure(tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(DivergenceError, match="non-finite training loss.*epoch 2"):
+        train(tiny_config(epochs=3, output=str(run_dir), fault_injection={"nonfinite_loss_at": [2, 0]}),
+              progress=False)
+    checkpoint = load_checkpoint(run_dir)
+    assert checkpoint["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "failed" and "DivergenceError" in record["reason"]
+    assert record["epochs_completed"] == 1 and record["final_accuracy"] is not None
+
+
+def test_divergence_from_a_huge_learning_rate_is_caught():
+    with pytest.raises(DivergenceError):
+        train(tiny_config(epochs=3, lr=100.0, momentum=0.0, prompter_kwargs=dict(groups=2, rank=2, init_std=1e3)),
+              progress=False)
+
+
+# -- records ------------------------------------------------------------------------------------------------
+def _fake_record(i):
+    return {"config": {"backbone": "b", "dataset": "d", "method": "lorsp", "seed": i,
+                       "prompter_kwargs": {"groups": 4, "rank": 4}},
+            "status": "completed", "final_accuracy": i / 10, "best_accuracy": i / 10,
+            "data": {"dataset": "d", "n_train": 10, "n_test": 5, "skipped": 0},
+            "metrics": [{"epoch": 1, "test_accuracy": i / 10}], "nan": float("nan")}
+
+
+def test_concurrent_record_writes_lose_nothing_and_load_into_a_frame(tmp_path):
+    threads = [threading.Thread(target=results.write_record, args=(_fake_record(i), tmp_path)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(list(tmp_path.glob("*.json"))) == 8 and not list(tmp_path.glob(".*"))
+    frame = results.load(tmp_path)
+    assert sorted(frame["seed"]) == list(range(8)) and set(frame["rank"]) == {4}
+    assert frame["nan"].isna().all()  # non-finite floats are written as null
+    per_epoch = results.load(tmp_path, with_epochs=True)
+    assert len(per_epoch) == 8 and "test_accuracy" in per_epoch.columns
+    (tmp_path / "other.json").write_text("[1, 2]")
+    assert len(results.load(tmp_path)) == 8  # non-records in a folder are skipped
+    with pytest.raises(ValueError, match="other.json"):
+        results.load(tmp_path / "other.json")
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"old")
+
+    def boom(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lorsp.checkpoint.os.replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+# -- real data: CIFAR-10 with the offline MobileNetV2 weights ------------------------------------------------
+def _real_cifar_available():
+    from lorsp.data import data_root
+    root = Path(data_root())
+    if not (root / "cifar10" / "train").is_dir() or not (root / "cifar10" / "test").is_dir():
+        return f"no cifar10/train and cifar10/test in the data root {root}"
+    if not (root / "weights" / "mobilenetv2_100_tflite_in1k.safetensors").is_file():
+        return f"no MobileNetV2 weights in {root / 'weights'}"
+    return None
+
+
+@pytest.mark.parametrize("method, kwargs", [("none", {}), ("lorsp", {"groups": 4, "rank": 4})])
+def test_cifar10_mobilenetv2_lp_and_lorsp_clearly_above_chance(tmp_path, method, kwargs):
+    reason = _real_cifar_available()
+    if reason:
+        pytest.skip(reason)
+    start = time.perf_counter()
+    record = train(TrainConfig(backbone="mobilenetv2", dataset="cifar10", method=method, prompter_kwargs=kwargs,
+                               epochs=2, batch_size=40, lr=0.02, image_size=64, train_per_class=20,
+                               test_per_class=10, device="cpu", output=str(tmp_path / method)), progress=False)
+    seconds = time.perf_counter() - start
+    assert record["status"] == "completed" and record["weights_source"] != "random"
+    assert record["data"]["n_train"] == 200 and record["data"]["n_test"] == 100
+    # chance is 10 %; 100 test images: 25 % is far outside chance's spread (sd 3 %). Measured with these
+    # settings (epochs 1, 2, 3): LP 0.35, 0.48, 0.49; LoRSP 0.42, 0.52, 0.49 (lr 0.1 makes LoRSP's prompt
+    # collapse to chance at epoch 2).
+    assert record["final_accuracy"] >= 0.25, record["metrics"]
+    assert (tmp_path / method / "record.json").is_file()
+    assert seconds < 180, f"smoke run took {seconds:.0f} s"  # ~5 s (LP) and ~15 s (LoRSP) on 2 free cores

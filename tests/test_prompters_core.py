@@ -56,12 +56,33 @@ def test_gradients_reach_projection_and_basis():
 
 def test_very_low_threshold_equals_lpf_exactly():
     torch.manual_seed(0)
-    lorsp_prompter = build_prompter("lorsp", image_size=24, groups=4, rank=3, v_threshold=-1e9)
+    lorsp_prompter = build_prompter("lorsp", image_size=24, groups=4, rank=3, v_threshold=-1e9, fused=False)
     torch.nn.init.normal_(lorsp_prompter.factors.basis)
     lpf = build_prompter("lpf", image_size=24, groups=4, rank=3)
     lpf.load_state_dict(lorsp_prompter.state_dict())
     x = torch.rand(3, 3, 24, 24)
     assert torch.equal(lorsp_prompter.prompt(x), lpf.prompt(x))
+    lorsp_prompter.fused = True  # the fused path rebuilds each factor itself: equal to float rounding
+    torch.testing.assert_close(lorsp_prompter.prompt(x), lpf.prompt(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("v_reset", [0.0, None])
+def test_fused_default_matches_the_reference_path(v_reset):
+    torch.manual_seed(0)
+    fused = build_prompter("lorsp", image_size=20, groups=4, rank=2, v_threshold=0.0, v_reset=v_reset)
+    assert fused.fused
+    torch.nn.init.normal_(fused.factors.basis, std=0.5)
+    reference = build_prompter("lorsp", image_size=20, groups=4, rank=2, v_threshold=0.0, v_reset=v_reset,
+                               fused=False)
+    reference.load_state_dict(fused.state_dict())
+    x = torch.rand(3, 3, 20, 20)
+    out_fused, out_reference = fused.prompt(x), reference.prompt(x)
+    assert 0 < (out_reference == 0).float().mean() < 1
+    torch.testing.assert_close(out_fused, out_reference, rtol=1e-6, atol=1e-6)
+    out_fused.pow(2).sum().backward()
+    out_reference.pow(2).sum().backward()
+    for a, b in zip(fused.parameters(), reference.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
 
 
 def test_factors_follow_eqs_4_and_5():

@@ -17,6 +17,7 @@ import torch
 
 from ..lif import LIF
 from .factors import PromptFactors, factor_param_count
+from .fused import fused_lorsp_prompt
 from .registry import Prompter, prompt_sparsity, register_prompter
 
 __all__ = ["LowRankPrompter", "LoRSPPrompter", "LPFPrompter", "TopKPrompter", "DropoutPrompter",
@@ -84,15 +85,21 @@ class LoRSPPrompter(LowRankPrompter):
     channel, and its spikes gate them: δ(x) = (1/G) Σ_t S_t ⊙ F_t(x) (Eq. 9 [reading]). With every spike on
     this is exactly LPF. LIF settings: ``tau``, ``v_threshold``, ``v_reset``, ``surrogate_alpha``,
     ``detach_reset`` (see :class:`lorsp.LIF`).
+
+    ``fused=True`` (default) computes Eqs. 4–9 with :func:`lorsp.prompters.fused.fused_lorsp_prompt`, which
+    keeps nothing of the image's size for backward and recomputes the LIF there (same spikes, δ equal to
+    float rounding, gradients to 1e-5); ``fused=False`` runs the reference path (:meth:`gate` through
+    :class:`lorsp.LIF`, every step recorded by autograd). :meth:`explain` always uses the reference path.
     """
 
     def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
                  tau: float = 4.0, v_threshold: float = 0.0, v_reset: float | None = 0.0,
                  surrogate_alpha: float = 4.0, detach_reset: bool = False, init_std: float = 0.01,
-                 shared_basis: bool = True):
+                 shared_basis: bool = True, fused: bool = True):
         super().__init__(image_size, channels, groups, rank, init_std, shared_basis)
         self.lif = LIF(tau=tau, v_threshold=v_threshold, v_reset=v_reset, surrogate_alpha=surrogate_alpha,
                        detach_reset=detach_reset)
+        self.fused = bool(fused)
 
     def gate(self, factors: torch.Tensor, return_trace: bool = False):
         """Eqs. 6–9 on precomputed factors ``[G, N, C, H, W]``: returns δ (and the LIF trace)."""
@@ -102,6 +109,10 @@ class LoRSPPrompter(LowRankPrompter):
 
     def prompt(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if self.fused:
+            lif = self.lif
+            return fused_lorsp_prompt(x, self.factors.projection, self.factors.basis, lif.tau, lif.v_threshold,
+                                      lif.v_reset, lif.surrogate_alpha, lif.detach_reset)
         return self.gate(self.factors(x))
 
     @torch.no_grad()

@@ -1,0 +1,462 @@
+"""LoRSP's spike gate (Eqs. 6–9) fused into one autograd function that recomputes the LIF in backward.
+
+The reference path (:meth:`lorsp.prompters.lowrank_sparse.LoRSPPrompter.gate`, through :class:`lorsp.LIF`)
+lets autograd record every operation of the G-step recurrence, so a training step keeps about a dozen tensors
+of the image's size ``[N, C, H, W]`` per time step alive until backward (membranes H_t, spikes S_t, the
+surrogate's inputs, the reset products, the stacked spikes and factors of Eq. 9). The functions here keep
+only what the recurrence cannot be recomputed without, and run the LIF again in backward:
+
+- :func:`fused_lif_gate` ``(factors, tau, v_threshold, v_reset, surrogate_alpha, detach_reset) -> delta``:
+  a drop-in for ``LoRSPPrompter.gate(factors)``; it saves the factors ``[G, N, C, H, W]`` only.
+- :func:`fused_lorsp_prompt` ``(x, projection, basis, tau, v_threshold, v_reset, surrogate_alpha,
+  detach_reset) -> delta``: Eqs. 4–9 in one go. The factors F_t = A_t B (Eq. 5) are rebuilt step by step
+  from A = xP (Eq. 4, ``[N, C, H, G·r]``, G·r/W of an image) and the basis B, so nothing of the image's size
+  is saved at all; A is saved by the projection's matmul as usual (autograd).
+
+Both compute, for t = 1..G (``docs/method.md``; the same operations in the same order as :class:`lorsp.LIF`,
+so spikes and δ are bit-identical to the reference for the same factors)::
+
+    H_t = V_{t-1} + (X_t - (V_{t-1} - V_rest)) / tau          (Eq. 6, as Eq. 1)
+    S_t = Θ(H_t - V_th)                                        (Eq. 7, as Eq. 2; Θ(0) = 1)
+    V_t = H_t (1 - S_t) + V_reset S_t      (hard)             (Eq. 8, as Eq. 3)
+    V_t = H_t - V_th S_t                   (soft, v_reset=None)
+    δ = (1/G) Σ_t S_t ⊙ X_t                                    (Eq. 9 [reading])
+
+Backward runs the recurrence forward again (storing the G membranes transiently, at the end of the backward
+pass when the backbone's activations are already freed) and then backwards in time with the sigmoid
+surrogate Θ'(u) ≈ α σ(αu)(1 − σ(αu)), u = H_t − V_th, and the reset term detached or not
+(``detach_reset``), exactly the gradient autograd takes through the reference.
+
+:func:`lif_gate_spikes` returns the spikes and δ of the same fused forward loop (no autograd), for checks.
+:func:`saved_tensor_bytes` measures what a computation keeps for backward, device-independently.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from ..lif import validate_lif_settings
+
+__all__ = ["fused_lif_gate", "fused_lorsp_prompt", "lif_gate_spikes", "saved_tensor_bytes", "SavedTensorMeter"]
+
+
+def _check_factors(factors: torch.Tensor) -> None:
+    if not isinstance(factors, torch.Tensor):
+        raise TypeError(f"factors must be a tensor [G, N, C, H, W], got {type(factors).__name__}")
+    if factors.dim() < 2 or factors.shape[0] < 1:
+        raise ValueError(f"factors must be a sequence [G, ...] with G >= 1 (the LIF's time steps), "
+                         f"got shape {tuple(factors.shape)}")
+    if not factors.is_floating_point():
+        raise TypeError(f"factors must be a floating-point tensor, got dtype {factors.dtype}")
+
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 17
+"""Elements per chunk on CPU: the G-step loop runs chunk by chunk so its temporaries stay in cache (each
+elementwise pass over a whole batch would otherwise stream it through memory ~100 times)."""
+
+
+def _chunk_elements(device: torch.device, chunk_elements: int | None) -> int | None:
+    if chunk_elements is not None:
+        if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
+            raise ValueError(f"chunk_elements must be a positive integer or None, got {chunk_elements!r}")
+        return chunk_elements
+    return DEFAULT_CHUNK_ELEMENTS if device.type == "cpu" else None  # GPUs want whole tensors
+
+
+def _forward_loop(step_input, groups: int, like: torch.Tensor, tau, v_threshold, v_reset, keep=None, out=None):
+    """Run Eqs. 6–9 over ``step_input(t)`` for t < groups; returns δ (written into ``out`` when given).
+    ``keep(t, membrane, fired)`` sees each step's H_t and S_t before the reset overwrites the membrane.
+
+    H_t = V + (X − (V − V_rest)) / τ with the reference's operation order, so H_t is bit-identical (at t = 1,
+    V = V_rest gives V − V_rest = 0 exactly); S_t = (H_t − V_th ≥ 0) ⇔ (H_t ≥ V_th) for finite floats.
+    """
+    rest = 0.0 if v_reset is None else v_reset
+    voltage = None
+    total = None
+    for t in range(groups):
+        x_t = step_input(t)
+        if voltage is None:  # V_0 = V_rest: H_1 = V_rest + X_1 / τ
+            membrane = torch.div(x_t, tau).add_(rest)
+        else:
+            charge = torch.sub(voltage, rest)
+            torch.sub(x_t, charge, out=charge)
+            membrane = voltage.add_(charge.div_(tau))  # Eq. 6
+        fired = membrane >= v_threshold  # Eq. 7
+        if keep is not None:
+            keep(t, membrane, fired)
+        if total is None:  # Eq. 9: Σ_t S_t ⊙ X_t (S_t ∈ {0, 1}, so each product is exact)
+            total = torch.mul(x_t, fired, out=out) if out is not None else x_t * fired
+        else:
+            total.addcmul_(x_t, fired)
+        if t + 1 < groups:  # Eq. 8 (V_G is never used)
+            voltage = (torch.where(fired, membrane - v_threshold, membrane) if v_reset is None
+                       else membrane.masked_fill_(fired, v_reset))
+    return total.div_(groups)
+
+
+def _backward_loop(grad_delta, step_input, groups, like, tau, v_threshold, v_reset, alpha, detach_reset,
+                   grad_step):
+    """Recompute Eqs. 6–8 forward, then backpropagate through Eqs. 6–9 in reverse time;
+    ``grad_step(t, grad_x_t)`` receives ∂L/∂X_t."""
+    membranes = [None] * groups
+    inputs = [None] * groups
+
+    def keep(t, membrane, fired):
+        membranes[t] = membrane.clone()
+
+    def remember(t):
+        inputs[t] = step_input(t)
+        return inputs[t]
+
+    _forward_loop(remember, groups, like, tau, v_threshold, v_reset, keep)
+    grad_gate = grad_delta / groups  # ∂δ/∂(S_t ⊙ X_t) = 1/G (Eq. 9)
+    grad_voltage = None  # ∂L/∂V_t from step t + 1
+    for t in reversed(range(groups)):
+        membrane, x_t = membranes[t], inputs[t]
+        fired = membrane >= v_threshold
+        grad_spike = grad_gate * x_t  # through Eq. 9
+        if grad_voltage is not None and not detach_reset:  # through the reset of Eq. 8
+            if v_reset is None:  # V_t = H_t − V_th S_t
+                grad_spike.add_(grad_voltage, alpha=-v_threshold)
+            else:  # V_t = H_t (1 − S_t) + V_reset S_t
+                grad_spike.addcmul_(grad_voltage, torch.sub(v_reset, membrane))
+        # through the surrogate of Eq. 7: α σ(αu)(1 − σ(αu)), u = H_t − V_th
+        sig = membrane.sub_(v_threshold).mul_(alpha).sigmoid_()
+        grad_h = torch.ops.aten.sigmoid_backward(grad_spike.mul_(alpha), sig)
+        if grad_voltage is not None:  # ∂V_t/∂H_t: 1 − S_t (hard) or 1 (soft)
+            grad_h.add_(grad_voltage.masked_fill_(fired, 0.0) if v_reset is not None else grad_voltage)
+        grad_x = torch.div(grad_h, tau).addcmul_(grad_gate, fired)  # Eq. 6 and Eq. 9 directly
+        grad_step(t, grad_x)
+        grad_voltage = grad_h.mul_(1.0 - 1.0 / tau)  # ∂H_t/∂V_{t−1} = 1 − 1/τ (Eq. 6)
+        membranes[t] = inputs[t] = None
+
+
+def _ranges(total: int, per_chunk: int | None):
+    if per_chunk is None or per_chunk >= total:
+        yield 0, total
+        return
+    for start in range(0, total, per_chunk):
+        yield start, min(start + per_chunk, total)
+
+
+class _FusedLIFGate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, factors, tau, v_threshold, v_reset, alpha, detach_reset, chunk):
+        ctx.settings = (tau, v_threshold, v_reset, alpha, detach_reset, chunk)
+        ctx.save_for_backward(factors)
+        groups = factors.shape[0]
+        with torch.no_grad():
+            flat = factors.reshape(groups, -1)
+            delta = flat.new_empty(flat.shape[1])
+            for start, end in _ranges(flat.shape[1], chunk):
+                part = flat[:, start:end]
+                _forward_loop(part.__getitem__, groups, part[0], tau, v_threshold, v_reset,
+                              out=delta[start:end])
+        return delta.view(factors.shape[1:])
+
+    @staticmethod
+    def backward(ctx, grad_delta):
+        (factors,) = ctx.saved_tensors
+        tau, v_threshold, v_reset, alpha, detach_reset, chunk = ctx.settings
+        groups = factors.shape[0]
+        with torch.no_grad():
+            flat = factors.reshape(groups, -1)
+            grad_flat = grad_delta.reshape(-1).to(flat.dtype)
+            grad_factors = torch.empty_like(flat)
+            for start, end in _ranges(flat.shape[1], chunk):
+                part = flat[:, start:end]
+
+                def store(t, grad, start=start, end=end):
+                    grad_factors[t, start:end] = grad
+
+                _backward_loop(grad_flat[start:end], part.__getitem__, groups, part[0], tau, v_threshold,
+                               v_reset, alpha, detach_reset, store)
+        return grad_factors.view(factors.shape), None, None, None, None, None, None
+
+
+def _settings(tau, v_threshold, v_reset, surrogate_alpha):
+    return validate_lif_settings(tau, v_threshold, v_reset, surrogate_alpha)
+
+
+def fused_lif_gate(factors: torch.Tensor, tau: float = 4.0, v_threshold: float = 0.0,
+                   v_reset: float | None = 0.0, surrogate_alpha: float = 4.0,
+                   detach_reset: bool = False, chunk_elements: int | None = None) -> torch.Tensor:
+    """δ = (1/G) Σ_t S_t ⊙ F_t (Eqs. 6–9) for factors ``[G, N, C, H, W]`` → ``[N, C, H, W]``.
+
+    The same δ, spikes and gradients as ``LoRSPPrompter.gate(factors)`` with the same LIF settings
+    (``v_reset=None`` = soft reset), but it saves only ``factors`` for backward and recomputes the LIF there.
+    ``chunk_elements``: pixels per chunk (default :data:`DEFAULT_CHUNK_ELEMENTS` on CPU, whole tensors on GPUs).
+    """
+    _check_factors(factors)
+    tau, v_threshold, v_reset, surrogate_alpha = _settings(tau, v_threshold, v_reset, surrogate_alpha)
+    chunk = _chunk_elements(factors.device, chunk_elements)
+    return _FusedLIFGate.apply(factors, tau, v_threshold, v_reset, surrogate_alpha, bool(detach_reset), chunk)
+
+
+def _factor_step(projected: torch.Tensor, basis: torch.Tensor, rank: int):
+    """``t ↦ F_t = A_t B`` (Eq. 5) from A ``[n, C, H, G·r]`` and B ``[C, r, W]`` (or ``[G, C, r, W]``)."""
+    shared = basis.dim() == 3
+
+    def step(t: int) -> torch.Tensor:
+        return torch.matmul(projected[..., t * rank:(t + 1) * rank], basis if shared else basis[t])
+
+    return step
+
+
+def _image_chunks(projected: torch.Tensor, width: int, chunk: int | None):
+    n, c, h, _ = projected.shape
+    per_image = c * h * width
+    return _ranges(n, None if chunk is None else max(1, chunk // per_image))
+
+
+class _FusedLowRankLIFGate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, projected, basis, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset, chunk):
+        ctx.settings = (groups, rank, tau, v_threshold, v_reset, alpha, detach_reset, chunk)
+        ctx.basis_dtype = basis.dtype
+        with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
+            basis_c = basis.to(projected.dtype)
+            ctx.save_for_backward(projected, basis_c)
+            n, c, h, _ = projected.shape
+            width = basis.shape[-1]
+            delta = projected.new_empty((n, c, h, width))
+            for start, end in _image_chunks(projected, width, chunk):
+                part = projected[start:end]
+                _forward_loop(_factor_step(part, basis_c, rank), groups, None, tau, v_threshold, v_reset,
+                              out=delta[start:end])
+        return delta
+
+    @staticmethod
+    def backward(ctx, grad_delta):
+        projected, basis = ctx.saved_tensors
+        groups, rank, tau, v_threshold, v_reset, alpha, detach_reset, chunk = ctx.settings
+        shared = basis.dim() == 3
+        width = basis.shape[-1]
+        with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
+            grad_delta = grad_delta.to(projected.dtype)
+            grad_projected = torch.empty_like(projected) if ctx.needs_input_grad[0] else None
+            grad_basis = torch.zeros_like(basis) if ctx.needs_input_grad[1] else None
+            for start, end in _image_chunks(projected, width, chunk):
+                part = projected[start:end]
+
+                def store(t, grad_f, part=part, start=start, end=end):
+                    # F_t = A_t B_t (Eq. 5): ∂A_t = ∂F_t B_tᵀ, ∂B_t = Σ_n A_tᵀ ∂F_t
+                    a_t = part[..., t * rank:(t + 1) * rank]
+                    b_t = basis if shared else basis[t]
+                    if grad_projected is not None:
+                        grad_projected[start:end, ..., t * rank:(t + 1) * rank] = torch.matmul(
+                            grad_f, b_t.transpose(-1, -2))
+                    if grad_basis is not None:
+                        g_b = torch.matmul(a_t.transpose(-1, -2), grad_f).sum(0)
+                        (grad_basis if shared else grad_basis[t]).add_(g_b)
+
+                _backward_loop(grad_delta[start:end], _factor_step(part, basis, rank), groups, None, tau,
+                               v_threshold, v_reset, alpha, detach_reset, store)
+        if grad_basis is not None:
+            grad_basis = grad_basis.to(ctx.basis_dtype)
+        return grad_projected, grad_basis, None, None, None, None, None, None, None, None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# optional torch.compile path (inductor fuses the G-step elementwise loop into one kernel; slow to compile)
+# ---------------------------------------------------------------------------------------------------------
+def _functional_steps(projected, basis, groups, rank, tau, v_threshold, v_reset):
+    """Factors, membranes and spikes of Eqs. 5–8 written functionally (for torch.compile)."""
+    rest = 0.0 if v_reset is None else v_reset
+    factors, membranes, fired_all = [], [], []
+    voltage = None
+    for t in range(groups):
+        # F_t = A_t B as a broadcast product summed over r (inductor fuses it with the LIF; r is small)
+        x_t = (projected[..., t * rank:(t + 1) * rank, None] * basis[:, None]).sum(-2)
+        membrane = x_t / tau + rest if voltage is None else voltage + (x_t - (voltage - rest)) / tau
+        fired = membrane >= v_threshold
+        voltage = (torch.where(fired, membrane - v_threshold, membrane) if v_reset is None
+                   else torch.where(fired, torch.full_like(membrane, v_reset), membrane))
+        factors.append(x_t)
+        membranes.append(membrane)
+        fired_all.append(fired)
+    return factors, membranes, fired_all
+
+
+def _compiled_forward_impl(projected, basis, groups: int, rank: int, tau: float, v_threshold: float, v_reset):
+    factors, _, fired = _functional_steps(projected, basis, groups, rank, tau, v_threshold, v_reset)
+    total = factors[0] * fired[0]
+    for t in range(1, groups):
+        total = total + factors[t] * fired[t]
+    return total / groups
+
+
+def _compiled_backward_impl(projected, basis, grad_delta, groups: int, rank: int, tau: float, v_threshold: float,
+                            v_reset, alpha: float, detach_reset: bool):
+    factors, membranes, fired_all = _functional_steps(projected, basis, groups, rank, tau, v_threshold, v_reset)
+    grad_gate = grad_delta / groups
+    grad_voltage = None
+    grads_a = [None] * groups
+    grad_basis = torch.zeros_like(basis)
+    for t in reversed(range(groups)):
+        membrane, x_t, fired = membranes[t], factors[t], fired_all[t]
+        grad_spike = grad_gate * x_t
+        if grad_voltage is not None and not detach_reset:
+            grad_spike = grad_spike + (grad_voltage * (-v_threshold) if v_reset is None
+                                       else grad_voltage * (v_reset - membrane))
+        sig = torch.sigmoid(alpha * (membrane - v_threshold))
+        grad_h = grad_spike * alpha * sig * (1.0 - sig)
+        if grad_voltage is not None:
+            grad_h = grad_h + (grad_voltage if v_reset is None else torch.where(fired, 0.0, grad_voltage))
+        grad_x = grad_h / tau + grad_gate * fired
+        grad_voltage = grad_h * (1.0 - 1.0 / tau)
+        a_t = projected[..., t * rank:(t + 1) * rank]
+        grads_a[t] = (grad_x[..., None, :] * basis[:, None]).sum(-1)  # ∂A_t = ∂F_t Bᵀ
+        grad_basis = grad_basis + (a_t[..., None] * grad_x[..., None, :]).sum((0, 2))  # ∂B = Σ A_tᵀ ∂F_t
+    return torch.cat(grads_a, -1), grad_basis
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(kind: str):
+    if kind not in _COMPILED:
+        impl = _compiled_forward_impl if kind == "forward" else _compiled_backward_impl
+        _COMPILED[kind] = torch.compile(impl, dynamic=False)
+    return _COMPILED[kind]
+
+
+class _CompiledLowRankLIFGate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, projected, basis, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset):
+        ctx.settings = (groups, rank, tau, v_threshold, v_reset, alpha, detach_reset)
+        ctx.basis_dtype = basis.dtype
+        with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
+            basis_c = basis.to(projected.dtype)
+            ctx.save_for_backward(projected, basis_c)
+            return _compiled("forward")(projected, basis_c, groups, rank, tau, v_threshold, v_reset)
+
+    @staticmethod
+    def backward(ctx, grad_delta):
+        projected, basis = ctx.saved_tensors
+        groups, rank, tau, v_threshold, v_reset, alpha, detach_reset = ctx.settings
+        with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
+            grad_a, grad_b = _compiled("backward")(projected, basis, grad_delta.to(projected.dtype).contiguous(),
+                                                   groups, rank, tau, v_threshold, v_reset, alpha, detach_reset)
+        return grad_a, grad_b.to(ctx.basis_dtype), None, None, None, None, None, None, None
+
+
+def fused_lorsp_prompt(x: torch.Tensor, projection: torch.Tensor, basis: torch.Tensor, tau: float = 4.0,
+                       v_threshold: float = 0.0, v_reset: float | None = 0.0, surrogate_alpha: float = 4.0,
+                       detach_reset: bool = False, chunk_elements: int | None = None,
+                       backend: str = "eager") -> torch.Tensor:
+    """LoRSP's prompt δ(x) (Eqs. 4–9) for images ``x [N, C, H, W]`` in [0, 1] → ``[N, C, H, W]``.
+
+    ``projection`` is P ``[W, G·r]`` (Eq. 4) and ``basis`` B ``[C, r, W]`` (Eq. 5; ``[G, C, r, W]`` for the
+    ungrouped formulation), i.e. ``prompter.factors.projection`` and ``prompter.factors.basis`` of a
+    :class:`~lorsp.prompters.lowrank_sparse.LoRSPPrompter`. A = xP goes through autograd as usual; the
+    factors, the LIF and the gate run in one function that saves only A and B and rebuilds F_t = A_t B in
+    backward, a chunk of images at a time. δ equals the reference up to the floating-point rounding of the
+    factors' matmul (the reference uses an einsum); the spikes equal it except at membranes within that
+    rounding of V_th.
+
+    ``backend="compile"`` runs the same recurrence through ``torch.compile`` (inductor fuses the G-step loop
+    into one kernel: much faster, but the first call compiles for tens of seconds and each new shape or LIF
+    setting recompiles; shared basis only). Its δ matches to float rounding (inductor may reorder arithmetic).
+    """
+    if backend not in ("eager", "compile"):
+        raise ValueError(f"backend must be 'eager' or 'compile', got {backend!r}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be images [N, C, H, W], got shape {tuple(x.shape)}")
+    if basis.dim() not in (3, 4):
+        raise ValueError(f"basis must be [C, r, W] (shared) or [G, C, r, W], got shape {tuple(basis.shape)}")
+    rank = basis.shape[-2]
+    if projection.dim() != 2 or projection.shape[0] != x.shape[-1] or projection.shape[1] % rank:
+        raise ValueError(f"projection must be [W={x.shape[-1]}, G·r] with r={rank} (from the basis), got shape "
+                         f"{tuple(projection.shape)}")
+    if basis.shape[-3] != x.shape[1] or basis.shape[-1] != x.shape[-1]:
+        raise ValueError(f"basis {tuple(basis.shape)} does not fit images {tuple(x.shape)} (expected [C, r, W])")
+    groups = projection.shape[1] // rank
+    if basis.dim() == 4 and basis.shape[0] != groups:
+        raise ValueError(f"basis has {basis.shape[0]} factor bases but the projection has {groups} groups")
+    tau, v_threshold, v_reset, surrogate_alpha = _settings(tau, v_threshold, v_reset, surrogate_alpha)
+    chunk = _chunk_elements(x.device, chunk_elements)
+    projected = x @ projection  # A = xP (Eq. 4), [N, C, H, G·r]
+    if backend == "compile":
+        if basis.dim() != 3:
+            raise ValueError("backend='compile' supports the shared basis [C, r, W] only")
+        return _CompiledLowRankLIFGate.apply(projected, basis, groups, rank, tau, v_threshold, v_reset,
+                                             surrogate_alpha, bool(detach_reset))
+    return _FusedLowRankLIFGate.apply(projected, basis, groups, rank, tau, v_threshold, v_reset, surrogate_alpha,
+                                      bool(detach_reset), chunk)
+
+
+@torch.no_grad()
+def lif_gate_spikes(factors: torch.Tensor, tau: float = 4.0, v_threshold: float = 0.0,
+                    v_reset: float | None = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(spikes [G, ...] float, δ)`` of the fused forward loop (Eqs. 6–9), without autograd."""
+    _check_factors(factors)
+    tau, v_threshold, v_reset, _ = _settings(tau, v_threshold, v_reset, 4.0)
+    spikes = torch.empty_like(factors)
+
+    def keep(t, membrane, fired):
+        spikes[t] = fired
+
+    delta = _forward_loop(factors.__getitem__, factors.shape[0], factors[0], tau, v_threshold, v_reset, keep)
+    return spikes, delta
+
+
+class SavedTensorMeter:
+    """Sums the bytes autograd saves for backward inside ``with meter:`` (``torch.autograd.graph.
+    saved_tensors_hooks``), counting each storage once. Storages of the tensors in ``exclude`` (e.g. the
+    model's parameters, which exist whether or not they are saved) are counted apart as ``excluded_bytes``.
+    Device-independent: the same numbers on CPU and GPU for the same dtype."""
+
+    def __init__(self, exclude=()):
+        self.bytes = 0
+        self.excluded_bytes = 0
+        self.count = 0
+        self._seen: set = set()
+        self._exclude = {self._key(t)[0] for t in exclude}
+        self._hooks = None
+
+    @staticmethod
+    def _key(tensor: torch.Tensor):
+        try:
+            storage = tensor.untyped_storage()
+            return (storage.data_ptr(), str(tensor.device)), storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # tensors without a plain storage
+            return (id(tensor), str(tensor.device)), tensor.numel() * tensor.element_size()
+
+    def _pack(self, tensor: torch.Tensor):
+        key, size = self._key(tensor)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.count += 1
+            if key in self._exclude:
+                self.excluded_bytes += size
+            else:
+                self.bytes += size
+        return tensor
+
+    @staticmethod
+    def _unpack(tensor):
+        return tensor
+
+    def __enter__(self):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+        return False
+
+    @property
+    def megabytes(self) -> float:
+        return self.bytes / 2 ** 20
+
+
+@contextmanager
+def saved_tensor_bytes(exclude=()):
+    """``with saved_tensor_bytes() as meter: loss = f(x)`` → ``meter.bytes`` saved for backward (see
+    :class:`SavedTensorMeter`)."""
+    meter = SavedTensorMeter(exclude)
+    with meter:
+        yield meter

@@ -1,0 +1,139 @@
+"""The fused LIF + gating (Eqs. 6–9) against the reference ``LoRSPPrompter.gate`` / ``.prompt``."""
+import os
+
+import pytest
+import torch
+
+from lorsp.prompters.fused import (SavedTensorMeter, fused_lif_gate, fused_lorsp_prompt, lif_gate_spikes)
+from lorsp.prompters.lowrank_sparse import LoRSPPrompter
+
+RESETS = [0.0, None, 0.3]  # hard reset at 0, soft reset, hard reset at 0.3
+IDS = ["hard", "soft", "hard0.3"]
+
+
+def _prompter(v_reset, detach_reset, size=16, groups=3, rank=2, shared_basis=True, seed=0):
+    torch.manual_seed(seed)
+    prompter = LoRSPPrompter(image_size=size, groups=groups, rank=rank, tau=2.5, v_threshold=0.1,
+                             v_reset=v_reset, detach_reset=detach_reset, shared_basis=shared_basis, fused=False)
+    # B = 0 at init gives δ = 0 and every neuron firing; random factors exercise spikes on and off
+    torch.nn.init.normal_(prompter.factors.basis, std=0.5)
+    torch.nn.init.normal_(prompter.factors.projection, std=0.5)
+    return prompter
+
+
+def _lif_args(prompter):
+    lif = prompter.lif
+    return lif.tau, lif.v_threshold, lif.v_reset, lif.surrogate_alpha, lif.detach_reset
+
+
+@pytest.mark.parametrize("chunk", [None, 100])
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("v_reset", RESETS, ids=IDS)
+def test_fused_gate_matches_reference_exactly(v_reset, detach_reset, chunk):
+    prompter = _prompter(v_reset, detach_reset)
+    x = torch.rand(3, 3, 16, 16)
+    factors = prompter.factors(x).detach().requires_grad_()
+    reference, trace = prompter.gate(factors, return_trace=True)
+    spikes = trace.spikes
+    assert 0.1 < spikes.mean() < 0.9  # both branches of the reset are exercised
+    grad_out = torch.randn_like(reference)
+    (grad_reference,) = torch.autograd.grad(reference, factors, grad_out)
+
+    fused_factors = factors.detach().clone().requires_grad_()
+    fused = fused_lif_gate(fused_factors, *_lif_args(prompter), chunk_elements=chunk)
+    (grad_fused,) = torch.autograd.grad(fused, fused_factors, grad_out)
+    assert torch.equal(fused, reference)  # bit-identical forward
+    fused_spikes, delta = lif_gate_spikes(factors.detach(), prompter.lif.tau, prompter.lif.v_threshold,
+                                          prompter.lif.v_reset)
+    assert torch.equal(fused_spikes, spikes)
+    assert torch.equal(delta, reference)
+    torch.testing.assert_close(grad_fused, grad_reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("v_reset", RESETS, ids=IDS)
+@pytest.mark.parametrize("shared_basis", [True, False])
+def test_fused_prompt_matches_reference(v_reset, detach_reset, shared_basis):
+    prompter = _prompter(v_reset, detach_reset, shared_basis=shared_basis)
+    x = torch.rand(5, 3, 16, 16)
+    grad_out = torch.randn(5, 3, 16, 16)
+    reference = prompter.prompt(x)
+    (reference * grad_out).sum().backward()
+    grads = [p.grad.clone() for p in (prompter.factors.projection, prompter.factors.basis)]
+    prompter.zero_grad()
+    for chunk in (None, 3 * 16 * 16 * 2):  # whole batch, and chunks of two images (the last one odd)
+        fused = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter),
+                                   chunk_elements=chunk)
+        (fused * grad_out).sum().backward()
+        torch.testing.assert_close(fused, reference, atol=1e-6, rtol=1e-6)
+        for param, expected in zip((prompter.factors.projection, prompter.factors.basis), grads):
+            scale = expected.abs().max()
+            torch.testing.assert_close(param.grad / scale, expected / scale, atol=1e-5, rtol=1e-5)
+            param.grad = None
+
+
+def test_fused_gate_default_settings_and_zero_basis():
+    """At init (B = 0) δ = 0 and every neuron fires (V_th = 0, Θ(0) = 1); gradients still reach B."""
+    torch.manual_seed(0)
+    prompter = LoRSPPrompter(image_size=8)
+    x = torch.rand(2, 3, 8, 8)
+    factors = prompter.factors(x)
+    spikes, delta = lif_gate_spikes(factors.detach())
+    assert torch.equal(spikes, torch.ones_like(spikes)) and torch.equal(delta, torch.zeros_like(delta))
+    fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis).sum().backward()
+    assert prompter.factors.basis.grad.abs().sum() > 0
+
+
+def test_fused_saves_far_fewer_bytes():
+    prompter = _prompter(0.0, False, size=32, groups=4, rank=4)
+    x = torch.rand(4, 3, 32, 32)
+    image_bytes = x.numel() * 4
+    params = list(prompter.parameters())
+    with SavedTensorMeter(exclude=params) as reference:
+        prompter.prompt(x)
+    with SavedTensorMeter(exclude=params) as gate:
+        fused_lif_gate(prompter.factors(x), *_lif_args(prompter))
+    with SavedTensorMeter(exclude=params) as full:
+        fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter))
+    assert reference.bytes > 10 * image_bytes  # the reference keeps > 2 image-sized tensors per time step
+    # the G = 4 factors, plus what the factors' own einsum saves (x and A = xP, G·r/W = 1/2 of an image here)
+    assert gate.bytes <= (4 + 1 + 0.5) * image_bytes
+    assert full.bytes < 2 * image_bytes  # x and A = xP only
+    assert reference.bytes > 10 * full.bytes
+
+
+def test_fused_errors_name_the_problem():
+    with pytest.raises(ValueError, match="G >= 1"):
+        fused_lif_gate(torch.zeros(0, 2, 3))
+    with pytest.raises(TypeError, match="floating-point"):
+        fused_lif_gate(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="tau"):
+        fused_lif_gate(torch.zeros(2, 3), tau=1.0)
+    with pytest.raises(ValueError, match="projection"):
+        fused_lorsp_prompt(torch.rand(1, 3, 8, 8), torch.zeros(7, 4), torch.zeros(3, 2, 8))
+    with pytest.raises(ValueError, match="basis"):
+        fused_lorsp_prompt(torch.rand(1, 3, 8, 8), torch.zeros(8, 4), torch.zeros(2, 2, 8))
+    with pytest.raises(ValueError, match="chunk_elements"):
+        fused_lif_gate(torch.zeros(2, 3), chunk_elements=0)
+    with pytest.raises(ValueError, match="backend"):
+        fused_lorsp_prompt(torch.rand(1, 3, 8, 8), torch.zeros(8, 4), torch.zeros(3, 2, 8), backend="triton")
+
+
+@pytest.mark.skipif(not os.environ.get("LORSP_TEST_COMPILE"),
+                    reason="torch.compile takes tens of seconds on CPU; set LORSP_TEST_COMPILE=1 to run")
+@pytest.mark.parametrize("v_reset", [0.0, None], ids=["hard", "soft"])
+def test_compiled_backend_matches_reference(v_reset):
+    prompter = _prompter(v_reset, False)
+    x = torch.rand(2, 3, 16, 16)
+    grad_out = torch.randn(2, 3, 16, 16)
+    reference = prompter.prompt(x)
+    (reference * grad_out).sum().backward()
+    grads = [p.grad.clone() for p in (prompter.factors.projection, prompter.factors.basis)]
+    prompter.zero_grad()
+    fused = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter),
+                               backend="compile")
+    (fused * grad_out).sum().backward()
+    torch.testing.assert_close(fused, reference, atol=1e-6, rtol=1e-6)
+    for param, expected in zip((prompter.factors.projection, prompter.factors.basis), grads):
+        scale = expected.abs().max()
+        torch.testing.assert_close(param.grad / scale, expected / scale, atol=1e-5, rtol=1e-5)

@@ -153,7 +153,12 @@ def make_transform(image_size) -> Callable:
     from torchvision.transforms import v2
 
     return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                       v2.Resize(as_image_size(image_size), antialias=True)])
+                       v2.Resize(as_image_size(image_size), antialias=True), v2.Lambda(_clamp_unit)])
+
+
+def _clamp_unit(image: torch.Tensor) -> torch.Tensor:
+    """Resizing can round a white pixel to 1 + 6e-7: keep the promised [0, 1] exactly."""
+    return image.clamp_(0.0, 1.0)
 
 
 def select_per_class(labels: Sequence[int], per_class: int | None, seed: int,

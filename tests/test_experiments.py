@@ -1,0 +1,402 @@
+"""The book's experiment layer: paper tables, shift transforms, grids, claims logic, run_grid resume."""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from lorsp import experiments as ex
+from lorsp.paper import PAPER_LABEL, list_tables, load_table, paper_long
+from lorsp.shifts import ShiftedDataset, apply_shift, list_shifts
+
+
+# --- the paper's tables ---------------------------------------------------------------------------------
+def test_paper_tables_load_with_expected_rows():
+    expected_rows = {"table1": 5, "table2": 12, "table3": 5, "table4": 4, "table5": 10, "table6": 8, "params": 4}
+    assert set(list_tables()) == set(expected_rows)
+    for name, rows in expected_rows.items():
+        table = load_table(name)
+        assert len(table) == rows, name
+        assert table.attrs["source"] == "paper"
+    t2 = load_table("table2")
+    assert list(t2.columns) == ["dataset", "method", "resnet50", "vit_b32", "vit_b16", "swin_b", "clip_vit_b32",
+                                "avg"]
+    lorsp_tiny = t2[(t2.dataset == "tiny-imagenet") & (t2.method == "LoRSP")].iloc[0]
+    assert lorsp_tiny["vit_b32"] == pytest.approx(86.93)
+    assert load_table("table6_sparsifiers_tiny_imagenet.csv").equals(load_table("table6"))
+
+
+def test_paper_table_unknown_name_is_clear():
+    with pytest.raises(KeyError, match="table7.*expected one of"):
+        load_table("table7")
+
+
+def test_paper_long_layouts():
+    t6 = paper_long("table6")
+    assert set(t6.method) == {"Top-k 10%", "Top-k 20%", "Top-k 50%", "Top-k 80%", "Dropout 10%", "Dropout 20%",
+                              "Dropout 50%", "Dropout 80%", "LoRSP"}
+    assert len(t6) == 2 * 9
+    assert t6[(t6.backbone == "resnet50") & (t6.method == "Dropout 80%")].paper_pct.item() == pytest.approx(77.57)
+    t3 = paper_long("table3")
+    assert len(t3) == 5 * 9 and set(t3.backbone) == {"vit_b32"}
+    t5 = paper_long("table5")
+    assert set(t5.method) == {"LP", "LPF", "LoRSP"} and len(t5) == 30
+    assert t5.attrs["units"] == "percent"
+
+
+# --- shifts ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def images():
+    torch.manual_seed(0)
+    # smooth images with structure, plus one with hard edges
+    base = torch.rand(3, 3, 8, 8)
+    return torch.nn.functional.interpolate(base, size=32, mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+@pytest.mark.parametrize("name", ["edge-map sketch", "gaussian noise", "gaussian blur", "colour shift"])
+def test_shift_deterministic_shape_range_and_changes(images, name):
+    assert name in list_shifts()
+    out = apply_shift(name, images, seed=3)
+    again = apply_shift(name, images, seed=3)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert torch.equal(out, again)
+    assert out.min() >= 0 and out.max() <= 1
+    assert (out - images).abs().mean() > 0.01, f"{name} barely changed the images"
+    single = apply_shift(name, images[0], seed=3)
+    assert single.shape == images[0].shape
+
+
+def test_noise_depends_on_seed_and_index(images):
+    a = apply_shift("gaussian noise", images[0], seed=0, index=0)
+    b = apply_shift("gaussian noise", images[0], seed=0, index=1)
+    c = apply_shift("gaussian noise", images[0], seed=1, index=0)
+    assert not torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_sketch_is_grey_and_mostly_white(images):
+    sketch = apply_shift("edge-map sketch", images)
+    assert torch.equal(sketch[:, 0], sketch[:, 1]) and torch.equal(sketch[:, 1], sketch[:, 2])
+    flat = torch.zeros(1, 3, 16, 16) + 0.5
+    assert torch.allclose(apply_shift("edge-map sketch", flat), torch.ones_like(flat), atol=1e-4)
+
+
+def test_shift_bad_input():
+    with pytest.raises(KeyError, match="unknown shift 'fog'"):
+        apply_shift("fog", torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match="float tensor"):
+        apply_shift("gaussian blur", torch.zeros(3, 8, 8, dtype=torch.uint8))
+
+
+def test_shifted_dataset_wraps(images):
+    class Base(torch.utils.data.Dataset):
+        classes = ["a", "b", "c"]
+        num_classes = 3
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return images[i], i
+
+    shifted = ShiftedDataset(Base(), "gaussian noise", seed=5)
+    x, y = shifted[2]
+    assert y == 2 and x.shape == images[2].shape and shifted.num_classes == 3 and shifted.classes == Base.classes
+    assert torch.equal(x, shifted[2][0])
+    assert torch.equal(x, apply_shift("gaussian noise", images[2], seed=5, index=2))
+
+
+# --- grids -----------------------------------------------------------------------------------------------
+def _smoke_setup():
+    return ex.scale_setup("smoke")
+
+
+@pytest.mark.parametrize("scale", ex.SCALES)
+@pytest.mark.parametrize("chapter", ex.CHAPTERS)
+def test_grids_well_formed(scale, chapter):
+    setup = ex.scale_setup(scale)
+    runs = ex.grid(chapter, setup=setup)
+    assert runs, f"{chapter}@{scale} is empty"
+    required = {"backbone", "dataset", "method", "head", "epochs", "batch_size", "lr", "image_size",
+                "train_per_class", "test_per_class", "seed", "device", "tags"}
+    for run in runs:
+        assert required <= set(run), f"missing {required - set(run)}"
+        assert run["tags"]["chapter"] == chapter and run["tags"]["scale"] == scale
+        assert run["dataset"] in setup.datasets
+        assert run["backbone"] in setup.backbones + setup.hyper_backbones + ("vit_b32", "resnet50")
+        json.dumps(run)  # JSON-able, so it can go into a record
+        if run["method"] in ("lorsp", "lpf", "topk", "dropout"):
+            assert run["groups"] >= 1 and run["rank"] >= 1
+        if scale != "paper":
+            assert run["method"] != "vpt", "VPT on a CNN must not be run"
+    keys = [ex.run_key(r) for r in runs]
+    assert len(set(keys)) == len(keys), "duplicate runs within a chapter"
+    if scale == "mini" or scale == "paper":
+        assert all(r["image_size"] == 224 and r["epochs"] == 20 and r["lr"] == 0.01 for r in runs)
+
+
+def test_sparsifier_grid_content():
+    runs = ex.grid("sparsifiers", "smoke")
+    labels = {r["tags"]["label"] for r in runs}
+    assert labels == {f"{m} {p}%" for m in ("Top-k", "Dropout") for p in (10, 20, 50, 80)} | {"LPF", "LoRSP"}
+    assert {r["keep_ratio"] for r in runs if r["method"] == "topk"} == {0.1, 0.2, 0.5, 0.8}
+
+
+def test_backbone_grid_methods_and_pad_sizes():
+    runs = ex.grid("backbones", "paper")
+    missing = ex.missing_methods("backbones", "paper")     # prompters not (yet) registered are left out, said
+    assert set(missing) <= {"EVP"}
+    assert {r["tags"]["label"] for r in runs} == {"LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP"} - set(missing)
+    ilm = next(r for r in runs if r["tags"]["label"] == "ILM-VP")
+    auto = next(r for r in runs if r["tags"]["label"] == "AutoVP")
+    assert (ilm["head"], ilm["inner_size"], ilm["squash"]) == ("ilm", 32, "sigmoid") and (auto["head"], auto["inner_size"]) == ("linear", 160)
+    assert {r["backbone"] for r in runs} == {"resnet50", "vit_b32", "vit_b16", "swin_b", "clip_vit_b32"}
+
+
+def test_downstream_vpt_only_on_transformers():
+    paper = ex.grid("downstream", "paper")
+    vpt_registered = ex.unavailable("VPT") is None
+    assert any(r["method"] == "vpt" for r in paper) == vpt_registered and all(r["backbone"] == "vit_b32" for r in paper)
+    assert "is a CNN" in ex.not_applicable("VPT", "mobilenetv2")
+    assert (ex.not_applicable("VPT", "vit_b32") is None) == vpt_registered
+    assert "VPT" in ex.missing_methods("downstream", "smoke")
+
+
+def test_ood_grid_uses_ood_factors_and_targets():
+    for scale in ex.SCALES:
+        runs = ex.grid("ood", scale)
+        lorsp = [r for r in runs if r["method"] == "lorsp"]
+        assert lorsp and all((r["groups"], r["rank"]) == (2, 2) for r in lorsp)
+        targets = runs[0]["tags"]["eval_on"]
+        if scale == "paper":
+            assert targets == ["imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r"]
+        else:
+            assert set(targets) <= set(list_shifts()) and len(targets) == 4
+
+
+def test_shared_runs_have_the_same_key():
+    """LoRSP at the defaults appears in several chapters and must be trained once."""
+    setup = _smoke_setup()
+    a = next(r for r in ex.grid("sparsifiers", setup=setup) if r["method"] == "lorsp" and r["seed"] == 0)
+    b = next(r for r in ex.grid("backbones", setup=setup) if r["method"] == "lorsp" and r["seed"] == 0)
+    assert a["tags"] != b["tags"] and ex.run_key(a) == ex.run_key(b)
+    c = dict(a, seed=1)
+    assert ex.run_key(c) != ex.run_key(a)
+
+
+def test_label_of_roundtrip():
+    for label in ("LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP", "VPT"):
+        assert ex.label_of(ex.method_config(label)) == label
+    assert ex.label_of(ex.method_config("Top-k", keep_ratio=0.2)) == "Top-k 20%"
+    with pytest.raises(KeyError, match="unknown method label"):
+        ex.method_config("SuperVP")
+
+
+def test_unknown_scale_and_chapter():
+    with pytest.raises(ValueError, match="unknown scale 'huge'"):
+        ex.scale_setup("huge")
+    with pytest.raises(KeyError, match="unknown chapter"):
+        ex.grid("nope", "smoke")
+
+
+# --- claims ----------------------------------------------------------------------------------------------
+def _summary(rows):
+    return pd.DataFrame(rows, columns=["label", "mean", "std", "n"])
+
+
+def test_claims_tie_win_loss():
+    summary = _summary([("LoRSP", 80.0, 1.0, 3), ("LoR-VP", 78.0, 0.5, 3), ("LPF", 79.5, 1.0, 3),
+                        ("LP", 82.0, 0.2, 3)])
+    specs = [ex.Claim("LoRSP beats LoR-VP", [("LoRSP", "LoR-VP")]),
+             ex.Claim("LoRSP beats LPF", [("LoRSP", "LPF")]),
+             ex.Claim("LoRSP beats LP", [("LoRSP", "LP")]),
+             ex.Claim("LoRSP beats everything", ex.claim_pairs("LoRSP", ["LoR-VP", "LPF"]))]
+    sentences, table = ex.claims(summary, specs, scale="smoke")
+    verdicts = table.groupby("claim", sort=False)["verdict"].apply(list).to_dict()
+    assert verdicts["LoRSP beats LoR-VP"] == ["holds"]         # +2.0 > spread 1.0
+    assert verdicts["LoRSP beats LPF"] == ["tie"]              # +0.5 <= spread 1.0
+    assert verdicts["LoRSP beats LP"] == ["does not hold"]     # -2.0 beyond spread 1.0
+    assert verdicts["LoRSP beats everything"] == ["holds", "tie"]
+    assert "holds at smoke scale" in sentences[0]
+    assert "tie" in sentences[1] and "does not hold" in sentences[2]
+    assert "tie" in sentences[3]  # a tie in any pair makes the whole claim not supported
+    assert table.loc[0, "difference"] == pytest.approx(2.0) and table.loc[0, "spread"] == pytest.approx(1.0)
+
+
+def test_claims_one_seed_undecided_or_tolerance():
+    summary = _summary([("LoRSP", 80.0, float("nan"), 1), ("LoR-VP", 79.0, float("nan"), 1)])
+    spec = [ex.Claim("LoRSP beats LoR-VP", [("LoRSP", "LoR-VP")])]
+    sentences, table = ex.claims(summary, spec)
+    assert table.verdict.tolist() == ["undecided"] and "cannot be decided" in sentences[0]
+    _, table = ex.claims(summary, spec, tolerance=0.5)
+    assert table.verdict.tolist() == ["holds"] and table.spread_basis[0] == "the stated tolerance"
+    _, table = ex.claims(summary, spec, tolerance=2.0)
+    assert table.verdict.tolist() == ["tie"]
+
+
+def test_claims_missing_method_and_where():
+    summary = pd.DataFrame(dict(label=["LoRSP", "LP", "LoRSP", "LP"], dataset=["a", "a", "b", "b"],
+                                mean=[50.0, 40.0, 40.0, 50.0], std=[1.0, 1.0, 1.0, 1.0], n=[2, 2, 2, 2]))
+    sentences, table = ex.claims(summary, [ex.Claim("on a", [("LoRSP", "LP")], where={"dataset": "a"}),
+                                          ex.Claim("on b", [("LoRSP", "LP")], where={"dataset": "b"}),
+                                          ex.Claim("vs VPT", [("LoRSP", "VPT")])])
+    assert table.verdict.tolist() == ["holds", "does not hold", "not run"]
+    assert "was not tested" in sentences[2]
+
+
+def test_summarise_and_compare():
+    frame = pd.DataFrame(dict(label=["LoRSP", "LoRSP", "LP", "LP"], dataset=["cifar10"] * 4,
+                              backbone=["mobilenetv2"] * 4, accuracy_pct=[40.0, 42.0, 38.0, 38.0]))
+    summary = ex.summarise(frame, by=["label"])
+    row = summary.set_index("label").loc["LoRSP"]
+    assert row["mean"] == pytest.approx(41.0) and row["std"] == pytest.approx(math.sqrt(2)) and row["n"] == 2
+    paper = paper_long("table3")
+    table = ex.compare(paper, {"smoke": frame}, rows=["LP", "VPT", "LoRSP"],
+                       na_rows={"VPT": "not applicable (CNN)"})
+    assert list(table.index) == ["LP", "VPT", "LoRSP"]
+    assert table[(PAPER_LABEL, "cifar10")]["LoRSP"] == "97.77"
+    assert table[("ours · smoke (%)", "cifar10")]["LoRSP"] == "41.0 ± 1.4 (n=2)"
+    assert table[("ours · smoke (%)", "cifar10")]["VPT"] == "not applicable (CNN)"
+
+
+# --- run_grid resume -------------------------------------------------------------------------------------
+def test_run_grid_skips_existing_records(tmp_path, monkeypatch):
+    runs = ex.grid("prompt_gallery", "smoke")
+    calls = []
+
+    def fake_train_one(run, results_dir):
+        calls.append(ex.run_key(run))
+        record = {"config": ex._config_only(run), "final_accuracy": 0.5, "best_accuracy": 0.6,
+                  "status": "completed"}
+        ex._write_record(record, ex._record_path(results_dir, run))
+        return record
+
+    monkeypatch.setattr(ex, "train_one", fake_train_one)
+    frame = ex.run_grid(runs[:1], tmp_path, progress=False)
+    assert len(calls) == 1 and frame[ex.ACCURACY].tolist() == [50.0]
+    frame = ex.run_grid(runs + runs, tmp_path, progress=False)   # the first is done; duplicates train once
+    assert len(calls) == 2 and len(frame) == 4
+    assert frame["best_accuracy_pct"].tolist() == [60.0] * 4
+    ex.run_grid(runs, tmp_path, resume=False, progress=False)
+    assert len(calls) == 4
+    assert len(ex.collect(runs, tmp_path)) == 2
+    assert ex.collect(runs, tmp_path / "absent").empty
+    # a run whose record says it failed for another reason than divergence (or is still running) is redone
+    path = ex._record_path(tmp_path, runs[0])
+    path.write_text(json.dumps({"config": {}, "status": "failed", "reason": "OSError: disk full"}))
+    ex.run_grid(runs, tmp_path, progress=False)
+    assert calls[-1] == ex.run_key(runs[0]) and len(calls) == 5
+    path.write_text(json.dumps({"config": {}, "status": "failed", "reason": "DivergenceError: nan",
+                                "final_accuracy": None}))
+    frame = ex.run_grid(runs, tmp_path, progress=False)
+    assert len(calls) == 5 and frame["status"].tolist() == ["failed", "completed"]
+    assert pd.isna(frame[ex.ACCURACY].iloc[0])
+
+
+# --- chapter-level helpers on hand-made rows -------------------------------------------------------------
+def _rows(entries):
+    """entries: (label, seed, accuracy_pct, extra dict)."""
+    out = []
+    for label, seed, acc, extra in entries:
+        out.append(dict(label=label, seed=seed, dataset="cifar10", backbone="mobilenetv2", accuracy_pct=acc,
+                        **extra))
+    return pd.DataFrame(out)
+
+
+def test_chapter_claims_sparsifiers_every_ratio():
+    entries = []
+    for seed, jitter in ((0, 0.0), (1, 1.0)):
+        entries.append(("LoRSP", seed, 50.0 + jitter, {}))
+        entries.append(("LPF", seed, 49.5 + jitter, {}))
+        for ratio in (10, 20, 50, 80):
+            entries.append((f"Top-k {ratio}%", seed, 40.0 + jitter, {}))
+            entries.append((f"Dropout {ratio}%", seed, (50.0 if ratio == 80 else 40.0) + jitter, {}))
+    sentences, table = ex.chapter_claims("sparsifiers", _rows(entries), scale="smoke")
+    verdict = table.groupby("claim", sort=False)["verdict"].apply(ex._combine)
+    assert verdict.iloc[0] == "holds"          # Top-k: 10 pp below at every ratio, spread 0.7
+    assert verdict.iloc[1] == "tie"            # Dropout 80% equals LoRSP
+    assert verdict.iloc[2] == "tie"            # LPF 0.5 below, spread 0.7
+    paragraph = ex.closing_paragraph(sentences, table, "smoke")
+    assert "3 claims checked" in paragraph and "1 holds" in paragraph and "2 tie" in paragraph
+
+
+def test_ood_long_and_claims():
+    frame = _rows([(m, s, 60.0, {f"{ex.ACCURACY}:gaussian noise": a, f"{ex.ACCURACY}:gaussian blur": b})
+                   for m, a, b in (("LP", 30.0, 20.0), ("EVP", 31.0, 21.0), ("LoR-VP", 30.0, 20.0),
+                                   ("LoRSP", 40.0, 20.5)) for s in (0, 1)])
+    frame.loc[frame.seed == 1, f"{ex.ACCURACY}:gaussian noise"] += 1.0
+    long = ex.ood_long(frame)
+    assert set(long.dataset) == {"cifar10 (source test)", "gaussian noise", "gaussian blur", "shifted mean"}
+    lorsp_mean = long[(long.label == "LoRSP") & (long.dataset == "shifted mean") & (long.seed == 0)]
+    assert lorsp_mean[ex.ACCURACY].item() == pytest.approx(30.25)
+    _, table = ex.chapter_claims("ood", frame)
+    verdicts = table.groupby("claim", sort=False)["verdict"].apply(ex._combine).to_dict()
+    assert verdicts["LoRSP beats LP, EVP and LoR-VP on gaussian noise"] == "holds"
+    # equal seeds (std 0): any difference decides; 20.5 is below EVP's 21.0
+    assert verdicts["LoRSP beats LP, EVP and LoR-VP on gaussian blur"] == "does not hold"
+    table_str = ex.chapter_table("ood", {"smoke": frame})
+    assert ("paper (reported, %)", "imagenet-sketch") in table_str.columns
+
+
+def test_hyper_long_points_and_claims_one_seed():
+    rows = []
+    for groups in (1, 2, 4, 8):
+        rows.append(dict(groups=groups, rank=4, tau=4.0, v_threshold=0.0, sweeps=["groups"] if groups != 4 else
+                         ["groups", "rank", "tau", "v_threshold"], accuracy_pct=40.0 + groups, sparsity=0.1))
+    for rank in (1, 2, 8):
+        rows.append(dict(groups=4, rank=rank, tau=4.0, v_threshold=0.0, sweeps=["rank"], accuracy_pct=40.0,
+                         sparsity=0.1))
+    frame = pd.DataFrame(rows).assign(label="LoRSP", seed=0, dataset="cifar10", backbone="mobilenetv2")
+    long = ex.hyper_long(frame)
+    assert set(long.point) >= {"G=1", "G=4", "G=8", "r=1", "r=4", "tau=4", "V_th=0"}
+    assert len(long) == 4 + 3 + 3  # the default point appears on its 4 sweeps
+    sentences, table = ex.chapter_claims("hyperparameters", frame, scale="smoke")
+    assert set(table.verdict) <= {"undecided", "not run"}           # one seed, no tolerance
+    _, table = ex.chapter_claims("hyperparameters", frame, tolerance=1.0)
+    g = table[table.claim.str.startswith("G = 4 beats")]
+    assert g.verdict.tolist() == ["holds", "holds", "does not hold"]  # G=8 is 4 pp better here
+
+
+def test_compare_with_larger_scale_columns():
+    smoke = _rows([("LoRSP", 0, 40.0, {}), ("LoRSP", 1, 42.0, {}), ("LP", 0, 38.0, {}), ("LP", 1, 39.0, {})])
+    mini = _rows([("LoRSP", s, 80.0 + s, {}) for s in (0, 1, 2)])
+    table = ex.chapter_table("backbones", {"smoke": smoke, "mini": mini})
+    sources = {c[0] for c in table.columns}
+    assert sources == {PAPER_LABEL, "ours · smoke (%)", "ours · mini (%)"}
+    assert table.loc["LoRSP", ("ours · mini (%)", "cifar10 · mobilenetv2")] == "81.0 ± 1.0 (n=3)"
+    assert table.loc["LP", ("ours · mini (%)", "cifar10 · mobilenetv2")] == "—"
+    assert table.loc["LoRSP", (PAPER_LABEL, "tiny-imagenet · vit_b32")] == "86.93"
+    assert list(table.index) == ["LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP"]
+
+
+def test_smoke_fallback_without_data(tmp_path):
+    setup = ex.scale_setup("smoke", data_root=tmp_path)
+    assert list(setup.datasets) == ["synthetic"] and setup.random_init
+    assert len(setup.fallbacks) == 2 and "synthetic" in setup.fallbacks[0]
+    facts = setup.facts()
+    assert facts["fallbacks"] == setup.fallbacks and "RANDOM INIT" in facts["weights"]
+    for chapter in ex.CHAPTERS:
+        assert all(r["dataset"] == "synthetic" and r["random_init"] for r in ex.grid(chapter, setup=setup))
+
+
+# --- the real engine, tiny ----------------------------------------------------------------------------------
+def test_run_grid_through_the_engine(tmp_path):
+    for module in ("lorsp.train", "lorsp.data", "lorsp.backbones", "lorsp.model"):
+        pytest.importorskip(module)
+    setup = ex.scale_setup("smoke", data_root=tmp_path)   # no data there: synthetic + random init
+    setup.datasets = {"synthetic": dict(train_per_class=2, test_per_class=2)}
+    setup.image_size, setup.epochs, setup.batch_size = 32, 1, 8
+    runs = [r for r in ex.grid("ood", setup=setup) if r["seed"] == 0 and r["method"] in ("none", "lorsp")]
+    frame = ex.run_grid(runs, tmp_path / "runs", progress=False)
+    assert frame["status"].tolist() == ["completed", "completed"]
+    assert frame[ex.ACCURACY].between(0, 100).all()
+    lorsp_row = frame[frame.method == "lorsp"].iloc[0]
+    assert lorsp_row["groups"] == 2 and lorsp_row["prompt_params"] == 32 * 2 * (2 + 3)
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("record.json")}
+    again = ex.run_grid(runs, tmp_path / "runs", progress=False)      # resumes: nothing retrained
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("record.json")} == mtimes
+    assert again[ex.ACCURACY].tolist() == frame[ex.ACCURACY].tolist()
+    shifted = ex.evaluate_shifts(runs, tmp_path / "runs", shifts=["gaussian noise"])
+    assert shifted[f"{ex.ACCURACY}:gaussian noise"].between(0, 100).all()

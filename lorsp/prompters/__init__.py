@@ -5,3 +5,5 @@ from .factors import PromptFactors, factor_param_count
 from .lowrank_sparse import (DropoutPrompter, LoRSPExplanation, LoRSPPrompter, LowRankPrompter, LPFPrompter,
                              ThresholdPrompter, TopKPrompter)
 from .baselines import LoRVPPrompter, NoPrompter, PadPrompter, frame_mask
+from .evp import EVPPrompter, evp_inner_size
+from .vpt import VPTPrompter

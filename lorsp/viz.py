@@ -567,8 +567,10 @@ def count_table(specs: Sequence[dict[str, Any]], image_size=224, channels: int =
     """Closed-form and module counts of several prompters, one row per spec.
 
     A spec is ``{"label": "LoRSP (G=4, r=4)", "method": "lorsp", "kwargs": {...}}``; a method that is not
-    registered gives a row with ``available=False`` and no counts (never a made-up number). Columns
-    ``label, method, kwargs, available, closed_form, module, equal``.
+    registered gives a row with ``available=False`` and no counts (never a made-up number). Prompters that
+    live inside a backbone (VPT) name it with ``"backbone": "<timm name>"``: the module is counted after
+    :meth:`attach` to that backbone (random init). Columns ``label, method, kwargs, available, closed_form,
+    module, equal``.
     """
     from .prompters import list_prompters
 
@@ -581,8 +583,11 @@ def count_table(specs: Sequence[dict[str, Any]], image_size=224, channels: int =
                    available=method in known, closed_form=None, module=None, equal=None)
         if row["available"]:
             row["closed_form"] = prompt_param_count(method, image_size=image_size, channels=channels, **kwargs)
-            row["module"] = build_prompter(method, image_size=image_size, channels=channels,
-                                           **kwargs).num_prompt_params()
+            module = build_prompter(method, image_size=image_size, channels=channels, **kwargs)
+            if spec.get("backbone"):
+                import timm
+                module.attach(timm.create_model(spec["backbone"], pretrained=False, img_size=image_size))
+            row["module"] = module.num_prompt_params()
             row["equal"] = row["closed_form"] == row["module"]
         rows.append(row)
     return pd.DataFrame(rows)

@@ -101,7 +101,11 @@ class PromptedModel(nn.Module):
         if mean is None or std is None:
             import timm.data
             config = timm.data.resolve_data_config({}, model=backbone)
-            mean, std = mean or config["mean"], std or config["std"]
+            mean = config["mean"] if mean is None else mean
+            std = config["std"] if std is None else std
+        mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        if len(mean) != len(std) or any(s <= 0 for s in std):
+            raise ValueError(f"mean/std must have the same length and std > 0, got mean={mean}, std={std}")
         self.register_buffer("mean", torch.tensor(tuple(mean), dtype=torch.float32).view(1, -1, 1, 1),
                              persistent=False)
         self.register_buffer("std", torch.tensor(tuple(std), dtype=torch.float32).view(1, -1, 1, 1),

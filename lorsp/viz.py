@@ -277,7 +277,7 @@ def find_trained_prompt_weights(roots: Sequence | None = None, groups: int | Non
                                 rank: int | None = None, scale: str | None = None) -> Path | None:
     """A trained LoRSP prompt (the trainer's ``prompt.safetensors``: keys ending in ``factors.projection`` and
     ``factors.basis``, metadata ``method`` = ``lorsp`` when present), optionally of the given groups and rank;
-    ``None`` when there is none.
+    ``None`` when there is none. Prompts whose basis B never left its zero init are skipped.
 
     ``roots`` are searched in order and the newest match of the first root that has one is returned. By
     default: the committed records of the larger scales first (``results/paper``, ``results/mini``), then
@@ -304,9 +304,14 @@ def find_trained_prompt_weights(roots: Sequence | None = None, groups: int | Non
                         continue
                     p_shape = handle.get_slice(proj[0]).get_shape()
                     b_shape = handle.get_slice(basis[0]).get_shape()
+                    # a basis still at its zero init (e.g. a threshold no neuron reached, so B got no
+                    # gradient) gives δ = 0 and nothing to show: not a trained prompt for this chapter
+                    basis_moved = bool(handle.get_tensor(basis[0]).abs().max() > 0)
             except Exception:  # not a readable safetensors file: not a prompt of ours
                 continue
             r = b_shape[-2]
+            if not basis_moved:
+                continue
             if (rank is not None and r != rank) or (groups is not None and p_shape[1] != groups * r):
                 continue
             found.append(path)

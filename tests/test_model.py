@@ -130,3 +130,15 @@ def test_real_mobilenetv2_when_present():
         assert all(p.grad is None for p in backbone.parameters())
     with pytest.raises(ValueError, match="VPT needs"):
         PromptedModel(backbone, lorsp.build_prompter("vpt", image_size=224), num_classes=3)
+
+
+def test_normalisation_from_timm_config_or_explicit():
+    backbone = make_backbone("resnet")
+    model = PromptedModel(backbone, None, num_classes=3)
+    config = timm.data.resolve_data_config({}, model=backbone)
+    assert model.mean.flatten().tolist() == pytest.approx(list(config["mean"]))
+    assert model.std.flatten().tolist() == pytest.approx(list(config["std"]))
+    model = PromptedModel(make_backbone("resnet"), None, num_classes=3, mean=torch.tensor([0.5] * 3), std=(0.5,) * 3)
+    assert model.mean.flatten().tolist() == [0.5] * 3
+    with pytest.raises(ValueError, match="std > 0"):
+        PromptedModel(make_backbone("resnet"), None, num_classes=3, mean=(0.5,) * 3, std=(0.5, 0.0, 0.5))

@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .train import _call_with_supported
+
 __all__ = ["run_bench", "add_arguments", "main", "format_table", "bench_meta", "ROW_KEYS", "DESCRIPTION",
            "EPILOG"]
 
@@ -187,16 +189,6 @@ def _peak_memory_mb(run_step, device: torch.device) -> float | None:
 # ---------------------------------------------------------------------------------------------------------
 # building models
 # ---------------------------------------------------------------------------------------------------------
-def _call_with_supported(fn, *args, **kwargs):
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(*args, **kwargs)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return fn(*args, **kwargs)
-    return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
-
-
 def _create_backbone(name: str, image_size: int, random_init: bool, data_root=None):
     """``(model, info, note)`` from :func:`lorsp.backbones.create_backbone`; real weights when present (data
     root, timm cache), else random weights with a note. ViT-style models get ``img_size=image_size``."""

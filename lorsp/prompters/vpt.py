@@ -28,7 +28,8 @@ import math
 import torch
 from torch import nn
 
-from .registry import Prompter, as_size, register_prompter, require_positive_int
+from .baselines import NoPrompter
+from .registry import register_prompter, require_positive_int
 
 __all__ = ["VPTPrompter", "VPT_DEPTHS"]
 
@@ -42,7 +43,7 @@ def _check_depth(depth: str) -> str:
 
 
 @register_prompter("vpt")
-class VPTPrompter(Prompter):
+class VPTPrompter(NoPrompter):
     """VPT prompt tokens for a timm ViT; identity in pixel space. See the module docstring.
 
     Args:
@@ -68,14 +69,7 @@ class VPTPrompter(Prompter):
         return depth_count * require_positive_int("num_tokens", num_tokens) * require_positive_int(
             "embed_dim", embed_dim)
 
-    # -- pixel space: identity -------------------------------------------------------------------
-    def prompt(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return torch.zeros_like(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return x
+    # pixel space: the identity of NoPrompter (δ = 0); the prompt lives in the token sequence
 
     # -- tokens inside the backbone --------------------------------------------------------------
     def attach(self, backbone: nn.Module) -> None:

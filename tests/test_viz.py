@@ -316,8 +316,10 @@ def test_reported_count_parsing_errors():
 def test_trained_weights_search_order(tmp_path):
     from safetensors.torch import save_file
 
-    def save(folder, groups):
+    def save(folder, groups, trained=True):
         prompter = build_prompter("lorsp", image_size=8, groups=groups, rank=2)
+        if trained:  # B left its zero init
+            torch.nn.init.normal_(prompter.factors.basis)
         folder.mkdir(parents=True)
         save_file({f"prompter.{k}": v.contiguous() for k, v in prompter.state_dict().items()},
                   str(folder / "prompt.safetensors"), metadata={"method": "lorsp", "image_size": "8"})
@@ -328,3 +330,6 @@ def test_trained_weights_search_order(tmp_path):
     assert viz.find_trained_prompt_weights(roots=roots) == first          # the larger scale wins
     assert viz.find_trained_prompt_weights(roots=roots[::-1]) == second
     assert viz.find_trained_prompt_weights(roots=roots, groups=3) is None
+    # a prompt whose basis never left zero (δ = 0) is not a trained prompt to show
+    untrained = save(tmp_path / "results" / "paper" / "c", 2, trained=False)
+    assert viz.find_trained_prompt_weights(roots=roots) == first != untrained

@@ -7,14 +7,13 @@ composition that is functionally the same: prompt → normalise → frozen backb
 forward, cross-entropy, backward to the prompt and head parameters, SGD step (momentum 0.9, method.md).
 
 Methods (``--methods``): any registered prompter (``lorsp``, ``lorvp``, ``lpf``, …; ``lorsp`` is the
-prompter's default, fused); ``lorsp-reference`` (LoRSP with ``fused=False``: autograd through every LIF step);
-``lorsp-fused`` (LoRSP
-through :func:`lorsp.prompters.fused.fused_lorsp_prompt`, the G-step LIF recomputed in backward);
-``lorsp-compiled`` (the same with ``backend="compile"``: torch.compile fuses the loop; compiled during warm-up,
-so give it ``--warmup`` >= 2); ``lp`` (no
-prompt: the backbone's forward without gradients each step, then the head); ``lp-cached`` (the head on
-precomputed features, the same batches; its speed-up over ``lp`` is the epoch-time ratio of Sec. "LP with
-cached features").
+prompter's default: fused, ``backend="auto"``, i.e. compiled on CUDA and eager elsewhere); ``lorsp-reference``
+(LoRSP with ``fused=False``: autograd through every LIF step); ``lorsp-fused`` (``backend="eager"``: the fused
+G-step LIF recomputed in backward, as PyTorch operations, :func:`lorsp.prompters.fused.fused_lorsp_prompt`);
+``lorsp-compiled`` (``backend="compile"``: torch.compile fuses the loop; compiled during warm-up, so give it
+``--warmup`` >= 2); ``lp`` (no prompt: the backbone's forward without gradients each step, then the head);
+``lp-cached`` (the head on precomputed features, the same batches; its speed-up over ``lp`` is the epoch-time
+ratio of Sec. "LP with cached features").
 
 Measurements, all in one process with the configurations *interleaved* (round r times step r of every
 configuration in turn, so machine load hits them alike): ``warmup`` untimed rounds, then ``steps`` timed rounds;
@@ -37,7 +36,6 @@ images_per_s, peak_mem_mb``; ``--output FILE`` writes ``{"meta": …, "rows": [�
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -272,24 +270,12 @@ def _local_lorvp(image_size, channels=3, rank=4):
     return LoRVP()
 
 
-def _fused_lorsp(image_size, backend="eager", **kwargs):
-    """LoRSP whose prompt runs through :func:`lorsp.prompters.fused.fused_lorsp_prompt` (``backend`` eager or
-    compile): the prompter's own ``fused=True`` option when it has one (eager), else a subclass calling it."""
-    from .prompters import build_prompter, get_prompter_class
-    from .prompters.fused import fused_lorsp_prompt
+def _lorsp_with_backend(image_size, backend, **kwargs):
+    """LoRSP with its fused LIF gate on ``backend`` (``eager`` or ``compile``, :class:`LoRSPPrompter`'s option)."""
+    from .prompters import build_prompter
 
-    cls = get_prompter_class("lorsp")
-    if backend == "eager" and "fused" in inspect.signature(cls.__init__).parameters:
-        return build_prompter("lorsp", image_size=image_size, fused=True, **kwargs), "lorsp(fused=True)"
-
-    class FusedLoRSP(cls):
-        def prompt(self, x):
-            self.check_input(x)
-            lif = self.lif
-            return fused_lorsp_prompt(x, self.factors.projection, self.factors.basis, lif.tau, lif.v_threshold,
-                                      lif.v_reset, lif.surrogate_alpha, lif.detach_reset, backend=backend)
-
-    return FusedLoRSP(image_size=image_size, **kwargs), f"bench subclass calling fused_lorsp_prompt({backend})"
+    kwargs = {**kwargs, "fused": True, "backend": backend}
+    return build_prompter("lorsp", image_size=image_size, **kwargs), f"lorsp(fused=True, backend={backend!r})"
 
 
 def _build_prompter(method: str, image_size: int, prompter_kwargs: dict):
@@ -299,9 +285,9 @@ def _build_prompter(method: str, image_size: int, prompter_kwargs: dict):
     if method in ("lp", "lp-cached"):
         return None, "no prompt"
     if method == "lorsp-fused":
-        return _fused_lorsp(image_size, "eager", **prompter_kwargs.get("lorsp", {}))
+        return _lorsp_with_backend(image_size, "eager", **prompter_kwargs.get("lorsp", {}))
     if method == "lorsp-compiled":
-        return _fused_lorsp(image_size, "compile", **prompter_kwargs.get("lorsp", {}))
+        return _lorsp_with_backend(image_size, "compile", **prompter_kwargs.get("lorsp", {}))
     if method == "lorsp-reference":
         kwargs = {**prompter_kwargs.get("lorsp", {}), "fused": False}
         return build_prompter("lorsp", image_size=image_size, **kwargs), "lorsp(fused=False): autograd through LIF"

@@ -32,13 +32,15 @@ surrogate Θ'(u) ≈ α σ(αu)(1 − σ(αu)), u = H_t − V_th, and the reset 
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 import torch
 
 from ..lif import validate_lif_settings
 
-__all__ = ["fused_lif_gate", "fused_lorsp_prompt", "lif_gate_spikes", "saved_tensor_bytes", "SavedTensorMeter"]
+__all__ = ["fused_lif_gate", "fused_lorsp_prompt", "lif_gate_spikes", "saved_tensor_bytes", "SavedTensorMeter",
+           "compile_available", "LIF_BACKENDS"]
 
 
 def _check_factors(factors: torch.Tensor) -> None:
@@ -218,44 +220,57 @@ class _FusedLowRankLIFGate(torch.autograd.Function):
         with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
             basis_c = basis.to(projected.dtype)
             ctx.save_for_backward(projected, basis_c)
-            n, c, h, _ = projected.shape
-            width = basis.shape[-1]
-            delta = projected.new_empty((n, c, h, width))
-            for start, end in _image_chunks(projected, width, chunk):
-                part = projected[start:end]
-                _forward_loop(_factor_step(part, basis_c, rank), groups, None, tau, v_threshold, v_reset,
-                              out=delta[start:end])
-        return delta
+            return _eager_lowrank_forward(projected, basis_c, groups, rank, tau, v_threshold, v_reset, chunk)
 
     @staticmethod
     def backward(ctx, grad_delta):
         projected, basis = ctx.saved_tensors
-        groups, rank, tau, v_threshold, v_reset, alpha, detach_reset, chunk = ctx.settings
-        shared = basis.dim() == 3
-        width = basis.shape[-1]
-        with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
-            grad_delta = grad_delta.to(projected.dtype)
-            grad_projected = torch.empty_like(projected) if ctx.needs_input_grad[0] else None
-            grad_basis = torch.zeros_like(basis) if ctx.needs_input_grad[1] else None
-            for start, end in _image_chunks(projected, width, chunk):
-                part = projected[start:end]
-
-                def store(t, grad_f, part=part, start=start, end=end):
-                    # F_t = A_t B_t (Eq. 5): ∂A_t = ∂F_t B_tᵀ, ∂B_t = Σ_n A_tᵀ ∂F_t
-                    a_t = part[..., t * rank:(t + 1) * rank]
-                    b_t = basis if shared else basis[t]
-                    if grad_projected is not None:
-                        grad_projected[start:end, ..., t * rank:(t + 1) * rank] = torch.matmul(
-                            grad_f, b_t.transpose(-1, -2))
-                    if grad_basis is not None:
-                        g_b = torch.matmul(a_t.transpose(-1, -2), grad_f).sum(0)
-                        (grad_basis if shared else grad_basis[t]).add_(g_b)
-
-                _backward_loop(grad_delta[start:end], _factor_step(part, basis, rank), groups, None, tau,
-                               v_threshold, v_reset, alpha, detach_reset, store)
+        grad_projected, grad_basis = _eager_lowrank_backward(projected, basis, grad_delta, *ctx.settings,
+                                                             needs_input_grad=ctx.needs_input_grad[:2])
         if grad_basis is not None:
             grad_basis = grad_basis.to(ctx.basis_dtype)
         return grad_projected, grad_basis, None, None, None, None, None, None, None, None
+
+
+def _eager_lowrank_forward(projected, basis, groups, rank, tau, v_threshold, v_reset, chunk):
+    """δ of Eqs. 5–9 by the eager loop, a chunk of images at a time (no autograd)."""
+    n, c, h, _ = projected.shape
+    width = basis.shape[-1]
+    delta = projected.new_empty((n, c, h, width))
+    with torch.no_grad():
+        for start, end in _image_chunks(projected, width, chunk):
+            part = projected[start:end]
+            _forward_loop(_factor_step(part, basis, rank), groups, None, tau, v_threshold, v_reset,
+                          out=delta[start:end])
+    return delta
+
+
+def _eager_lowrank_backward(projected, basis, grad_delta, groups, rank, tau, v_threshold, v_reset, alpha,
+                            detach_reset, chunk=None, needs_input_grad=(True, True)):
+    """(∂L/∂A, ∂L/∂B) of Eqs. 5–9 by the eager loop: the LIF recomputed, a chunk of images at a time."""
+    shared = basis.dim() == 3
+    width = basis.shape[-1]
+    with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
+        grad_delta = grad_delta.to(projected.dtype)
+        grad_projected = torch.empty_like(projected) if needs_input_grad[0] else None
+        grad_basis = torch.zeros_like(basis) if needs_input_grad[1] else None
+        for start, end in _image_chunks(projected, width, chunk):
+            part = projected[start:end]
+
+            def store(t, grad_f, part=part, start=start, end=end):
+                # F_t = A_t B_t (Eq. 5): ∂A_t = ∂F_t B_tᵀ, ∂B_t = Σ_n A_tᵀ ∂F_t
+                a_t = part[..., t * rank:(t + 1) * rank]
+                b_t = basis if shared else basis[t]
+                if grad_projected is not None:
+                    grad_projected[start:end, ..., t * rank:(t + 1) * rank] = torch.matmul(
+                        grad_f, b_t.transpose(-1, -2))
+                if grad_basis is not None:
+                    g_b = torch.matmul(a_t.transpose(-1, -2), grad_f).sum(0)
+                    (grad_basis if shared else grad_basis[t]).add_(g_b)
+
+            _backward_loop(grad_delta[start:end], _factor_step(part, basis, rank), groups, None, tau,
+                           v_threshold, v_reset, alpha, detach_reset, store)
+    return grad_projected, grad_basis
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -289,63 +304,149 @@ def _compiled_forward_impl(projected, basis, groups: int, rank: int, tau: float,
 
 def _compiled_backward_impl(projected, basis, grad_delta, groups: int, rank: int, tau: float, v_threshold: float,
                             v_reset, alpha: float, detach_reset: bool):
+    """∂L/∂A and ∂L/∂B with inductor fusing the whole backward, reductions included ("fused" layout)."""
+    grad_factors = _compiled_grad_factors_impl(projected, basis, grad_delta, groups, rank, tau, v_threshold,
+                                               v_reset, alpha, detach_reset).permute(1, 2, 0, 3, 4)
+    grads_a = [(grad_factors[t][..., None, :] * basis[:, None]).sum(-1) for t in range(groups)]  # ∂A_t = ∂F_t Bᵀ
+    grad_basis = sum((projected[..., t * rank:(t + 1) * rank, None] * grad_factors[t][..., None, :]).sum((0, 2))
+                     for t in range(groups))  # ∂B = Σ_t Σ_{n,h} A_tᵀ ∂F_t
+    return torch.cat(grads_a, -1), grad_basis
+
+
+def _compiled_grad_factors_impl(projected, basis, grad_delta, groups: int, rank: int, tau: float,
+                                v_threshold: float, v_reset, alpha: float, detach_reset: bool):
+    """∂L/∂F_t for t = 1..G (Eqs. 6–9 backwards in time), as one tensor ``[C, G, N, H, W]``: per channel, the
+    G·N·H rows of ∂F are contiguous, so ∂A and ∂B are two batched matmuls over channels afterwards."""
     factors, membranes, fired_all = _functional_steps(projected, basis, groups, rank, tau, v_threshold, v_reset)
-    grad_gate = grad_delta / groups
+    grad_gate = grad_delta / groups  # ∂δ/∂(S_t ⊙ X_t) = 1/G (Eq. 9)
     grad_voltage = None
-    grads_a = [None] * groups
-    grad_basis = torch.zeros_like(basis)
+    grad_factors = [None] * groups
     for t in reversed(range(groups)):
         membrane, x_t, fired = membranes[t], factors[t], fired_all[t]
-        grad_spike = grad_gate * x_t
-        if grad_voltage is not None and not detach_reset:
+        grad_spike = grad_gate * x_t  # through Eq. 9
+        if grad_voltage is not None and not detach_reset:  # through the reset of Eq. 8
             grad_spike = grad_spike + (grad_voltage * (-v_threshold) if v_reset is None
                                        else grad_voltage * (v_reset - membrane))
-        sig = torch.sigmoid(alpha * (membrane - v_threshold))
+        sig = torch.sigmoid(alpha * (membrane - v_threshold))  # surrogate of Eq. 7
         grad_h = grad_spike * alpha * sig * (1.0 - sig)
-        if grad_voltage is not None:
+        if grad_voltage is not None:  # ∂V_t/∂H_t: 1 − S_t (hard) or 1 (soft)
             grad_h = grad_h + (grad_voltage if v_reset is None else torch.where(fired, 0.0, grad_voltage))
-        grad_x = grad_h / tau + grad_gate * fired
-        grad_voltage = grad_h * (1.0 - 1.0 / tau)
-        a_t = projected[..., t * rank:(t + 1) * rank]
-        grads_a[t] = (grad_x[..., None, :] * basis[:, None]).sum(-1)  # ∂A_t = ∂F_t Bᵀ
-        grad_basis = grad_basis + (a_t[..., None] * grad_x[..., None, :]).sum((0, 2))  # ∂B = Σ A_tᵀ ∂F_t
-    return torch.cat(grads_a, -1), grad_basis
+        grad_factors[t] = grad_h / tau + grad_gate * fired  # Eq. 6 and Eq. 9 directly
+        grad_voltage = grad_h * (1.0 - 1.0 / tau)  # ∂H_t/∂V_{t−1} = 1 − 1/τ (Eq. 6)
+    return torch.stack(grad_factors, 0).permute(2, 0, 1, 3, 4).contiguous()  # [C, G, N, H, W]
+
+
+def _factor_grads_by_matmul(grad_factors, projected, basis, groups: int, rank: int):
+    """F_t = A_t B (Eq. 5) backwards: ∂A_t = ∂F_t Bᵀ and ∂B = Σ_t Σ_{n,h} A_tᵀ ∂F_t, as two batched matmuls
+    over channels (``grad_factors`` ``[C, G, N, H, W]`` from :func:`_compiled_grad_factors_impl`)."""
+    n, c, h, _ = projected.shape
+    width = basis.shape[-1]
+    rows = grad_factors.reshape(c, groups * n * h, width)  # [C, G·N·H, W]
+    # A as [C, G·N·H, r] in the same row order (G, N, H); A is G·r/W of an image
+    a_rows = projected.reshape(n, c, h, groups, rank).permute(1, 3, 0, 2, 4).reshape(c, groups * n * h, rank)
+    grad_basis = torch.bmm(a_rows.transpose(1, 2), rows)  # [C, r, W]
+    grad_a = torch.bmm(rows, basis.transpose(1, 2))  # [C, G·N·H, r]
+    grad_projected = grad_a.view(c, groups, n, h, rank).permute(2, 0, 3, 1, 4).reshape(n, c, h, groups * rank)
+    return grad_projected, grad_basis
 
 
 _COMPILED: dict = {}
 
 
+COMPILED_BACKWARD = "matmul"
+"""How the compiled backward finishes: ``"matmul"`` (inductor computes ∂F_t elementwise, then ∂A and ∂B are two
+batched matmuls) or ``"fused"`` (inductor also does the two reductions)."""
+
+_IMPLS = {"forward": _compiled_forward_impl, "grad_factors": _compiled_grad_factors_impl,
+          "backward": _compiled_backward_impl}
+
+
 def _compiled(kind: str):
     if kind not in _COMPILED:
-        impl = _compiled_forward_impl if kind == "forward" else _compiled_backward_impl
-        _COMPILED[kind] = torch.compile(impl, dynamic=False)
+        _COMPILED[kind] = torch.compile(_IMPLS[kind], dynamic=False)
     return _COMPILED[kind]
 
 
 class _CompiledLowRankLIFGate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, projected, basis, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset):
+    def forward(ctx, projected, basis, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset, fallback):
         ctx.settings = (groups, rank, tau, v_threshold, v_reset, alpha, detach_reset)
         ctx.basis_dtype = basis.dtype
+        ctx.fallback = fallback
         with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
             basis_c = basis.to(projected.dtype)
             ctx.save_for_backward(projected, basis_c)
-            return _compiled("forward")(projected, basis_c, groups, rank, tau, v_threshold, v_reset)
+            args = (projected, basis_c, groups, rank, tau, v_threshold, v_reset)
+            if fallback and _COMPILE_FAILED:
+                return _eager_lowrank_forward(*args, chunk=_chunk_elements(projected.device, None))
+            try:
+                return _compiled("forward")(*args)
+            except Exception as error:  # noqa: BLE001 - any compiler failure: fall back when allowed
+                if not fallback:
+                    raise
+                _compile_failed(error)
+                return _eager_lowrank_forward(*args, chunk=_chunk_elements(projected.device, None))
 
     @staticmethod
     def backward(ctx, grad_delta):
         projected, basis = ctx.saved_tensors
         groups, rank, tau, v_threshold, v_reset, alpha, detach_reset = ctx.settings
-        with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
-            grad_a, grad_b = _compiled("backward")(projected, basis, grad_delta.to(projected.dtype).contiguous(),
-                                                   groups, rank, tau, v_threshold, v_reset, alpha, detach_reset)
-        return grad_a, grad_b.to(ctx.basis_dtype), None, None, None, None, None, None, None
+        grad_delta = grad_delta.to(projected.dtype).contiguous()
+        grads = None
+        if not (ctx.fallback and _COMPILE_FAILED):
+            try:
+                grads = _compiled_backward(projected, basis, grad_delta, *ctx.settings)
+            except Exception as error:  # noqa: BLE001
+                if not ctx.fallback:
+                    raise
+                _compile_failed(error)
+        if grads is None:
+            grads = _eager_lowrank_backward(projected, basis, grad_delta, *ctx.settings,
+                                            chunk=_chunk_elements(projected.device, None))
+        grad_a, grad_b = grads
+        return grad_a, grad_b.to(ctx.basis_dtype), None, None, None, None, None, None, None, None
+
+
+def _compiled_backward(projected, basis, grad_delta, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset):
+    with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
+        args = (projected, basis, grad_delta, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset)
+        if COMPILED_BACKWARD == "fused":
+            return _compiled("backward")(*args)
+        return _factor_grads_by_matmul(_compiled("grad_factors")(*args), projected, basis, groups, rank)
+
+
+_COMPILE_FAILED = False
+
+LIF_BACKENDS = ("auto", "eager", "compile")
+"""How LoRSP runs its fused LIF gate (``LoRSPPrompter(backend=...)``): ``auto`` compiles on CUDA (falling back to
+``eager`` if compiling fails) and runs ``eager`` elsewhere."""
+
+
+def _compile_failed(error: Exception) -> None:
+    """Remember (for this process) that torch.compile failed, and say so once."""
+    global _COMPILE_FAILED
+    if not _COMPILE_FAILED:
+        warnings.warn(f"torch.compile of LoRSP's LIF gate failed ({type(error).__name__}: {str(error)[:300]}); "
+                      f"falling back to the eager fused LIF (backend='eager': the same δ and gradients, slower). "
+                      f"Pass backend='eager' to skip compiling.", RuntimeWarning, stacklevel=3)
+    _COMPILE_FAILED = True
+
+
+def compile_available(device: torch.device | str) -> bool:
+    """Whether ``backend="auto"`` compiles on ``device``: CUDA with Triton importable, and no earlier failure."""
+    if torch.device(device).type != "cuda" or _COMPILE_FAILED:
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def fused_lorsp_prompt(x: torch.Tensor, projection: torch.Tensor, basis: torch.Tensor, tau: float = 4.0,
                        v_threshold: float = 0.0, v_reset: float | None = 0.0, surrogate_alpha: float = 4.0,
                        detach_reset: bool = False, chunk_elements: int | None = None,
-                       backend: str = "eager") -> torch.Tensor:
+                       backend: str = "eager", fallback: bool = False) -> torch.Tensor:
     """LoRSP's prompt δ(x) (Eqs. 4–9) for images ``x [N, C, H, W]`` in [0, 1] → ``[N, C, H, W]``.
 
     ``projection`` is P ``[W, G·r]`` (Eq. 4) and ``basis`` B ``[C, r, W]`` (Eq. 5; ``[G, C, r, W]`` for the
@@ -359,6 +460,7 @@ def fused_lorsp_prompt(x: torch.Tensor, projection: torch.Tensor, basis: torch.T
     ``backend="compile"`` runs the same recurrence through ``torch.compile`` (inductor fuses the G-step loop
     into one kernel: much faster, but the first call compiles for tens of seconds and each new shape or LIF
     setting recompiles; shared basis only). Its δ matches to float rounding (inductor may reorder arithmetic).
+    ``fallback=True``: if compiling fails, warn once and run the eager loop instead (for this process).
     """
     if backend not in ("eager", "compile"):
         raise ValueError(f"backend must be 'eager' or 'compile', got {backend!r}")
@@ -382,7 +484,7 @@ def fused_lorsp_prompt(x: torch.Tensor, projection: torch.Tensor, basis: torch.T
         if basis.dim() != 3:
             raise ValueError("backend='compile' supports the shared basis [C, r, W] only")
         return _CompiledLowRankLIFGate.apply(projected, basis, groups, rank, tau, v_threshold, v_reset,
-                                             surrogate_alpha, bool(detach_reset))
+                                             surrogate_alpha, bool(detach_reset), bool(fallback))
     return _FusedLowRankLIFGate.apply(projected, basis, groups, rank, tau, v_threshold, v_reset, surrogate_alpha,
                                       bool(detach_reset), chunk)
 

@@ -17,7 +17,7 @@ import torch
 
 from ..lif import LIF
 from .factors import PromptFactors, factor_param_count
-from .fused import fused_lorsp_prompt
+from .fused import LIF_BACKENDS, compile_available, fused_lorsp_prompt
 from .registry import Prompter, prompt_sparsity, register_prompter
 
 __all__ = ["LowRankPrompter", "LoRSPPrompter", "LPFPrompter", "TopKPrompter", "DropoutPrompter",
@@ -90,16 +90,34 @@ class LoRSPPrompter(LowRankPrompter):
     keeps nothing of the image's size for backward and recomputes the LIF there (same spikes, δ equal to
     float rounding, gradients to 1e-5); ``fused=False`` runs the reference path (:meth:`gate` through
     :class:`lorsp.LIF`, every step recorded by autograd). :meth:`explain` always uses the reference path.
+
+    ``backend`` (fused only): ``"eager"`` runs the fused loop as PyTorch operations; ``"compile"`` has
+    ``torch.compile`` fuse the G-step loop into a few kernels (much faster, but the first call of each new
+    batch shape or LIF setting compiles, tens of seconds on CPU); ``"auto"`` (default) compiles on CUDA,
+    falling back to ``"eager"`` with a warning if compiling fails, and runs ``"eager"`` on other devices.
+    Benchmarks: ``benchmarks/README.md``.
     """
 
     def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
                  tau: float = 4.0, v_threshold: float = 0.0, v_reset: float | None = 0.0,
                  surrogate_alpha: float = 4.0, detach_reset: bool = False, init_std: float = 0.01,
-                 shared_basis: bool = True, fused: bool = True):
+                 shared_basis: bool = True, fused: bool = True, backend: str = "auto"):
         super().__init__(image_size, channels, groups, rank, init_std, shared_basis)
         self.lif = LIF(tau=tau, v_threshold=v_threshold, v_reset=v_reset, surrogate_alpha=surrogate_alpha,
                        detach_reset=detach_reset)
         self.fused = bool(fused)
+        if backend not in LIF_BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(LIF_BACKENDS)}; got {backend!r}")
+        if backend == "compile" and not self.factors.shared_basis:
+            raise ValueError("backend='compile' supports the shared basis only; use backend='eager' with "
+                             "shared_basis=False")
+        self.backend = backend
+
+    def lif_backend(self, device) -> str:
+        """The fused backend that runs on ``device``: ``backend``, with ``"auto"`` resolved (see the class)."""
+        if self.backend != "auto":
+            return self.backend
+        return "compile" if self.factors.shared_basis and compile_available(device) else "eager"
 
     def gate(self, factors: torch.Tensor, return_trace: bool = False):
         """Eqs. 6–9 on precomputed factors ``[G, N, C, H, W]``: returns δ (and the LIF trace)."""
@@ -112,7 +130,8 @@ class LoRSPPrompter(LowRankPrompter):
         if self.fused:
             lif = self.lif
             return fused_lorsp_prompt(x, self.factors.projection, self.factors.basis, lif.tau, lif.v_threshold,
-                                      lif.v_reset, lif.surrogate_alpha, lif.detach_reset)
+                                      lif.v_reset, lif.surrogate_alpha, lif.detach_reset,
+                                      backend=self.lif_backend(x.device), fallback=self.backend == "auto")
         return self.gate(self.factors(x))
 
     @torch.no_grad()

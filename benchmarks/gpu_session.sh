@@ -18,11 +18,11 @@ for part in $parts; do
         nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$OUT/env.txt"
         python3 -c "import torch, timm, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda,
 'timm', timm.__version__, 'triton', triton.__version__)" | tee -a "$OUT/env.txt" ;;
-    generator)  # the prompt generator alone: the four variants, bf16 autocast then float32
+    generator)  # the prompt generator alone: reference, eager, compile; bf16 autocast then float32
         python3 benchmarks/generator_variants.py --device cuda --batch-size 256 --image-size 224 --dtype bfloat16 \
             --output "$OUT/gpu-generator-bf16.json"
         python3 benchmarks/generator_variants.py --device cuda --batch-size 256 --image-size 224 --dtype float32 \
-            --variants reference,eager,compile-matmul,compile-fused --output "$OUT/gpu-generator-fp32.json" ;;
+            --output "$OUT/gpu-generator-fp32.json" ;;
     headline)  # the issue's GPU target: ViT-B/32 at 224, batch 256, bf16
         python3 -m lorsp bench --methods lorsp-reference,lorsp,lorsp-fused,lorsp-compiled,lorvp,lp,lp-cached \
             --backbones vit_b32 --batch-size 256 --image-size 224 --device cuda --dtype bfloat16 --random-init \

@@ -64,7 +64,7 @@ DESCRIPTION = ("Time training steps of prompt methods against the backbone's flo
                "backward to the input), interleaved in one process, and print the ratios method/floor and "
                "LoRSP/LoR-VP.")
 EPILOG = """examples:
-  lorsp bench --methods lorsp,lorsp-fused,lorvp,lp,lp-cached --backbones mobilenetv2 \\
+  lorsp bench --methods lorsp-reference,lorsp,lorsp-compiled,lorvp,lp,lp-cached --backbones mobilenetv2 \\
       --batch-size 32 --image-size 128 --device cpu --output benchmarks/cpu-mobilenetv2-128.json
   lorsp bench --methods lorsp,lorsp-fused,lorvp --backbones vit_b32 --batch-size 256 --image-size 224 \\
       --device cuda --dtype bfloat16 --random-init --output benchmarks/gpu-vit_b32-224.json
@@ -442,7 +442,7 @@ def bench_meta(device) -> dict:
     return meta
 
 
-def run_bench(methods=("lorsp", "lorsp-fused", "lorvp", "lp", "lp-cached"), backbones=("mobilenetv2",),
+def run_bench(methods=("lorsp-reference", "lorsp", "lorsp-compiled", "lorvp", "lp", "lp-cached"), backbones=("mobilenetv2",),
               batch_size=32, image_size=128, device="cpu", steps=10, warmup=3, random_init=False,
               dtype="auto", num_classes=10, prompter_kwargs=None, data_root=None, seed=0,
               progress: bool = False) -> list[dict]:
@@ -607,8 +607,9 @@ def write_json(rows: list[dict], path, meta: dict | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``lorsp bench`` options."""
-    parser.add_argument("--methods", default="lorsp,lorsp-fused,lorvp,lp,lp-cached",
-                        help="comma-separated methods: registered prompters, lorsp-fused, lp, lp-cached "
+    parser.add_argument("--methods", default="lorsp-reference,lorsp,lorsp-fused,lorsp-compiled,lorvp,lp,lp-cached",
+                        help="comma-separated methods: registered prompters (lorsp = its default backend), "
+                             "lorsp-reference, lorsp-fused (eager), lorsp-compiled, lp, lp-cached "
                              "(default: %(default)s)")
     parser.add_argument("--backbones", default="mobilenetv2",
                         help="comma-separated backbones (short names or timm names; default: %(default)s)")

@@ -27,6 +27,11 @@ pass when the backbone's activations are already freed) and then backwards in ti
 surrogate Θ'(u) ≈ α σ(αu)(1 − σ(αu)), u = H_t − V_th, and the reset term detached or not
 (``detach_reset``), exactly the gradient autograd takes through the reference.
 
+``fused_lorsp_prompt(..., backend="compile")`` runs the same recurrence through ``torch.compile``: one fused
+kernel for δ, one for ∂L/∂F_1..F_G (the LIF recomputed, backwards in time), then ∂A and ∂B as matmuls
+(:func:`_store_factor_grads`). :class:`~lorsp.prompters.lowrank_sparse.LoRSPPrompter` picks the backend with
+its ``backend`` option (:data:`LIF_BACKENDS`; ``auto`` compiles on CUDA, with an eager fallback).
+
 :func:`lif_gate_spikes` returns the spikes and δ of the same fused forward loop (no autograd), for checks.
 :func:`saved_tensor_bytes` measures what a computation keeps for backward, device-independently.
 """
@@ -53,9 +58,10 @@ def _check_factors(factors: torch.Tensor) -> None:
         raise TypeError(f"factors must be a floating-point tensor, got dtype {factors.dtype}")
 
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 17
-"""Elements per chunk on CPU: the G-step loop runs chunk by chunk so its temporaries stay in cache (each
-elementwise pass over a whole batch would otherwise stream it through memory ~100 times)."""
+DEFAULT_CHUNK_ELEMENTS = 1 << 22
+"""Elements per chunk on CPU: the eager G-step loop runs chunk by chunk, which bounds what backward's
+recomputation holds at once (G membranes of one chunk). Cache-sized chunks (2**17) measured slower on a
+2-core CPU than whole batches: with ~100 operations per chunk, per-operation overhead outweighs the cache."""
 
 
 def _chunk_elements(device: torch.device, chunk_elements: int | None) -> int | None:
@@ -257,20 +263,31 @@ def _eager_lowrank_backward(projected, basis, grad_delta, groups, rank, tau, v_t
         for start, end in _image_chunks(projected, width, chunk):
             part = projected[start:end]
 
-            def store(t, grad_f, part=part, start=start, end=end):
-                # F_t = A_t B_t (Eq. 5): ∂A_t = ∂F_t B_tᵀ, ∂B_t = Σ_n A_tᵀ ∂F_t
-                a_t = part[..., t * rank:(t + 1) * rank]
-                b_t = basis if shared else basis[t]
-                if grad_projected is not None:
-                    grad_projected[start:end, ..., t * rank:(t + 1) * rank] = torch.matmul(
-                        grad_f, b_t.transpose(-1, -2))
-                if grad_basis is not None:
-                    g_b = torch.matmul(a_t.transpose(-1, -2), grad_f).sum(0)
-                    (grad_basis if shared else grad_basis[t]).add_(g_b)
+            def store(t, grad_f, part=part, start=start):
+                _store_factor_grads(t, grad_f, part, basis, rank, grad_projected, grad_basis, start)
 
             _backward_loop(grad_delta[start:end], _factor_step(part, basis, rank), groups, None, tau,
                            v_threshold, v_reset, alpha, detach_reset, store)
     return grad_projected, grad_basis
+
+
+def _store_factor_grads(t, grad_f, projected, basis, rank, grad_projected, grad_basis, start=0):
+    """F_t = A_t B_t (Eq. 5) backwards for one step t: writes ∂A_t = ∂F_t B_tᵀ into ``grad_projected`` (rows
+    ``start:``) and adds ∂B_t = Σ_{n,h} A_tᵀ ∂F_t to ``grad_basis`` (either may be None).
+
+    ``grad_f`` ``[n, C, H, W]``, ``projected`` A ``[n, C, H, G·r]``, ``basis`` ``[C, r, W]`` or ``[G, C, r, W]``.
+    Both products are laid out for BLAS with a wide output (B ∂Fᵀ rather than ∂F Bᵀ, and one batch entry per
+    image and channel), which on CPU is several times faster than the textbook layout for r ≪ W."""
+    n, c, h, width = grad_f.shape
+    shared = basis.dim() == 3
+    b_t = basis if shared else basis[t]
+    if grad_projected is not None:  # (B_t ∂F_tᵀ)ᵀ: [n, C, r, H] → [n, C, H, r]
+        grad_projected[start:start + n, ..., t * rank:(t + 1) * rank] = torch.matmul(
+            b_t, grad_f.transpose(-1, -2)).transpose(-1, -2)
+    if grad_basis is not None:
+        a_t = projected[..., t * rank:(t + 1) * rank].reshape(n * c, h, rank)
+        g_b = torch.bmm(a_t.transpose(1, 2), grad_f.reshape(n * c, h, width)).view(n, c, rank, width).sum(0)
+        (grad_basis if shared else grad_basis[t]).add_(g_b)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -302,21 +319,10 @@ def _compiled_forward_impl(projected, basis, groups: int, rank: int, tau: float,
     return total / groups
 
 
-def _compiled_backward_impl(projected, basis, grad_delta, groups: int, rank: int, tau: float, v_threshold: float,
-                            v_reset, alpha: float, detach_reset: bool):
-    """∂L/∂A and ∂L/∂B with inductor fusing the whole backward, reductions included ("fused" layout)."""
-    grad_factors = _compiled_grad_factors_impl(projected, basis, grad_delta, groups, rank, tau, v_threshold,
-                                               v_reset, alpha, detach_reset).permute(1, 2, 0, 3, 4)
-    grads_a = [(grad_factors[t][..., None, :] * basis[:, None]).sum(-1) for t in range(groups)]  # ∂A_t = ∂F_t Bᵀ
-    grad_basis = sum((projected[..., t * rank:(t + 1) * rank, None] * grad_factors[t][..., None, :]).sum((0, 2))
-                     for t in range(groups))  # ∂B = Σ_t Σ_{n,h} A_tᵀ ∂F_t
-    return torch.cat(grads_a, -1), grad_basis
-
-
 def _compiled_grad_factors_impl(projected, basis, grad_delta, groups: int, rank: int, tau: float,
                                 v_threshold: float, v_reset, alpha: float, detach_reset: bool):
-    """∂L/∂F_t for t = 1..G (Eqs. 6–9 backwards in time), as one tensor ``[C, G, N, H, W]``: per channel, the
-    G·N·H rows of ∂F are contiguous, so ∂A and ∂B are two batched matmuls over channels afterwards."""
+    """∂L/∂F_t for t = 1..G (Eqs. 6–9 backwards in time), G tensors ``[N, C, H, W]`` from one fused kernel;
+    ∂A and ∂B follow as matmuls (:func:`_store_factor_grads`), which on CPU beat reductions inside the kernel."""
     factors, membranes, fired_all = _functional_steps(projected, basis, groups, rank, tau, v_threshold, v_reset)
     grad_gate = grad_delta / groups  # ∂δ/∂(S_t ⊙ X_t) = 1/G (Eq. 9)
     grad_voltage = None
@@ -333,32 +339,13 @@ def _compiled_grad_factors_impl(projected, basis, grad_delta, groups: int, rank:
             grad_h = grad_h + (grad_voltage if v_reset is None else torch.where(fired, 0.0, grad_voltage))
         grad_factors[t] = grad_h / tau + grad_gate * fired  # Eq. 6 and Eq. 9 directly
         grad_voltage = grad_h * (1.0 - 1.0 / tau)  # ∂H_t/∂V_{t−1} = 1 − 1/τ (Eq. 6)
-    return torch.stack(grad_factors, 0).permute(2, 0, 1, 3, 4).contiguous()  # [C, G, N, H, W]
-
-
-def _factor_grads_by_matmul(grad_factors, projected, basis, groups: int, rank: int):
-    """F_t = A_t B (Eq. 5) backwards: ∂A_t = ∂F_t Bᵀ and ∂B = Σ_t Σ_{n,h} A_tᵀ ∂F_t, as two batched matmuls
-    over channels (``grad_factors`` ``[C, G, N, H, W]`` from :func:`_compiled_grad_factors_impl`)."""
-    n, c, h, _ = projected.shape
-    width = basis.shape[-1]
-    rows = grad_factors.reshape(c, groups * n * h, width)  # [C, G·N·H, W]
-    # A as [C, G·N·H, r] in the same row order (G, N, H); A is G·r/W of an image
-    a_rows = projected.reshape(n, c, h, groups, rank).permute(1, 3, 0, 2, 4).reshape(c, groups * n * h, rank)
-    grad_basis = torch.bmm(a_rows.transpose(1, 2), rows)  # [C, r, W]
-    grad_a = torch.bmm(rows, basis.transpose(1, 2))  # [C, G·N·H, r]
-    grad_projected = grad_a.view(c, groups, n, h, rank).permute(2, 0, 3, 1, 4).reshape(n, c, h, groups * rank)
-    return grad_projected, grad_basis
+    return tuple(grad_factors)
 
 
 _COMPILED: dict = {}
 
 
-COMPILED_BACKWARD = "matmul"
-"""How the compiled backward finishes: ``"matmul"`` (inductor computes ∂F_t elementwise, then ∂A and ∂B are two
-batched matmuls) or ``"fused"`` (inductor also does the two reductions)."""
-
-_IMPLS = {"forward": _compiled_forward_impl, "grad_factors": _compiled_grad_factors_impl,
-          "backward": _compiled_backward_impl}
+_IMPLS = {"forward": _compiled_forward_impl, "grad_factors": _compiled_grad_factors_impl}
 
 
 def _compiled(kind: str):
@@ -390,7 +377,6 @@ class _CompiledLowRankLIFGate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_delta):
         projected, basis = ctx.saved_tensors
-        groups, rank, tau, v_threshold, v_reset, alpha, detach_reset = ctx.settings
         grad_delta = grad_delta.to(projected.dtype).contiguous()
         grads = None
         if not (ctx.fallback and _COMPILE_FAILED):
@@ -409,10 +395,12 @@ class _CompiledLowRankLIFGate(torch.autograd.Function):
 
 def _compiled_backward(projected, basis, grad_delta, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset):
     with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
-        args = (projected, basis, grad_delta, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset)
-        if COMPILED_BACKWARD == "fused":
-            return _compiled("backward")(*args)
-        return _factor_grads_by_matmul(_compiled("grad_factors")(*args), projected, basis, groups, rank)
+        grad_factors = _compiled("grad_factors")(projected, basis, grad_delta, groups, rank, tau, v_threshold,
+                                                 v_reset, alpha, detach_reset)
+        grad_projected, grad_basis = torch.empty_like(projected), torch.zeros_like(basis)
+        for t, grad_f in enumerate(grad_factors):
+            _store_factor_grads(t, grad_f, projected, basis, rank, grad_projected, grad_basis)
+        return grad_projected, grad_basis
 
 
 _COMPILE_FAILED = False

@@ -58,6 +58,7 @@ __all__ = ["run_bench", "add_arguments", "main", "format_table", "bench_meta", "
 ROW_KEYS = ("method", "backbone", "device", "batch_size", "image_size", "step_ms", "step_ms_iqr", "floor_ms",
             "ratio_to_floor", "prompt_ms", "images_per_s", "peak_mem_mb")
 SPECIAL_METHODS = ("lp", "lp-cached", "lorsp-fused", "lorsp-compiled", "lorsp-reference")
+DEFAULT_METHODS = ("lorsp-reference", "lorsp", "lorsp-fused", "lorsp-compiled", "lorvp", "lp", "lp-cached")
 LORVP_NAMES = ("lorvp", "lor-vp", "lor_vp")
 
 DESCRIPTION = ("Time training steps of prompt methods against the backbone's floor (its forward plus the "
@@ -442,7 +443,7 @@ def bench_meta(device) -> dict:
     return meta
 
 
-def run_bench(methods=("lorsp-reference", "lorsp", "lorsp-compiled", "lorvp", "lp", "lp-cached"), backbones=("mobilenetv2",),
+def run_bench(methods=DEFAULT_METHODS, backbones=("mobilenetv2",),
               batch_size=32, image_size=128, device="cpu", steps=10, warmup=3, random_init=False,
               dtype="auto", num_classes=10, prompter_kwargs=None, data_root=None, seed=0,
               progress: bool = False) -> list[dict]:
@@ -607,7 +608,7 @@ def write_json(rows: list[dict], path, meta: dict | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``lorsp bench`` options."""
-    parser.add_argument("--methods", default="lorsp-reference,lorsp,lorsp-fused,lorsp-compiled,lorvp,lp,lp-cached",
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated methods: registered prompters (lorsp = its default backend), "
                              "lorsp-reference, lorsp-fused (eager), lorsp-compiled, lp, lp-cached "
                              "(default: %(default)s)")

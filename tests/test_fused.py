@@ -205,11 +205,36 @@ def test_compiled_backward_failure_falls_back(monkeypatch):
     expected_grads = [p.grad.clone() for p in (prompter.factors.projection, prompter.factors.basis)]
     prompter.zero_grad()
     monkeypatch.setattr(fused, "_COMPILE_FAILED", False)
-    monkeypatch.setattr(fused, "_compiled", lambda kind: (
-        lambda *args: fused._eager_lowrank_forward(*args, chunk=None)) if kind == "forward" else 1 / 0)
+    # the forward "compiles" (its functional form, run eagerly); the backward's compiler fails
+    monkeypatch.setattr(fused, "_compiled", lambda kind: fused._compiled_forward_impl if kind == "forward" else 1 / 0)
     delta = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter),
                                backend="compile", fallback=True)
     with pytest.warns(RuntimeWarning, match="ZeroDivisionError"):
         (delta * grad_out).sum().backward()
     for param, grad in zip((prompter.factors.projection, prompter.factors.basis), expected_grads):
         torch.testing.assert_close(param.grad, grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                    reason="torch.compile on CPU needs a C++ compiler (g++)")
+def test_compiled_backend_serves_every_lif_setting_without_recompiling():
+    from torch._dynamo.utils import counters
+
+    x, grad_out = torch.rand(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    graphs = []
+    for tau, v_threshold in [(2.5, 0.1), (3.0, -0.05), (1.5, 0.2)]:
+        prompter = _prompter(0.0, False)
+        prompter.lif.tau, prompter.lif.v_threshold = tau, v_threshold
+        reference = prompter.prompt(x)
+        (reference * grad_out).sum().backward()
+        expected = [p.grad.clone() for p in (prompter.factors.projection, prompter.factors.basis)]
+        prompter.zero_grad()
+        delta = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter),
+                                   backend="compile")
+        (delta * grad_out).sum().backward()
+        graphs.append(counters["stats"]["unique_graphs"])
+        torch.testing.assert_close(delta, reference, atol=1e-6, rtol=1e-6)
+        for param, grad in zip((prompter.factors.projection, prompter.factors.basis), expected):
+            scale = grad.abs().max()
+            torch.testing.assert_close(param.grad / scale, grad / scale, atol=1e-5, rtol=1e-5)
+    assert graphs[1] == graphs[2] == graphs[0]  # the settings are data, not constants baked into the kernel

@@ -293,37 +293,54 @@ def _store_factor_grads(t, grad_f, projected, basis, rank, grad_projected, grad_
 # ---------------------------------------------------------------------------------------------------------
 # optional torch.compile path (inductor fuses the G-step elementwise loop into one kernel; slow to compile)
 # ---------------------------------------------------------------------------------------------------------
-def _functional_steps(projected, basis, groups, rank, tau, v_threshold, v_reset):
-    """Factors, membranes and spikes of Eqs. 5–8 written functionally (for torch.compile)."""
-    rest = 0.0 if v_reset is None else v_reset
+def _lif_constants(like: torch.Tensor, tau, v_threshold, v_reset, alpha) -> torch.Tensor:
+    """1/τ, V_th, V_reset (0 for the soft reset) and α as one small tensor on ``like``'s device: the compiled
+    functions take the LIF settings as data, so one compiled kernel serves every setting (a hyperparameter
+    sweep compiles once, not once per value). 1/τ rather than τ: a multiply instead of a vector division per
+    pixel and step (exactly the same for τ a power of two, else within a rounding of the eager path)."""
+    key = (like.device, tau, v_threshold, v_reset, alpha)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor([1.0 / tau, v_threshold, 0.0 if v_reset is None else v_reset, alpha],
+                                       dtype=torch.float32, device=like.device)
+    return _CONSTANTS[key]
+
+
+_CONSTANTS: dict = {}
+
+
+def _functional_steps(projected, basis, groups, rank, constants, soft_reset: bool):
+    """Factors, membranes and spikes of Eqs. 5–8 written functionally (for torch.compile); ``constants`` from
+    :func:`_lif_constants`."""
+    inv_tau, v_threshold, v_reset = constants[0], constants[1], constants[2]
+    rest = 0.0 if soft_reset else v_reset
     factors, membranes, fired_all = [], [], []
     voltage = None
     for t in range(groups):
         # F_t = A_t B as a broadcast product summed over r (inductor fuses it with the LIF; r is small)
         x_t = (projected[..., t * rank:(t + 1) * rank, None] * basis[:, None]).sum(-2)
-        membrane = x_t / tau + rest if voltage is None else voltage + (x_t - (voltage - rest)) / tau
+        membrane = x_t * inv_tau + rest if voltage is None else voltage + (x_t - (voltage - rest)) * inv_tau
         fired = membrane >= v_threshold
-        voltage = (torch.where(fired, membrane - v_threshold, membrane) if v_reset is None
-                   else torch.where(fired, torch.full_like(membrane, v_reset), membrane))
+        voltage = torch.where(fired, membrane - v_threshold if soft_reset else v_reset.to(membrane.dtype), membrane)
         factors.append(x_t)
         membranes.append(membrane)
         fired_all.append(fired)
     return factors, membranes, fired_all
 
 
-def _compiled_forward_impl(projected, basis, groups: int, rank: int, tau: float, v_threshold: float, v_reset):
-    factors, _, fired = _functional_steps(projected, basis, groups, rank, tau, v_threshold, v_reset)
+def _compiled_forward_impl(projected, basis, groups: int, rank: int, constants, soft_reset: bool):
+    factors, _, fired = _functional_steps(projected, basis, groups, rank, constants, soft_reset)
     total = factors[0] * fired[0]
     for t in range(1, groups):
         total = total + factors[t] * fired[t]
     return total / groups
 
 
-def _compiled_grad_factors_impl(projected, basis, grad_delta, groups: int, rank: int, tau: float,
-                                v_threshold: float, v_reset, alpha: float, detach_reset: bool):
+def _compiled_grad_factors_impl(projected, basis, grad_delta, groups: int, rank: int, constants, soft_reset: bool,
+                                detach_reset: bool):
     """∂L/∂F_t for t = 1..G (Eqs. 6–9 backwards in time), G tensors ``[N, C, H, W]`` from one fused kernel;
     ∂A and ∂B follow as matmuls (:func:`_store_factor_grads`), which on CPU beat reductions inside the kernel."""
-    factors, membranes, fired_all = _functional_steps(projected, basis, groups, rank, tau, v_threshold, v_reset)
+    factors, membranes, fired_all = _functional_steps(projected, basis, groups, rank, constants, soft_reset)
+    inv_tau, v_threshold, v_reset, alpha = constants[0], constants[1], constants[2], constants[3]
     grad_gate = grad_delta / groups  # ∂δ/∂(S_t ⊙ X_t) = 1/G (Eq. 9)
     grad_voltage = None
     grad_factors = [None] * groups
@@ -331,14 +348,14 @@ def _compiled_grad_factors_impl(projected, basis, grad_delta, groups: int, rank:
         membrane, x_t, fired = membranes[t], factors[t], fired_all[t]
         grad_spike = grad_gate * x_t  # through Eq. 9
         if grad_voltage is not None and not detach_reset:  # through the reset of Eq. 8
-            grad_spike = grad_spike + (grad_voltage * (-v_threshold) if v_reset is None
+            grad_spike = grad_spike + (grad_voltage * (-v_threshold) if soft_reset
                                        else grad_voltage * (v_reset - membrane))
         sig = torch.sigmoid(alpha * (membrane - v_threshold))  # surrogate of Eq. 7
         grad_h = grad_spike * alpha * sig * (1.0 - sig)
         if grad_voltage is not None:  # ∂V_t/∂H_t: 1 − S_t (hard) or 1 (soft)
-            grad_h = grad_h + (grad_voltage if v_reset is None else torch.where(fired, 0.0, grad_voltage))
-        grad_factors[t] = grad_h / tau + grad_gate * fired  # Eq. 6 and Eq. 9 directly
-        grad_voltage = grad_h * (1.0 - 1.0 / tau)  # ∂H_t/∂V_{t−1} = 1 − 1/τ (Eq. 6)
+            grad_h = grad_h + (grad_voltage if soft_reset else torch.where(fired, 0.0, grad_voltage))
+        grad_factors[t] = grad_h * inv_tau + grad_gate * fired  # Eq. 6 and Eq. 9 directly
+        grad_voltage = grad_h * (1.0 - inv_tau)  # ∂H_t/∂V_{t−1} = 1 − 1/τ (Eq. 6)
     return tuple(grad_factors)
 
 
@@ -367,7 +384,8 @@ class _CompiledLowRankLIFGate(torch.autograd.Function):
             if fallback and _COMPILE_FAILED:
                 return _eager_lowrank_forward(*args, chunk=_chunk_elements(projected.device, None))
             try:
-                return _compiled("forward")(*args)
+                constants = _lif_constants(projected, tau, v_threshold, v_reset, alpha)
+                return _compiled("forward")(projected, basis_c, groups, rank, constants, v_reset is None)
             except Exception as error:  # noqa: BLE001 - any compiler failure: fall back when allowed
                 if not fallback:
                     raise
@@ -395,8 +413,9 @@ class _CompiledLowRankLIFGate(torch.autograd.Function):
 
 def _compiled_backward(projected, basis, grad_delta, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset):
     with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
-        grad_factors = _compiled("grad_factors")(projected, basis, grad_delta, groups, rank, tau, v_threshold,
-                                                 v_reset, alpha, detach_reset)
+        constants = _lif_constants(projected, tau, v_threshold, v_reset, alpha)
+        grad_factors = _compiled("grad_factors")(projected, basis, grad_delta, groups, rank, constants,
+                                                 v_reset is None, detach_reset)
         grad_projected, grad_basis = torch.empty_like(projected), torch.zeros_like(basis)
         for t, grad_f in enumerate(grad_factors):
             _store_factor_grads(t, grad_f, projected, basis, rank, grad_projected, grad_basis)

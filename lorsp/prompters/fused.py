@@ -380,35 +380,38 @@ class _CompiledLowRankLIFGate(torch.autograd.Function):
         with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
             basis_c = basis.to(projected.dtype)
             ctx.save_for_backward(projected, basis_c)
-            args = (projected, basis_c, groups, rank, tau, v_threshold, v_reset)
-            if fallback and _COMPILE_FAILED:
-                return _eager_lowrank_forward(*args, chunk=_chunk_elements(projected.device, None))
-            try:
-                constants = _lif_constants(projected, tau, v_threshold, v_reset, alpha)
-                return _compiled("forward")(projected, basis_c, groups, rank, constants, v_reset is None)
-            except Exception as error:  # noqa: BLE001 - any compiler failure: fall back when allowed
-                if not fallback:
-                    raise
-                _compile_failed(error)
-                return _eager_lowrank_forward(*args, chunk=_chunk_elements(projected.device, None))
+            delta = _try_compiled(fallback, lambda: _compiled("forward")(
+                projected, basis_c, groups, rank, _lif_constants(projected, tau, v_threshold, v_reset, alpha),
+                v_reset is None))
+            if delta is None:
+                delta = _eager_lowrank_forward(projected, basis_c, groups, rank, tau, v_threshold, v_reset,
+                                               chunk=_chunk_elements(projected.device, None))
+            return delta
 
     @staticmethod
     def backward(ctx, grad_delta):
         projected, basis = ctx.saved_tensors
         grad_delta = grad_delta.to(projected.dtype).contiguous()
-        grads = None
-        if not (ctx.fallback and _COMPILE_FAILED):
-            try:
-                grads = _compiled_backward(projected, basis, grad_delta, *ctx.settings)
-            except Exception as error:  # noqa: BLE001
-                if not ctx.fallback:
-                    raise
-                _compile_failed(error)
+        grads = _try_compiled(ctx.fallback, lambda: _compiled_backward(projected, basis, grad_delta, *ctx.settings))
         if grads is None:
             grads = _eager_lowrank_backward(projected, basis, grad_delta, *ctx.settings,
                                             chunk=_chunk_elements(projected.device, None))
         grad_a, grad_b = grads
         return grad_a, grad_b.to(ctx.basis_dtype), None, None, None, None, None, None, None, None
+
+
+def _try_compiled(fallback: bool, call):
+    """``call()`` (a compiled computation), or None when it must fall back to the eager loop: compiling
+    failed now or earlier in this process and ``fallback`` allows it (else the failure is raised)."""
+    if fallback and _COMPILE_FAILED:
+        return None
+    try:
+        return call()
+    except Exception as error:  # noqa: BLE001 - any compiler failure: fall back when allowed
+        if not fallback:
+            raise
+        _compile_failed(error)
+        return None
 
 
 def _compiled_backward(projected, basis, grad_delta, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset):
@@ -435,7 +438,7 @@ def _compile_failed(error: Exception) -> None:
     if not _COMPILE_FAILED:
         warnings.warn(f"torch.compile of LoRSP's LIF gate failed ({type(error).__name__}: {str(error)[:300]}); "
                       f"falling back to the eager fused LIF (backend='eager': the same δ and gradients, slower). "
-                      f"Pass backend='eager' to skip compiling.", RuntimeWarning, stacklevel=3)
+                      f"Pass backend='eager' to skip compiling.", RuntimeWarning, stacklevel=4)
     _COMPILE_FAILED = True
 
 

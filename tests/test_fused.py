@@ -28,6 +28,28 @@ def _lif_args(prompter):
     return lif.tau, lif.v_threshold, lif.v_reset, lif.surrogate_alpha, lif.detach_reset
 
 
+def _params(prompter):
+    return prompter.factors.projection, prompter.factors.basis
+
+
+def _prompt_and_grads(prompter, x, grad_out, prompt=None):
+    """δ = ``prompt(x)`` (default: the prompter's own path) and the gradients of P and B for the loss
+    Σ δ ⊙ grad_out; the prompter's gradients are reset afterwards."""
+    delta = (prompt or prompter.prompt)(x)
+    (delta * grad_out).sum().backward()
+    grads = [p.grad.clone() for p in _params(prompter)]
+    prompter.zero_grad()
+    return delta, grads
+
+
+def _assert_grads_close(prompter, expected, atol=1e-5, scaled=True):
+    """The gradients of P and B now held by ``prompter`` equal ``expected`` (relative to its largest entry
+    when ``scaled``)."""
+    for param, grad in zip(_params(prompter), expected):
+        scale = grad.abs().max() if scaled else 1.0
+        torch.testing.assert_close(param.grad / scale, grad / scale, atol=atol, rtol=atol)
+
+
 @pytest.mark.parametrize("chunk", [None, 100])
 @pytest.mark.parametrize("detach_reset", [False, True])
 @pytest.mark.parametrize("v_reset", RESETS, ids=IDS)
@@ -59,19 +81,13 @@ def test_fused_prompt_matches_reference(v_reset, detach_reset, shared_basis):
     prompter = _prompter(v_reset, detach_reset, shared_basis=shared_basis)
     x = torch.rand(5, 3, 16, 16)
     grad_out = torch.randn(5, 3, 16, 16)
-    reference = prompter.prompt(x)
-    (reference * grad_out).sum().backward()
-    grads = [p.grad.clone() for p in (prompter.factors.projection, prompter.factors.basis)]
-    prompter.zero_grad()
+    reference, grads = _prompt_and_grads(prompter, x, grad_out)
     for chunk in (None, 3 * 16 * 16 * 2):  # whole batch, and chunks of two images (the last one odd)
-        fused = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter),
-                                   chunk_elements=chunk)
+        fused = fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter), chunk_elements=chunk)
         (fused * grad_out).sum().backward()
         torch.testing.assert_close(fused, reference, atol=1e-6, rtol=1e-6)
-        for param, expected in zip((prompter.factors.projection, prompter.factors.basis), grads):
-            scale = expected.abs().max()
-            torch.testing.assert_close(param.grad / scale, expected / scale, atol=1e-5, rtol=1e-5)
-            param.grad = None
+        _assert_grads_close(prompter, grads)
+        prompter.zero_grad()
 
 
 def test_fused_gate_default_settings_and_zero_basis():
@@ -128,17 +144,11 @@ def test_compiled_backend_matches_reference(v_reset):
     prompter = _prompter(v_reset, False)
     x = torch.rand(2, 3, 16, 16)
     grad_out = torch.randn(2, 3, 16, 16)
-    reference = prompter.prompt(x)
-    (reference * grad_out).sum().backward()
-    grads = [p.grad.clone() for p in (prompter.factors.projection, prompter.factors.basis)]
-    prompter.zero_grad()
-    fused = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter),
-                               backend="compile")
+    reference, grads = _prompt_and_grads(prompter, x, grad_out)
+    fused = fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter), backend="compile")
     (fused * grad_out).sum().backward()
     torch.testing.assert_close(fused, reference, atol=1e-6, rtol=1e-6)
-    for param, expected in zip((prompter.factors.projection, prompter.factors.basis), grads):
-        scale = expected.abs().max()
-        torch.testing.assert_close(param.grad / scale, expected / scale, atol=1e-5, rtol=1e-5)
+    _assert_grads_close(prompter, grads)
 
 
 def test_backend_option_is_checked_and_resolved():
@@ -168,10 +178,8 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
     fused = _broken_compiler(monkeypatch)
     prompter = _prompter(0.0, False)
     x, grad_out = torch.rand(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
-    expected = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter))
-    (expected * grad_out).sum().backward()
-    expected_grads = [p.grad.clone() for p in (prompter.factors.projection, prompter.factors.basis)]
-    prompter.zero_grad()
+    expected, expected_grads = _prompt_and_grads(  # the eager fused path
+        prompter, x, grad_out, lambda x: fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter)))
     with pytest.warns(RuntimeWarning, match="torch.compile of LoRSP's LIF gate failed.*no compiler for forward"):
         delta = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter),
                                    backend="compile", fallback=True)
@@ -182,8 +190,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
                                    backend="compile", fallback=True)
     torch.testing.assert_close(delta, expected, atol=0, rtol=0)
     torch.testing.assert_close(again, expected, atol=0, rtol=0)
-    for param, grad in zip((prompter.factors.projection, prompter.factors.basis), expected_grads):
-        torch.testing.assert_close(param.grad, grad, atol=0, rtol=0)
+    _assert_grads_close(prompter, expected_grads, atol=0, scaled=False)
     assert fused._COMPILE_FAILED and not fused.compile_available("cuda")  # auto stops asking for compile
 
 
@@ -200,10 +207,7 @@ def test_compiled_backward_failure_falls_back(monkeypatch):
 
     prompter = _prompter(None, False)
     x, grad_out = torch.rand(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
-    expected = prompter.prompt(x)  # the reference (fused=False)
-    (expected * grad_out).sum().backward()
-    expected_grads = [p.grad.clone() for p in (prompter.factors.projection, prompter.factors.basis)]
-    prompter.zero_grad()
+    _, expected_grads = _prompt_and_grads(prompter, x, grad_out)  # the reference (fused=False)
     monkeypatch.setattr(fused, "_COMPILE_FAILED", False)
     # the forward "compiles" (its functional form, run eagerly); the backward's compiler fails
     monkeypatch.setattr(fused, "_compiled", lambda kind: fused._compiled_forward_impl if kind == "forward" else 1 / 0)
@@ -211,8 +215,7 @@ def test_compiled_backward_failure_falls_back(monkeypatch):
                                backend="compile", fallback=True)
     with pytest.warns(RuntimeWarning, match="ZeroDivisionError"):
         (delta * grad_out).sum().backward()
-    for param, grad in zip((prompter.factors.projection, prompter.factors.basis), expected_grads):
-        torch.testing.assert_close(param.grad, grad, atol=1e-5, rtol=1e-5)
+    _assert_grads_close(prompter, expected_grads, scaled=False)
 
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
@@ -225,16 +228,10 @@ def test_compiled_backend_serves_every_lif_setting_without_recompiling():
     for tau, v_threshold in [(2.5, 0.1), (3.0, -0.05), (1.5, 0.2)]:
         prompter = _prompter(0.0, False)
         prompter.lif.tau, prompter.lif.v_threshold = tau, v_threshold
-        reference = prompter.prompt(x)
-        (reference * grad_out).sum().backward()
-        expected = [p.grad.clone() for p in (prompter.factors.projection, prompter.factors.basis)]
-        prompter.zero_grad()
-        delta = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter),
-                                   backend="compile")
+        reference, expected = _prompt_and_grads(prompter, x, grad_out)
+        delta = fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter), backend="compile")
         (delta * grad_out).sum().backward()
         graphs.append(counters["stats"]["unique_graphs"])
         torch.testing.assert_close(delta, reference, atol=1e-6, rtol=1e-6)
-        for param, grad in zip((prompter.factors.projection, prompter.factors.basis), expected):
-            scale = grad.abs().max()
-            torch.testing.assert_close(param.grad / scale, grad / scale, atol=1e-5, rtol=1e-5)
+        _assert_grads_close(prompter, expected)
     assert graphs[1] == graphs[2] == graphs[0]  # the settings are data, not constants baked into the kernel

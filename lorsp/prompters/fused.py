@@ -468,8 +468,8 @@ def fused_lorsp_prompt(x: torch.Tensor, projection: torch.Tensor, basis: torch.T
     rounding of V_th.
 
     ``backend="compile"`` runs the same recurrence through ``torch.compile`` (inductor fuses the G-step loop
-    into one kernel: much faster, but the first call compiles for tens of seconds and each new shape or LIF
-    setting recompiles; shared basis only). Its δ matches to float rounding (inductor may reorder arithmetic).
+    into one kernel: much faster, but the first call of each new shape compiles, for tens of seconds on a CPU;
+    the LIF settings are data, so changing them does not recompile; shared basis only). Its δ matches to float rounding (inductor may reorder arithmetic).
     ``fallback=True``: if compiling fails, warn once and run the eager loop instead (for this process).
     """
     if backend not in ("eager", "compile"):

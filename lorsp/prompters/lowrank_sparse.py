@@ -93,7 +93,7 @@ class LoRSPPrompter(LowRankPrompter):
 
     ``backend`` (fused only): ``"eager"`` runs the fused loop as PyTorch operations; ``"compile"`` has
     ``torch.compile`` fuse the G-step loop into a few kernels (much faster, but the first call of each new
-    batch shape or LIF setting compiles, tens of seconds on CPU); ``"auto"`` (default) compiles on CUDA,
+    batch shape compiles, tens of seconds on CPU); ``"auto"`` (default) compiles on CUDA,
     falling back to ``"eager"`` with a warning if compiling fails, and runs ``"eager"`` on other devices.
     Benchmarks: ``benchmarks/README.md``.
     """

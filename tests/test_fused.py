@@ -139,9 +139,10 @@ def test_fused_errors_name_the_problem():
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
                     reason="torch.compile on CPU needs a C++ compiler (g++)")
+@pytest.mark.parametrize("detach_reset", [False, True], ids=["reset-grad", "detach-reset"])
 @pytest.mark.parametrize("v_reset", [0.0, None], ids=["hard", "soft"])
-def test_compiled_backend_matches_reference(v_reset):
-    prompter = _prompter(v_reset, False)
+def test_compiled_backend_matches_reference(v_reset, detach_reset):
+    prompter = _prompter(v_reset, detach_reset)
     x = torch.rand(2, 3, 16, 16)
     grad_out = torch.randn(2, 3, 16, 16)
     reference, grads = _prompt_and_grads(prompter, x, grad_out)

@@ -28,7 +28,7 @@ surrogate Θ'(u) ≈ α σ(αu)(1 − σ(αu)), u = H_t − V_th, and the reset 
 (``detach_reset``), exactly the gradient autograd takes through the reference.
 
 ``fused_lorsp_prompt(..., backend="compile")`` runs the same recurrence through ``torch.compile``: one fused
-kernel for δ, one for ∂L/∂F_1..F_G (the LIF recomputed, backwards in time), then ∂A and ∂B as matmuls
+kernel for δ, one for ∂L/∂F_1..F_G (the LIF recomputed, backwards in time) and ∂A, then ∂B as a matmul
 (:func:`_store_factor_grads`). :class:`~lorsp.prompters.lowrank_sparse.LoRSPPrompter` picks the backend with
 its ``backend`` option (:data:`LIF_BACKENDS`; ``auto`` compiles on CUDA, with an eager fallback).
 
@@ -335,13 +335,15 @@ def _compiled_forward_impl(projected, basis, groups: int, rank: int, constants, 
     return total / groups
 
 
-def _compiled_grad_factors_impl(projected, basis, grad_delta, groups: int, rank: int, constants, soft_reset: bool,
-                                detach_reset: bool):
-    """∂L/∂F_t for t = 1..G (Eqs. 6–9 backwards in time), G tensors ``[N, C, H, W]`` from one fused kernel;
-    ∂A and ∂B follow as matmuls (:func:`_store_factor_grads`), which on CPU beat reductions inside the kernel."""
+def _compiled_grad_impl(projected, basis, grad_delta, groups: int, rank: int, constants, soft_reset: bool,
+                        detach_reset: bool):
+    """``(∂L/∂A, (∂L/∂F_1, ..., ∂L/∂F_G))``: Eqs. 6–9 backwards in time, then ∂A_t = ∂F_t Bᵀ (Eq. 5), all in one
+    fused kernel (∂A is a sum over the row of W pixels each thread already holds). ∂B = Σ A_tᵀ ∂F_t sums over
+    images and rows instead; it follows as a matmul (:func:`_store_factor_grads`), which on CPU beats that
+    reduction inside the kernel."""
     factors, membranes, fired_all = _functional_steps(projected, basis, groups, rank, constants, soft_reset)
     inv_tau, v_threshold, v_reset, alpha = constants[0], constants[1], constants[2], constants[3]
-    grad_gate = grad_delta / groups  # ∂δ/∂(S_t ⊙ X_t) = 1/G (Eq. 9)
+    grad_gate = grad_delta * (1.0 / groups)  # ∂δ/∂(S_t ⊙ X_t) = 1/G (Eq. 9)
     grad_voltage = None
     grad_factors = [None] * groups
     for t in reversed(range(groups)):
@@ -356,13 +358,14 @@ def _compiled_grad_factors_impl(projected, basis, grad_delta, groups: int, rank:
             grad_h = grad_h + (grad_voltage if soft_reset else torch.where(fired, 0.0, grad_voltage))
         grad_factors[t] = grad_h * inv_tau + grad_gate * fired  # Eq. 6 and Eq. 9 directly
         grad_voltage = grad_h * (1.0 - inv_tau)  # ∂H_t/∂V_{t−1} = 1 − 1/τ (Eq. 6)
-    return tuple(grad_factors)
+    grad_projected = torch.cat([(grad_f[..., None, :] * basis[:, None]).sum(-1) for grad_f in grad_factors], -1)
+    return grad_projected, tuple(grad_factors)
 
 
 _COMPILED: dict = {}
 
 
-_IMPLS = {"forward": _compiled_forward_impl, "grad_factors": _compiled_grad_factors_impl}
+_IMPLS = {"forward": _compiled_forward_impl, "backward": _compiled_grad_impl}
 
 
 def _compiled(kind: str):
@@ -417,11 +420,11 @@ def _try_compiled(fallback: bool, call):
 def _compiled_backward(projected, basis, grad_delta, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset):
     with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
         constants = _lif_constants(projected, tau, v_threshold, v_reset, alpha)
-        grad_factors = _compiled("grad_factors")(projected, basis, grad_delta, groups, rank, constants,
-                                                 v_reset is None, detach_reset)
-        grad_projected, grad_basis = torch.empty_like(projected), torch.zeros_like(basis)
+        grad_projected, grad_factors = _compiled("backward")(projected, basis, grad_delta, groups, rank, constants,
+                                                             v_reset is None, detach_reset)
+        grad_basis = torch.zeros_like(basis)
         for t, grad_f in enumerate(grad_factors):
-            _store_factor_grads(t, grad_f, projected, basis, rank, grad_projected, grad_basis)
+            _store_factor_grads(t, grad_f, projected, basis, rank, None, grad_basis)
         return grad_projected, grad_basis
 
 

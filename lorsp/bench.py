@@ -2,9 +2,9 @@
 
 For each backbone the *floor* is the cheapest step any input-level prompt can have: the frozen backbone's
 forward on the normalised image plus the backward to the input (``x.requires_grad_()``), no prompt, no head.
-Each method's step is a full training step of :class:`lorsp.model.PromptedModel` (when present; else a local
-composition that is functionally the same: prompt → normalise → frozen backbone in eval mode → linear head):
-forward, cross-entropy, backward to the prompt and head parameters, SGD step (momentum 0.9, method.md).
+Each method's step is a full training step of :class:`lorsp.model.PromptedModel` (prompt → normalise → frozen
+backbone in eval mode → linear head): forward, cross-entropy, backward to the prompt and head parameters, SGD
+step (momentum 0.9, method.md).
 
 Methods (``--methods``): any registered prompter (``lorsp``, ``lorvp``, ``lpf``, …; ``lorsp`` is the
 prompter's default: fused, ``backend="auto"``, i.e. compiled on CUDA and eager elsewhere); ``lorsp-reference``
@@ -48,9 +48,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .train import _call_with_supported
 
 __all__ = ["run_bench", "add_arguments", "main", "format_table", "bench_meta", "ROW_KEYS", "DESCRIPTION",
            "EPILOG"]
@@ -59,7 +57,6 @@ ROW_KEYS = ("method", "backbone", "device", "batch_size", "image_size", "step_ms
             "ratio_to_floor", "prompt_ms", "images_per_s", "peak_mem_mb")
 SPECIAL_METHODS = ("lp", "lp-cached", "lorsp-fused", "lorsp-compiled", "lorsp-reference")
 DEFAULT_METHODS = ("lorsp-reference", "lorsp", "lorsp-fused", "lorsp-compiled", "lorvp", "lp", "lp-cached")
-LORVP_NAMES = ("lorvp", "lor-vp", "lor_vp")
 
 DESCRIPTION = ("Time training steps of prompt methods against the backbone's floor (its forward plus the "
                "backward to the input), interleaved in one process, and print the ratios method/floor and "
@@ -210,67 +207,6 @@ def _create_backbone(name: str, image_size: int, random_init: bool, data_root=No
         return model, info, f"random weights: no pretrained weights available ({str(error)[:120]}…)"
 
 
-def _pooled_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if hasattr(backbone, "forward_features") and hasattr(backbone, "forward_head"):
-        return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
-    return backbone(x)
-
-
-class _Normalise(nn.Module):
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
-
-
-class _LocalPromptedModel(nn.Module):
-    """Used only when :mod:`lorsp.model` is missing: x → prompter → normalise → frozen backbone (eval) →
-    pooled features → linear head, as :class:`lorsp.model.PromptedModel` with ``head="linear"``."""
-
-    def __init__(self, backbone, prompter, num_classes, mean, std, num_features):
-        super().__init__()
-        self.backbone, self.prompter = backbone, prompter
-        self.normalise = _Normalise(mean, std)
-        self.head = nn.Linear(num_features, num_classes)
-
-    def features(self, x):
-        if self.prompter is not None:
-            x = self.prompter(x)
-        return _pooled_features(self.backbone, self.normalise(x))
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-    def trainable_parameters(self):
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.backbone.eval()
-        return self
-
-
-def _local_lorvp(image_size, channels=3, rank=4):
-    """LoR-VP (method.md) for when the baselines' ``lorvp`` prompter is not registered: δ = B·A per channel,
-    B ∈ R^{C×H×r} = 0, A ∈ R^{C×r×W} ~ N(0, 0.01²), added before normalisation."""
-    from .prompters import Prompter
-
-    class LoRVP(Prompter):
-        def __init__(self):
-            super().__init__(image_size, channels)
-            h, w = self.image_size
-            self.left = nn.Parameter(torch.zeros(channels, h, rank))
-            self.right = nn.Parameter(torch.randn(channels, rank, w) * 0.01)
-
-        def prompt(self, x):
-            return torch.matmul(self.left, self.right).unsqueeze(0).to(x.dtype)
-
-    return LoRVP()
-
-
 def _lorsp_with_backend(image_size, backend, **kwargs):
     """LoRSP with its fused LIF gate on ``backend`` (``eager`` or ``compile``, :class:`LoRSPPrompter`'s option)."""
     from .prompters import build_prompter
@@ -295,26 +231,15 @@ def _build_prompter(method: str, image_size: int, prompter_kwargs: dict):
     registered = list_prompters()
     if method in registered:
         return build_prompter(method, image_size=image_size, **prompter_kwargs.get(method, {})), "registry"
-    if method in LORVP_NAMES:
-        for name in LORVP_NAMES:
-            if name in registered:
-                return build_prompter(name, image_size=image_size, **prompter_kwargs.get(method, {})), "registry"
-        return _local_lorvp(image_size), "bench fallback (lorvp not registered)"
-    raise ValueError(f"unknown method {method!r}; expected a registered prompter ({', '.join(registered)}), "
-                     f"{', '.join(SPECIAL_METHODS)} or lorvp")
+    raise ValueError(f"unknown method {method!r}; expected a registered prompter ({', '.join(registered)}) "
+                     f"or one of {', '.join(SPECIAL_METHODS)}")
 
 
 def _build_model(backbone, info, prompter, num_classes: int):
-    try:
-        from .model import PromptedModel
-    except ImportError:
-        PromptedModel = None
-    if PromptedModel is not None:
-        model = _call_with_supported(PromptedModel, backbone, prompter, head="linear", num_classes=num_classes,
-                                     mean=info.mean, std=info.std)
-        return model, "lorsp.model.PromptedModel"
-    return _LocalPromptedModel(backbone, prompter, num_classes, info.mean, info.std, info.num_features), \
-        "lorsp.bench local composition"
+    """:class:`lorsp.model.PromptedModel` with a linear head (``prompter=None`` for LP and the floor)."""
+    from .model import PromptedModel
+
+    return PromptedModel(backbone, prompter, head="linear", num_classes=num_classes, mean=info.mean, std=info.std)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -332,17 +257,13 @@ class _Config:
         self.optimizer = None
         if method == "floor":
             return
-        params = [p for p in (model.trainable_parameters() if hasattr(model, "trainable_parameters")
-                              else model.parameters()) if p.requires_grad]
+        params = model.trainable_parameters()
         if method == "lp-cached":
             with torch.no_grad(), self._autocast():
                 self.features = model.features(x).float()
             params = [p for p in model.head.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
-        model.train()
-        backbone = getattr(model, "backbone", None)
-        if isinstance(backbone, nn.Module):
-            backbone.eval()
+        model.train()  # the frozen backbone stays in eval mode (PromptedModel.train)
         if prompter is not None:
             self.prompt_grad = torch.ones_like(x)
 
@@ -356,7 +277,7 @@ class _Config:
         if self.method == "floor":
             x = self.x.detach().requires_grad_()
             with self._autocast():
-                features = _pooled_features(self.model.backbone, self.model.normalise(x))
+                features = self.model.features(x)  # no prompt; the head is not used
             return features.float().sum()
         if self.method == "lp":
             with torch.no_grad(), self._autocast():
@@ -392,13 +313,6 @@ class _Config:
             loss = self.forward_loss()
         del loss
         return meter.megabytes
-
-
-class _Floor(nn.Module):
-    def __init__(self, backbone, info):
-        super().__init__()
-        self.backbone = backbone
-        self.normalise = _Normalise(info.mean, info.std)
 
 
 def _timed(fn, device) -> float:
@@ -489,15 +403,15 @@ def _bench_one(methods, backbone, info, weights_note, batch, size, device, amp_d
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (batch,), generator=generator).to(device)
-    floor = _Config("floor", _Floor(backbone, info).to(device), None, x, y, device, amp_dtype, {}, channels_last)
+    floor = _Config("floor", _build_model(backbone, info, None, num_classes).to(device), None, x, y, device,
+                    amp_dtype, {}, channels_last)
     configs = [floor]
     for method in methods:
         torch.manual_seed(seed)
         prompter, prompter_source = _build_prompter(method, size, prompter_kwargs)
-        model, model_source = _build_model(backbone, info, prompter, num_classes)
-        model = model.to(device)
+        model = _build_model(backbone, info, prompter, num_classes).to(device)
         configs.append(_Config(method, model, prompter, x, y, device, amp_dtype,
-                               {"prompter": prompter_source, "model": model_source}, channels_last))
+                               {"prompter": prompter_source, "model": "lorsp.model.PromptedModel"}, channels_last))
     for round_index in range(warmup + steps):
         for config in configs:
             seconds = _timed(config.step, device)
@@ -539,7 +453,7 @@ def _bench_one(methods, backbone, info, weights_note, batch, size, device, amp_d
         rows.append(row)
     for config, row in zip(configs[1:], rows):  # per-round ratios: load drifts hit both sides of each pair
         row["ratio_to_floor_paired"] = statistics.median(t / f for t, f in zip(config.times, floor.times))
-    lorvp_config = next((c for c in configs[1:] if c.method in LORVP_NAMES), None)
+    lorvp_config = next((c for c in configs[1:] if c.method == "lorvp"), None)
     for config, row in zip(configs[1:], rows):
         row["ratio_to_lorvp_paired"] = (statistics.median(t / v for t, v in zip(config.times, lorvp_config.times))
                                         if lorvp_config is not None else None)
@@ -553,7 +467,7 @@ def _bench_one(methods, backbone, info, weights_note, batch, size, device, amp_d
 
 def _add_relative(rows: list[dict]) -> None:
     """``ratio_to_lorvp`` for every prompt method (LoR-VP measured in the same run)."""
-    lorvp = next((r for r in rows if r["method"] in LORVP_NAMES), None)
+    lorvp = next((r for r in rows if r["method"] == "lorvp"), None)
     for row in rows:
         row["ratio_to_lorvp"] = (row["step_ms"] / lorvp["step_ms"]) if lorvp else None
 

@@ -25,7 +25,9 @@ the median step time and its inter-quartile range (IQR). On CUDA every step is b
   it; CPU (Linux): the peak resident set size over one step (``VmHWM`` of ``/proc/self/status``, reset through
   ``/proc/self/clear_refs``) minus the resident size before it; ``None`` where neither is available;
 - ``ratio_to_floor_paired`` / ``ratio_to_lorvp_paired``: the median over rounds of the ratio within a round
-  (robust to load that drifts between rounds); ``ratio_to_floor`` / ``ratio_to_lorvp`` divide the medians;
+  (robust to load that drifts between rounds), with a distribution-free 95% interval for that median
+  (``…_ci95``, :func:`median_ci`); ``ratio_to_floor`` / ``ratio_to_lorvp`` divide the medians;
+- ``round_ms`` / ``floor_round_ms``: every timed step, in round order, so any other statistic can be recomputed;
 - ``saved_mb``: bytes autograd keeps for backward during the forward (device-independent, parameters not
   counted), from :class:`lorsp.prompters.fused.SavedTensorMeter`.
 
@@ -50,8 +52,8 @@ import torch
 import torch.nn.functional as F
 
 
-__all__ = ["run_bench", "add_arguments", "main", "format_table", "bench_meta", "ROW_KEYS", "DESCRIPTION",
-           "EPILOG"]
+__all__ = ["run_bench", "add_arguments", "main", "format_table", "bench_meta", "median_ci", "ROW_KEYS",
+           "DESCRIPTION", "EPILOG"]
 
 ROW_KEYS = ("method", "backbone", "device", "batch_size", "image_size", "step_ms", "step_ms_iqr", "floor_ms",
             "ratio_to_floor", "prompt_ms", "images_per_s", "peak_mem_mb")
@@ -129,6 +131,29 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
         return values[0], values[0], values[0]
     q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q1, q2, q3
+
+
+def median_ci(values, level: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the median of ``values`` (independent draws): the order
+    statistics x_(j) and x_(k) around rank n/2, j and k from the binomial(n, 1/2) count of draws below the
+    median (normal approximation, half-width z·√n/2); None for fewer than 6 values, where it would span
+    them all."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n < 6:
+        return None
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    half_width = z * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half_width) - 1)  # 0-based rank of x_(j), rounded outwards
+    high = min(n - 1, math.ceil(n / 2 + half_width))
+    return ordered[low], ordered[high]
+
+
+def _paired(times, reference_times) -> dict:
+    """The median and its 95% interval (:func:`median_ci`) of the per-round ratios ``times / reference``."""
+    ratios = [t / r for t, r in zip(times, reference_times)]
+    interval = median_ci(ratios)
+    return {"median": statistics.median(ratios), "ci95": None if interval is None else list(interval)}
 
 
 def _rss_bytes(field: str) -> int | None:
@@ -451,12 +476,14 @@ def _bench_one(methods, backbone, info, weights_note, batch, size, device, amp_d
         if config.method == "lp":
             lp_ms = step_ms
         rows.append(row)
-    for config, row in zip(configs[1:], rows):  # per-round ratios: load drifts hit both sides of each pair
-        row["ratio_to_floor_paired"] = statistics.median(t / f for t, f in zip(config.times, floor.times))
     lorvp_config = next((c for c in configs[1:] if c.method == "lorvp"), None)
-    for config, row in zip(configs[1:], rows):
-        row["ratio_to_lorvp_paired"] = (statistics.median(t / v for t, v in zip(config.times, lorvp_config.times))
-                                        if lorvp_config is not None else None)
+    for config, row in zip(configs[1:], rows):  # per-round ratios: load drifts hit both sides of each pair
+        paired = _paired(config.times, floor.times)
+        row["ratio_to_floor_paired"], row["ratio_to_floor_paired_ci95"] = paired["median"], paired["ci95"]
+        paired = _paired(config.times, lorvp_config.times) if lorvp_config is not None else {}
+        row["ratio_to_lorvp_paired"], row["ratio_to_lorvp_paired_ci95"] = paired.get("median"), paired.get("ci95")
+        row["round_ms"] = [round(t * 1e3, 4) for t in config.times]  # step r of every row ran in round r
+        row["floor_round_ms"] = [round(t * 1e3, 4) for t in floor.times]
     for row in rows:
         if row["method"] == "lp-cached":
             row["lp_uncached_step_ms"] = lp_ms
@@ -481,17 +508,23 @@ def _fmt(value, digits=1, suffix=""):
     return f"{value:.{digits}f}{suffix}"
 
 
+def _fmt_ci(value, interval) -> str:
+    text = _fmt(value, 3)
+    return text if not interval else f"{text} ({interval[0]:.3f}–{interval[1]:.3f})"
+
+
 def format_table(rows: list[dict]) -> str:
     """A plain-text table of the rows: step ± IQR, floor, ratio to the floor and to LoR-VP, prompt alone,
     images/s, peak and saved memory."""
     header = ("backbone", "size", "batch", "device", "method", "step ms", "± IQR", "floor ms", "×floor",
-              "×LoR-VP", "prompt ms", "img/s", "peak MB", "saved MB")
+              "×LoR-VP", "×LoR-VP paired (95% CI)", "prompt ms", "img/s", "peak MB", "saved MB")
     lines = []
     for r in rows:
         lines.append((r["backbone"], str(r["image_size"]), str(r["batch_size"]), r["device"], r["method"],
                       _fmt(r["step_ms"]), _fmt(r["step_ms_iqr"]), _fmt(r["floor_ms"]), _fmt(r["ratio_to_floor"], 3),
-                      _fmt(r.get("ratio_to_lorvp"), 3), _fmt(r["prompt_ms"]), _fmt(r["images_per_s"], 0),
-                      _fmt(r["peak_mem_mb"]), _fmt(r.get("saved_mb"))))
+                      _fmt(r.get("ratio_to_lorvp"), 3),
+                      _fmt_ci(r.get("ratio_to_lorvp_paired"), r.get("ratio_to_lorvp_paired_ci95")),
+                      _fmt(r["prompt_ms"]), _fmt(r["images_per_s"], 0), _fmt(r["peak_mem_mb"]), _fmt(r.get("saved_mb"))))
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]

@@ -41,6 +41,25 @@ def test_rows_have_the_required_keys(rows):
     # the fused generator keeps less for backward than the reference (device-independent count)
     assert by_method["lorsp-fused"]["saved_mb"] < by_method["lorsp-reference"]["saved_mb"]
     assert by_method["lorsp"]["saved_mb"] < by_method["lorsp-reference"]["saved_mb"]  # fused is the default
+    for row in rows:  # the per-round times are kept, and the paired ratios recompute from them
+        assert len(row["round_ms"]) == len(row["floor_round_ms"]) == 2
+        paired = [t / f for t, f in zip(row["round_ms"], row["floor_round_ms"])]
+        assert math.isclose(row["ratio_to_floor_paired"], sum(paired) / 2, rel_tol=1e-2)  # times kept to 0.1 µs
+        assert row["ratio_to_floor_paired_ci95"] is None  # two rounds are too few for an interval
+
+
+def test_median_ci_covers_the_median_at_its_level():
+    assert bench.median_ci([1.0, 2.0, 3.0, 4.0, 5.0]) is None
+    low, high = bench.median_ci(list(range(100)))
+    assert low < 49.5 < high and high - low < 25
+    rng = np.random.default_rng(0)
+    true_median = math.log(2)  # exponential(1)
+    trials = 2000
+    covered = 0
+    for _ in range(trials):
+        low, high = bench.median_ci(rng.exponential(size=60).tolist())
+        covered += low <= true_median <= high
+    assert 0.93 <= covered / trials <= 0.985, covered / trials
 
 
 def test_table_names_every_method(rows):

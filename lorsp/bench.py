@@ -51,7 +51,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-
 __all__ = ["run_bench", "add_arguments", "main", "format_table", "bench_meta", "median_ci", "ROW_KEYS",
            "DESCRIPTION", "EPILOG"]
 

@@ -337,9 +337,9 @@ def _compiled_forward_impl(projected, basis, groups: int, rank: int, constants, 
 
 def _compiled_grad_impl(projected, basis, grad_delta, groups: int, rank: int, constants, soft_reset: bool,
                         detach_reset: bool):
-    """``(∂L/∂A, (∂L/∂F_1, ..., ∂L/∂F_G))``: Eqs. 6–9 backwards in time, then ∂A_t = ∂F_t Bᵀ (Eq. 5), all in one
-    fused kernel (∂A is a sum over the row of W pixels each thread already holds). ∂B = Σ A_tᵀ ∂F_t sums over
-    images and rows instead; it follows as a matmul (:func:`_store_factor_grads`), which on CPU beats that
+    """``(∂L/∂A, (∂L/∂F_1, ..., ∂L/∂F_G))``: Eqs. 6–9 backwards in time, then ∂A_t = ∂F_t Bᵀ (Eq. 5), compiled
+    together (∂A sums over each row's W pixels, which inductor fuses into the same kernel). ∂B = Σ A_tᵀ ∂F_t sums
+    over images and rows instead; it follows as a matmul (:func:`_store_factor_grads`), which on CPU beats that
     reduction inside the kernel."""
     factors, membranes, fired_all = _functional_steps(projected, basis, groups, rank, constants, soft_reset)
     inv_tau, v_threshold, v_reset, alpha = constants[0], constants[1], constants[2], constants[3]

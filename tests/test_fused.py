@@ -112,7 +112,7 @@ def test_fused_saves_far_fewer_bytes():
     with SavedTensorMeter(exclude=params) as gate:
         fused_lif_gate(prompter.factors(x), *_lif_args(prompter))
     with SavedTensorMeter(exclude=params) as full:
-        fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter))
+        fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter))
     assert reference.bytes > 10 * image_bytes  # the reference keeps > 2 image-sized tensors per time step
     # the G = 4 factors, plus what the factors' own einsum saves (x and A = xP, G·r/W = 1/2 of an image here)
     assert gate.bytes <= (4 + 1 + 0.5) * image_bytes
@@ -182,12 +182,12 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
     expected, expected_grads = _prompt_and_grads(  # the eager fused path
         prompter, x, grad_out, lambda x: fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter)))
     with pytest.warns(RuntimeWarning, match="torch.compile of LoRSP's LIF gate failed.*no compiler for forward"):
-        delta = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter),
+        delta = fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter),
                                    backend="compile", fallback=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once per process, not at every call
         (delta * grad_out).sum().backward()
-        again = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter),
+        again = fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter),
                                    backend="compile", fallback=True)
     torch.testing.assert_close(delta, expected, atol=0, rtol=0)
     torch.testing.assert_close(again, expected, atol=0, rtol=0)
@@ -199,8 +199,7 @@ def test_compile_failure_raises_without_fallback(monkeypatch):
     _broken_compiler(monkeypatch)
     prompter = _prompter(0.0, False)
     with pytest.raises(RuntimeError, match="no compiler for forward"):
-        fused_lorsp_prompt(torch.rand(1, 3, 16, 16), prompter.factors.projection, prompter.factors.basis,
-                           *_lif_args(prompter), backend="compile")
+        fused_lorsp_prompt(torch.rand(1, 3, 16, 16), *_params(prompter), *_lif_args(prompter), backend="compile")
 
 
 def test_compiled_backward_failure_falls_back(monkeypatch):
@@ -212,7 +211,7 @@ def test_compiled_backward_failure_falls_back(monkeypatch):
     monkeypatch.setattr(fused, "_COMPILE_FAILED", False)
     # the forward "compiles" (its functional form, run eagerly); the backward's compiler fails
     monkeypatch.setattr(fused, "_compiled", lambda kind: fused._compiled_forward_impl if kind == "forward" else 1 / 0)
-    delta = fused_lorsp_prompt(x, prompter.factors.projection, prompter.factors.basis, *_lif_args(prompter),
+    delta = fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter),
                                backend="compile", fallback=True)
     with pytest.warns(RuntimeWarning, match="ZeroDivisionError"):
         (delta * grad_out).sum().backward()

@@ -254,7 +254,6 @@ def _eager_lowrank_forward(projected, basis, groups, rank, tau, v_threshold, v_r
 def _eager_lowrank_backward(projected, basis, grad_delta, groups, rank, tau, v_threshold, v_reset, alpha,
                             detach_reset, chunk=None, needs_input_grad=(True, True)):
     """(∂L/∂A, ∂L/∂B) of Eqs. 5–9 by the eager loop: the LIF recomputed, a chunk of images at a time."""
-    shared = basis.dim() == 3
     width = basis.shape[-1]
     with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
         grad_delta = grad_delta.to(projected.dtype)
@@ -363,6 +362,7 @@ def _compiled_grad_impl(projected, basis, grad_delta, groups: int, rank: int, co
 
 
 _COMPILED: dict = {}
+_COMPILE_FAILED = False  # set by _compile_failed: compile nothing more in this process
 
 
 _IMPLS = {"forward": _compiled_forward_impl, "backward": _compiled_grad_impl}
@@ -428,8 +428,6 @@ def _compiled_backward(projected, basis, grad_delta, groups, rank, tau, v_thresh
         return grad_projected, grad_basis
 
 
-_COMPILE_FAILED = False
-
 LIF_BACKENDS = ("auto", "eager", "compile")
 """How LoRSP runs its fused LIF gate (``LoRSPPrompter(backend=...)``): ``auto`` compiles on CUDA (falling back to
 ``eager`` if compiling fails) and runs ``eager`` elsewhere."""
@@ -472,7 +470,8 @@ def fused_lorsp_prompt(x: torch.Tensor, projection: torch.Tensor, basis: torch.T
 
     ``backend="compile"`` runs the same recurrence through ``torch.compile`` (inductor fuses the G-step loop
     into one kernel: much faster, but the first call of each new shape compiles, for tens of seconds on a CPU;
-    the LIF settings are data, so changing them does not recompile; shared basis only). Its δ matches to float rounding (inductor may reorder arithmetic).
+    the LIF settings are data, so changing them does not recompile; shared basis only). Its δ matches to float
+    rounding (inductor may reorder arithmetic).
     ``fallback=True``: if compiling fails, warn once and run the eager loop instead (for this process).
     """
     if backend not in ("eager", "compile"):

@@ -588,9 +588,13 @@ def main(args) -> int:
         result = bench_pipeline(args.pipeline, batch_size=_ints(args.batch_size)[0],
                                 image_size=_ints(args.image_size)[0], device=args.device,
                                 max_images=args.pipeline_images, num_workers=args.workers, root=args.data_root)
-        print(json.dumps(result, indent=1))
+        print(f"{result['dataset']} ({result['images']} images, batch {result['batch_size']}, "
+              f"{result['image_size']} px, {result['device']}): DataLoader with {result['num_workers']} workers "
+              f"{result['dataloader_images_per_s']:,.0f} images/s, decode-once pipeline "
+              f"{result['device_pipeline_images_per_s']:,.0f} images/s ({result['speedup']:.1f}×); decoding once "
+              f"took {result['decode_s']:.2f} s, {result['bank_mb']:.1f} MB of uint8")
         if args.output:
-            write_json([result], args.output, bench_meta(args.device))
+            print(f"wrote {write_json([result], args.output, bench_meta(args.device))}")
         return 0
     load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     rows = run_bench(args.methods, args.backbones, args.batch_size, args.image_size, args.device, args.steps,

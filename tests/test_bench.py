@@ -3,6 +3,10 @@ measured in benchmarks/, not asserted in timed tests)."""
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +200,76 @@ def test_bench_pipeline_reports_both_paths(folder):
     assert result["images"] == 8 and result["device"] == "cpu"
     assert result["dataloader_images_per_s"] > 0 and result["device_pipeline_images_per_s"] > 0
     assert result["decode_s"] >= 0 and result["bank_mb"] > 0
+
+
+def test_bench_cli_pipeline_prints_a_summary_and_writes_the_record(folder, tmp_path, capsys):
+    output = tmp_path / "pipeline.json"
+    args = bench.add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--pipeline", f"folder:{folder}", "--batch-size", "4", "--image-size", "16", "--device", "cpu",
+         "--pipeline-images", "8", "--workers", "0", "--output", str(output)])
+    assert bench.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "DataLoader with 0 workers" in printed and "decode-once pipeline" in printed
+    assert f"wrote {output}" in printed
+    record = json.loads(output.read_text())
+    assert record["meta"]["device"] == "cpu" and record["rows"][0]["images"] == 8
+
+
+# ---------------------------------------------------------------------------------------------------------
+# benchmarks/gpu_session.sh, at its smoke sizes on the CPU: every part's command line must run, so that a
+# task lent a GPU does not lose its device time to a broken script
+# ---------------------------------------------------------------------------------------------------------
+SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh"
+
+
+def _session(tmp_path, *parts, **env):
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                   "SMOKE": "1", "DEVICE": "cpu", "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path),
+                   "BACKBONES": "mobilenetv2", **env}
+    return subprocess.run(["bash", str(SESSION), *parts], env=environment, capture_output=True, text=True,
+                          timeout=1200)
+
+
+def _samples(folder: Path, count: int = 8) -> Path:
+    """JPEGs named like the data root's ImageNet samples, ``<wnid>_<name>.JPEG``."""
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        array = rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)
+        Image.fromarray(array).save(folder / f"n0000000{i % 2}_image{i}.JPEG")
+    return folder
+
+
+def test_gpu_session_script_runs_every_part_at_smoke_size(tmp_path):
+    done = _session(tmp_path, SAMPLES=str(_samples(tmp_path / "samples")))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "all parts done" in done.stdout
+    out = tmp_path / "out"
+    files = sorted(path.name for path in out.iterdir())
+    assert files == ["env.txt", "gpu-backbones-32.json", "gpu-generator-bf16.json", "gpu-generator-fp32.json",
+                     "gpu-pipeline-w0.json", "gpu-pipeline-w1.json", "gpu-train.txt", "gpu-vit_b32-32.json"]
+    assert len(files) <= 8  # what the device returns from $OUT
+    for name in ("gpu-generator-bf16.json", "gpu-generator-fp32.json"):
+        variants = json.loads((out / name).read_text())
+        assert [v["variant"] for v in variants] == ["reference", "eager", "compile"]
+        for variant in variants:
+            assert max(variant[k] for k in ("rel_err_delta", "rel_err_grad_projection", "rel_err_grad_basis")) < 1e-4
+    headline = json.loads((out / "gpu-vit_b32-32.json").read_text())
+    assert [r["method"] for r in headline["rows"]] == ["lorsp-reference", "lorsp", "lorsp-fused", "lorsp-compiled",
+                                                       "lorvp", "lp", "lp-cached"]
+    assert {r["dtype"] for r in headline["rows"]} == {"bfloat16"}
+    sweep = json.loads((out / "gpu-backbones-32.json").read_text())
+    assert {r["backbone"] for r in sweep["rows"]} == {"mobilenetv2"}
+    pipeline = json.loads((out / "gpu-pipeline-w1.json").read_text())
+    assert pipeline["rows"][0]["images"] == 8 and pipeline["rows"][0]["num_workers"] == 1
+    assert "final accuracy" in (out / "gpu-train.txt").read_text()
+
+
+def test_gpu_session_script_goes_on_after_a_failed_part_and_says_which(tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = _session(tmp_path, "pipeline", "env", SAMPLES=str(tmp_path / "empty"))
+    assert done.returncode == 1
+    assert "failed parts: pipeline" in done.stderr and "lorsp data import" in done.stderr
+    assert "torch" in (tmp_path / "out" / "env.txt").read_text()
+    unknown = _session(tmp_path, "warp")
+    assert unknown.returncode == 2 and "unknown part warp" in unknown.stderr

@@ -4,7 +4,10 @@ traced to a record).
     python benchmarks/tables.py benchmarks/cpu-mobilenetv2-128-a.json benchmarks/cpu-generator-128.json
 
 A ``lorsp bench`` record (``{"meta": …, "rows": […]}``) gives one table per backbone, image size and batch size; a
-``generator_variants.py`` record (a list of variants) gives the generator table.
+``generator_variants.py`` record (a list of variants) gives the generator table; ``lorsp bench --pipeline`` records
+give one table of the input pipelines, which sets each against the fastest LoRSP training step (the default
+``lorsp``) at the same image size, batch size and device among the bench records given: the pipeline must deliver
+at least the images/s of the step it feeds.
 """
 from __future__ import annotations
 
@@ -88,18 +91,42 @@ def generator_table(rows: list, name: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def pipeline_table(pipelines: list[tuple[str, dict]], steps: list[dict]) -> str:
+    """The input pipelines (``lorsp bench --pipeline`` rows) against the fastest ``lorsp`` step of ``steps`` at the
+    same image size, batch size and device."""
+    out = ["| record | images | batch | px | device | DataLoader workers | DataLoader images/s | decode-once images/s "
+           "| speed-up | fastest LoRSP step it feeds, images/s | decode-once ÷ step |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in pipelines:
+        fed = [s for s in steps if s["method"] == "lorsp" and s["image_size"] == row["image_size"]
+               and s["batch_size"] == row["batch_size"] and s["device"] == row["device"]]
+        step = max(fed, key=lambda s: s["images_per_s"], default=None)
+        feeds = "–" if step is None else f"{_num(step['images_per_s'], 0)} ({step['backbone']})"
+        ratio = "–" if step is None else _num(row["device_pipeline_images_per_s"] / step["images_per_s"], 2)
+        out.append(f"| `{name}` | {row['images']} | {row['batch_size']} | {row['image_size']} | {row['device']} | "
+                   f"{row['num_workers']} | {_num(row['dataloader_images_per_s'], 0)} | "
+                   f"{_num(row['device_pipeline_images_per_s'], 0)} | {row['speedup']:.1f}× | {feeds} | {ratio} |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("records", nargs="+", type=Path)
+    steps, pipelines = [], []
     for path in parser.parse_args().records:
         record = json.loads(path.read_text())
-        if isinstance(record, dict) and "rows" in record:
+        if isinstance(record, dict) and record.get("rows") and "dataloader_images_per_s" in record["rows"][0]:
+            pipelines += [(path.name, row) for row in record["rows"]]
+        elif isinstance(record, dict) and "rows" in record:
             print(bench_tables(record, path.name))
+            steps += record["rows"]
         elif isinstance(record, list) and record and "variant" in record[0]:
             print(generator_table(record, path.name))
         else:
-            raise SystemExit(f"{path}: neither a `lorsp bench` record ({{'meta', 'rows'}}) nor a "
-                             f"generator_variants.py record (a list of variants)")
+            raise SystemExit(f"{path}: neither a `lorsp bench` record ({{'meta', 'rows'}}), a `lorsp bench --pipeline` "
+                             f"record nor a generator_variants.py record (a list of variants)")
+    if pipelines:
+        print(pipeline_table(pipelines, steps))
 
 
 if __name__ == "__main__":

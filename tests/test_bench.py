@@ -263,6 +263,16 @@ def test_gpu_session_script_runs_every_part_at_smoke_size(tmp_path):
     pipeline = json.loads((out / "gpu-pipeline-w1.json").read_text())
     assert pipeline["rows"][0]["images"] == 8 and pipeline["rows"][0]["num_workers"] == 1
     assert "final accuracy" in (out / "gpu-train.txt").read_text()
+    # the README's tables from these records; each pipeline against the fastest LoRSP step it would feed
+    tables = subprocess.run([sys.executable, str(SESSION.parent / "tables.py"), *sorted(out.glob("*.json"))],
+                            capture_output=True, text=True, check=True).stdout
+    fastest = max((r for r in headline["rows"] + sweep["rows"] if r["method"] == "lorsp"),
+                  key=lambda r: r["images_per_s"])
+    line = next(line for line in tables.splitlines() if line.startswith("| `gpu-pipeline-w1.json`"))
+    assert f"({fastest['backbone']})" in line
+    ratio = pipeline["rows"][0]["device_pipeline_images_per_s"] / fastest["images_per_s"]
+    assert float(line.rstrip(" |").rsplit("|", 1)[1].replace(",", "")) == pytest.approx(ratio, rel=0.01)
+    assert "| lorsp-compiled (`backend=\"compile\"`) |" in tables and "`gpu-generator-bf16.json`" in tables
 
 
 def test_gpu_session_script_goes_on_after_a_failed_part_and_says_which(tmp_path):

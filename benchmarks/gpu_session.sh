@@ -16,9 +16,11 @@ DEVICE="${DEVICE:-cuda}"
 SAMPLES="${SAMPLES:-data/imagenet-samples}"
 BACKBONES="${BACKBONES:-resnet50,vit_b32,vit_b16,swin_b,clip_vit_b32,mobilenetv2}"
 if [ "${SMOKE:-0}" = 1 ]; then
-    BATCH=4 SIZE=32 STEPS=2 WARMUP=1 GEN_STEPS=1 TRAIN_BATCH=8 TRAIN_SIZE=32 IMAGES=16 WORKER_COUNTS="0 1"
+    BATCH=4 SIZE=32 STEPS=2 WARMUP=1 SWEEP_STEPS=2 SWEEP_WARMUP=1 GEN_STEPS=1
+    TRAIN_BATCH=8 TRAIN_SIZE=32 IMAGES=16 WORKER_COUNTS="0 1"
 else
-    BATCH=256 SIZE=224 STEPS=20 WARMUP=5 GEN_STEPS=20 TRAIN_BATCH=64 TRAIN_SIZE=224 IMAGES=1000 WORKER_COUNTS="8 16"
+    BATCH=256 SIZE=224 STEPS=20 WARMUP=5 SWEEP_STEPS=15 SWEEP_WARMUP=4 GEN_STEPS=20
+    TRAIN_BATCH=64 TRAIN_SIZE=224 IMAGES=1000 WORKER_COUNTS="8 16"
 fi
 mkdir -p "$OUT"
 parts="${*:-env generator headline backbones pipeline train}"
@@ -29,7 +31,8 @@ part_env() {
     else
         echo "no nvidia-smi" | tee "$OUT/env.txt"
     fi
-    python3 -c "import torch, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__version__)
+    python3 -c "import torch, timm
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__version__)
 try:
     import triton; print('triton', triton.__version__)
 except ImportError: print('no triton: backend=auto runs eager')" | tee -a "$OUT/env.txt"
@@ -52,7 +55,7 @@ part_headline() {  # the issue's GPU target: ViT-B/32 at 224, batch 256, bf16
 part_backbones() {  # the five paper backbones and MobileNetV2
     python3 -m lorsp bench --methods lorsp,lorsp-fused,lorvp,lp,lp-cached --backbones "$BACKBONES" \
         --batch-size "$BATCH" --image-size "$SIZE" --device "$DEVICE" --dtype bfloat16 --random-init \
-        --steps "$STEPS" --warmup "$WARMUP" --quiet --output "$OUT/gpu-backbones-$SIZE.json"
+        --steps "$SWEEP_STEPS" --warmup "$SWEEP_WARMUP" --quiet --output "$OUT/gpu-backbones-$SIZE.json"
 }
 
 part_pipeline() {  # decode-once uint8 bank + resize on the GPU vs the DataLoader, on real JPEGs
@@ -77,7 +80,8 @@ part_pipeline() {  # decode-once uint8 bank + resize on the GPU vs the DataLoade
 part_train() {  # the default backend ("auto": compiled on CUDA) through the trainer, bf16 autocast on CUDA
     python3 -m lorsp train --dataset synthetic --backbone mobilenetv2 --random-init --method lorsp --epochs 2 \
         --batch-size "$TRAIN_BATCH" --image-size "$TRAIN_SIZE" --train-per-class 32 --test-per-class 8 \
-        --device "$DEVICE" --output "${TMPDIR:-/tmp}/lorsp-train-$$" --no-progress 2>&1 | tail -4 | tee "$OUT/gpu-train.txt"
+        --device "$DEVICE" --output "${TMPDIR:-/tmp}/lorsp-train-$$" --no-progress 2>&1 \
+        | tail -4 | tee "$OUT/gpu-train.txt"
 }
 
 failed=""

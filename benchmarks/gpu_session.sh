@@ -58,30 +58,45 @@ part_backbones() {  # the five paper backbones and MobileNetV2
         --steps "$SWEEP_STEPS" --warmup "$SWEEP_WARMUP" --quiet --output "$OUT/gpu-backbones-$SIZE.json"
 }
 
-part_pipeline() {  # decode-once uint8 bank + resize on the GPU vs the DataLoader, on real JPEGs
-    local folder="${TMPDIR:-/tmp}/lorsp-imagenet-samples" f b workers
-    rm -rf "$folder"
+SAMPLE_FOLDER="${TMPDIR:-/tmp}/lorsp-imagenet-samples"
+sample_folder() {  # the sample JPEGs <wnid>_<name>.JPEG linked as $SAMPLE_FOLDER/{train,test}/<wnid>/ (an ImageFolder)
+    local f b split
+    rm -rf "$SAMPLE_FOLDER"
     shopt -s nullglob
     local images=("$SAMPLES"/*.JPEG)
     if [ "${#images[@]}" = 0 ]; then
         echo "no $SAMPLES/*.JPEG: run 'python -m lorsp data import ../shared/data' (or set SAMPLES)" >&2
         return 1
     fi
-    for f in "${images[@]}"; do  # <wnid>_<n>.JPEG -> train/<wnid>/
-        b=$(basename "$f"); mkdir -p "$folder/train/${b%%_*}"; ln -s "$(realpath "$f")" "$folder/train/${b%%_*}/$b"
+    for f in "${images[@]}"; do
+        b=$(basename "$f")
+        for split in train test; do
+            mkdir -p "$SAMPLE_FOLDER/$split/${b%%_*}"; ln -s "$(realpath "$f")" "$SAMPLE_FOLDER/$split/${b%%_*}/$b"
+        done
     done
+}
+
+part_pipeline() {  # decode-once uint8 bank + resize on the GPU vs the DataLoader, on real JPEGs
+    local workers
+    sample_folder
     for workers in $WORKER_COUNTS; do
-        python3 -m lorsp bench --pipeline "folder:$folder" --batch-size "$BATCH" --image-size "$SIZE" \
+        python3 -m lorsp bench --pipeline "folder:$SAMPLE_FOLDER" --batch-size "$BATCH" --image-size "$SIZE" \
             --device "$DEVICE" --pipeline-images "$IMAGES" --workers "$workers" \
             --output "$OUT/gpu-pipeline-w$workers.json"
     done
 }
 
-part_train() {  # the default backend ("auto": compiled on CUDA) through the trainer, bf16 autocast on CUDA
+part_train() {  # the trainer end to end with its defaults: backend "auto" (compiled on CUDA), bf16 autocast on
+    # CUDA; synthetic images through the DataLoader, then the sample JPEGs through the decode-once device loader
+    sample_folder
     python3 -m lorsp train --dataset synthetic --backbone mobilenetv2 --random-init --method lorsp --epochs 2 \
         --batch-size "$TRAIN_BATCH" --image-size "$TRAIN_SIZE" --train-per-class 32 --test-per-class 8 \
         --device "$DEVICE" --output "${TMPDIR:-/tmp}/lorsp-train-$$" --no-progress 2>&1 \
         | tail -4 | tee "$OUT/gpu-train.txt"
+    python3 -m lorsp train --dataset "folder:$SAMPLE_FOLDER" --loader device --backbone mobilenetv2 --random-init \
+        --method lorsp --epochs 2 --batch-size "$TRAIN_BATCH" --image-size "$TRAIN_SIZE" --device "$DEVICE" \
+        --output "${TMPDIR:-/tmp}/lorsp-train-device-$$" --no-progress 2>&1 | tail -4 | tee -a "$OUT/gpu-train.txt"
+    grep -q '"loader": "device"' "${TMPDIR:-/tmp}/lorsp-train-device-$$/record.json"
 }
 
 failed=""

@@ -171,6 +171,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="unreadable images: fail naming the file (default) or skip and count them")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--num-workers", type=_int_range(0, 256), default=0, help="DataLoader workers (default 0)")
+    g.add_argument("--loader", choices=["auto", "dataloader", "device"], default="auto",
+                   help="dataloader: decode and resize every epoch on the CPU; device: decode once, keep uint8, "
+                        "resize on the training device; auto (default): device on CUDA when the decoded images take "
+                        "at most 4 GiB (CIFAR, Tiny-ImageNet), else dataloader")
     g.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
                    help="autocast on CUDA (auto: bf16 where supported; never on CPU)")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
@@ -329,7 +333,7 @@ def config_from_args(args):
         test_per_class=args.test_per_class, seed=args.seed, device=args.device, weights=args.weights,
         random_init=args.random_init, deterministic=args.deterministic, output=output, resume=args.resume,
         prompter_kwargs=_prompter_kwargs(args), backbone_kwargs=dict(args.backbone_options),
-        num_workers=args.num_workers, amp=args.amp, channels_last=args.channels_last,
+        num_workers=args.num_workers, loader=args.loader, amp=args.amp, channels_last=args.channels_last,
         bad_image_policy=args.bad_image_policy, label_mapping_interval=args.label_mapping_interval,
         max_grad_norm=args.max_grad_norm, cache_features=args.cache_features, data_root=args.data_root,
         download=args.download, results_dir=args.results_dir)

@@ -50,7 +50,8 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .results import git_commit, host_info, to_jsonable, versions, write_record
 
 __all__ = ["TrainConfig", "train", "DivergenceError", "EpochSampler", "evaluate_run", "build_run_model",
-           "RECORD_NAME", "PROMPT_WEIGHTS_NAME", "LP_METHODS", "SCHEDULES", "AMP_MODES", "CACHE_MODES"]
+           "RECORD_NAME", "PROMPT_WEIGHTS_NAME", "LP_METHODS", "SCHEDULES", "AMP_MODES", "CACHE_MODES",
+           "LOADERS", "choose_loader"]
 
 RECORD_NAME = "record.json"
 PROMPT_WEIGHTS_NAME = "prompt.safetensors"
@@ -59,10 +60,12 @@ SCHEDULES = ("cosine", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 CACHE_MODES = ("auto", "memory", "disk", "off")
 BAD_IMAGE_POLICIES = ("error", "skip")
+LOADERS = ("auto", "dataloader", "device")
+DEVICE_LOADER_AUTO_MAX_BYTES = 4 << 30  # loader="auto" decodes a dataset once on CUDA up to this many uint8 bytes
 FEATURES_ON_DEVICE_MAX_BYTES = 2 << 30  # LP feature caches larger than this live in host memory
 # Config fields that may differ between an interrupted run and its resumption.
 RESUME_FREE_FIELDS = frozenset({"resume", "output", "num_workers", "device", "results_dir", "fault_injection",
-                                "data_root", "cache_features"})
+                                "data_root", "cache_features", "loader"})
 
 
 class DivergenceError(RuntimeError):
@@ -79,11 +82,15 @@ class TrainConfig:
     ``method`` is a prompter name (``lorsp.list_prompters()``) or ``"none"`` (linear probing);
     ``prompter_kwargs`` go to the prompter unchanged (groups, rank, tau, v_threshold, v_reset,
     keep_ratio, inner_size, ...). ``output`` is the run directory (checkpoint, record, prompt weights);
-    ``None`` keeps everything in memory. ``results_dir`` receives an extra copy of the record under a
-    unique name. ``fault_injection`` is a test hook (``{"nonfinite_loss_at": [epoch, step]}``,
-    ``{"sleep_per_batch": s}``, ``{"raise_after_epoch": k}``); the environment variable
-    ``LORSP_FAULT_INJECTION`` (JSON) adds to it, e.g. ``'{"sleep_per_batch": 0.5}'`` to slow a CLI run
-    down for a SIGKILL test; ``LORSP_FAULT_CHECKPOINT_SLEEP`` (seconds) pauses inside each checkpoint write,
+    ``None`` keeps everything in memory. ``loader`` feeds the images: ``"dataloader"`` (a DataLoader over the
+    dataset, ``num_workers`` processes decoding and resizing on the CPU), ``"device"`` (decode every image once,
+    keep it as uint8, resize on the training device: :mod:`lorsp.data.gpu_pipeline`; the same batches to
+    floating-point rounding) or ``"auto"`` (``device`` on CUDA when the decoded images would take at most
+    :data:`DEVICE_LOADER_AUTO_MAX_BYTES`, as CIFAR and Tiny-ImageNet do, else ``dataloader``). ``results_dir``
+    receives an extra copy of the record under a unique name. ``fault_injection`` is a test hook
+    (``{"nonfinite_loss_at": [epoch, step]}``, ``{"sleep_per_batch": s}``, ``{"raise_after_epoch": k}``); the
+    environment variable ``LORSP_FAULT_INJECTION`` (JSON) adds to it, e.g. ``'{"sleep_per_batch": 0.5}'`` to slow
+    a CLI run down for a SIGKILL test; ``LORSP_FAULT_CHECKPOINT_SLEEP`` (seconds) pauses inside each checkpoint write,
     between the complete temporary file and its atomic rename, for a kill *during* a write.
     """
 
@@ -110,6 +117,7 @@ class TrainConfig:
     prompter_kwargs: dict = field(default_factory=dict)
     backbone_kwargs: dict = field(default_factory=dict)
     num_workers: int = 0
+    loader: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
     bad_image_policy: str = "error"
@@ -159,7 +167,7 @@ class TrainConfig:
         if not is_int(self.num_workers) or self.num_workers < 0:
             fail("num_workers", "an integer >= 0")
         choices = {"schedule": SCHEDULES, "amp": AMP_MODES, "cache_features": CACHE_MODES,
-                   "bad_image_policy": BAD_IMAGE_POLICIES}
+                   "bad_image_policy": BAD_IMAGE_POLICIES, "loader": LOADERS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 fail(name, f"one of {list(allowed)}")
@@ -251,6 +259,53 @@ class EpochSampler(Sampler[int]):
         if not self.shuffle:
             return len(range(self.rank, self.n, self.world_size))
         return -(-self.n // self.world_size)
+
+
+def device_loader_obstacle(dataset) -> str | None:
+    """Why the decode-once pipeline (:mod:`lorsp.data.gpu_pipeline`) cannot stand in for ``dataset``, or None
+    when it can: it reproduces ``dataset[i]`` only for the plain image-file and uint8-array datasets (a dataset
+    that makes or alters its images on access, such as ``synthetic`` or a distribution shift, must be read)."""
+    from .data.images import ArrayDataset, ImageFileDataset
+
+    if type(dataset).__getitem__ not in (ArrayDataset.__getitem__, ImageFileDataset.__getitem__):
+        return (f"{type(dataset).__name__} ({getattr(dataset, 'name', '') or 'unnamed'}) makes its images on access, "
+                f"so there is nothing to decode once")
+    return None
+
+
+def choose_loader(loader: str, device: torch.device, train_set, test_set) -> str:
+    """``"dataloader"`` or ``"device"`` for :attr:`TrainConfig.loader` (see there); ``"device"`` on a dataset that
+    it cannot serve is a ValueError saying why."""
+    from .data.gpu_pipeline import ImageBank
+
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {list(LOADERS)}, got {loader!r}")
+    if loader == "dataloader":
+        return loader
+    obstacle = device_loader_obstacle(train_set) or device_loader_obstacle(test_set)
+    if loader == "device":
+        if obstacle:
+            raise ValueError(f"TrainConfig.loader='device' (--loader device) cannot serve this dataset: {obstacle}; "
+                             f"use loader='dataloader'")
+        return loader
+    if device.type != "cuda" or obstacle:
+        return "dataloader"
+    sizes = [ImageBank.estimate_nbytes(d) for d in (train_set, test_set)]
+    fits = None not in sizes and sum(sizes) <= DEVICE_LOADER_AUTO_MAX_BYTES
+    return "device" if fits else "dataloader"
+
+
+def _device_loader(dataset, sampler, batch_size: int, image_size: int, device: torch.device):
+    """A :class:`~lorsp.data.gpu_pipeline.DeviceBatchLoader` over ``dataset`` decoded once, in ``sampler``'s
+    order. On CUDA the uint8 images live on the GPU when they take at most a quarter of its free memory, else
+    in pinned host memory."""
+    from .data.gpu_pipeline import DeviceBatchLoader, ImageBank
+
+    bank = ImageBank.from_dataset(dataset)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        bank = bank.to(device) if bank.nbytes <= free // 4 else bank.to(device, pin_memory=True)
+    return DeviceBatchLoader(bank, batch_size, image_size, device, sampler=sampler)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -830,11 +885,19 @@ def _run(config: TrainConfig, ctx: distrib.DistContext, device: torch.device, pr
             eval_module = model
             loader_kw = dict(num_workers=config.num_workers, pin_memory=device.type == "cuda",
                              worker_init_fn=_worker_init, persistent_workers=False)
+        loader = "dataloader" if use_cache else choose_loader(config.loader, device, train_set, test_set)
+        record["loader"] = loader
         train_sampler = EpochSampler(len(train_data), config.seed, True, ctx.rank, ctx.world_size)
         test_sampler = EpochSampler(len(test_data), config.seed, False, ctx.rank, ctx.world_size)
-        train_loader = DataLoader(train_data, batch_size=per_rank_batch, sampler=train_sampler,
-                                  generator=torch.Generator().manual_seed(config.seed), **loader_kw)
-        test_loader = DataLoader(test_data, batch_size=per_rank_batch, sampler=test_sampler, **loader_kw)
+        if loader == "device":
+            tb = time.perf_counter()
+            train_loader = _device_loader(train_set, train_sampler, per_rank_batch, config.image_size, device)
+            test_loader = _device_loader(test_set, test_sampler, per_rank_batch, config.image_size, device)
+            record["loader_decode_seconds"] = time.perf_counter() - tb
+        else:
+            train_loader = DataLoader(train_data, batch_size=per_rank_batch, sampler=train_sampler,
+                                      generator=torch.Generator().manual_seed(config.seed), **loader_kw)
+            test_loader = DataLoader(test_data, batch_size=per_rank_batch, sampler=test_sampler, **loader_kw)
         steps_per_epoch = len(train_loader)
         ddp_module = distrib.wrap_ddp(step_module, ctx, device)
 
@@ -868,7 +931,8 @@ def _run(config: TrainConfig, ctx: distrib.DistContext, device: torch.device, pr
             # Everything random in this epoch comes from (seed, epoch, rank): exact resume, any world size.
             seed_everything(_mix_seed(config.seed, epoch, ctx.rank) % 2**31)
             train_sampler.set_epoch(epoch)
-            train_loader.generator.manual_seed(_mix_seed(config.seed, epoch, 31))  # worker seeds of this epoch
+            if isinstance(train_loader, DataLoader):
+                train_loader.generator.manual_seed(_mix_seed(config.seed, epoch, 31))  # worker seeds of this epoch
             if not use_cache and _label_mapping_due(model, config, epoch):
                 _update_label_mapping(model, train_set, config, device, amp_dtype, epoch, ctx, progress)
             step_module.train()

@@ -18,7 +18,7 @@ import _train_helpers as helpers
 
 from lorsp import results
 from lorsp.checkpoint import atomic_write_bytes, load_checkpoint
-from lorsp.train import (DivergenceError, EpochSampler, InjectedFault, TrainConfig, train)
+from lorsp.train import (DivergenceError, EpochSampler, InjectedFault, TrainConfig, choose_loader, train)
 
 tiny_config = helpers.tiny_config
 TIMING_KEYS = {"epoch_seconds", "train_seconds", "images_per_second"}
@@ -34,7 +34,7 @@ def _metrics(record):
     ("lr", float("nan"), "(0, 100]"), ("momentum", 1.0, "[0, 1)"), ("weight_decay", -1e-4, "[0, 1]"),
     ("schedule", "linear", "cosine"), ("amp", "fp8", "bf16"), ("train_per_class", 0, "integer >= 1"),
     ("seed", -1, "[0, 2**31)"), ("bad_image_policy", "ignore", "skip"), ("image_size", 0, "integer >= 1"),
-    ("max_grad_norm", 0.0, "> 0"), ("device", "tpu", "cuda"),
+    ("max_grad_norm", 0.0, "> 0"), ("device", "tpu", "cuda"), ("loader", "gpu", "dataloader"),
 ])
 def test_config_validation_names_field_and_range(field, value, words):
     config = TrainConfig(**{field: value})
@@ -148,6 +148,76 @@ def test_lp_cached_features_match_training_through_the_backbone():
     for a, b in zip(_metrics(cached), _metrics(direct)):
         for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
             assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-5), (key, a[key], b[key])
+
+
+# -- the decode-once device loader ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """``train/`` and ``test/`` of two classes, PNGs of several native sizes."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 3)):
+        for label, name in enumerate(("a", "b")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                array = rng.integers(0, 256, (30 + 7 * (i % 3), 40, 3), dtype=np.uint8)
+                array[..., label] //= 3  # a little class signal
+                Image.fromarray(array).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_device_loader_trains_like_the_dataloader_and_resumes_across_loaders(tmp_path, image_folder):
+    common = dict(dataset=f"folder:{image_folder}", train_per_class=None, test_per_class=None, epochs=3,
+                  deterministic=True)
+    plain = train(tiny_config(loader="dataloader", **common), progress=False)
+    device = train(tiny_config(loader="device", **common), progress=False)
+    assert plain["loader"] == "dataloader" and device["loader"] == "device"
+    assert device["loader_decode_seconds"] >= 0
+    for a, b in zip(_metrics(plain), _metrics(device)):  # the same batches, images equal to 1e-5
+        for key in ("train_loss", "test_loss", "firing_rate"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-3, abs_tol=1e-4), (key, a[key], b[key])
+    # an interrupted dataloader run resumes with the device loader (loader is free to change on resume)
+    run_dir = tmp_path / "cut"
+    with pytest.raises(InjectedFault):
+        train(tiny_config(loader="dataloader", output=str(run_dir), fault_injection={"raise_after_epoch": 1},
+                          **common), progress=False)
+    resumed = train(tiny_config(loader="device", output=str(run_dir), resume=True, **common), progress=False)
+    assert resumed["resumed_from_epoch"] == 1 and resumed["loader"] == "device"
+    assert math.isclose(resumed["metrics"][-1]["train_loss"], plain["metrics"][-1]["train_loss"], rel_tol=1e-3)
+
+
+def test_loader_choice_and_the_datasets_it_refuses(image_folder, monkeypatch):
+    import numpy as np
+
+    from lorsp import train as train_module
+    from lorsp.data import build_dataset
+    from lorsp.data.gpu_pipeline import ImageBank
+    from lorsp.data.images import ArrayDataset
+    from lorsp.shifts import ShiftedDataset
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device object needs no GPU
+    files = build_dataset(f"folder:{image_folder}", split="train", image_size=16)
+    arrays = ArrayDataset(np.zeros((4, 8, 8, 3), np.uint8), [0, 1, 0, 1], ["a", "b"], image_size=16)
+    synthetic = build_dataset("synthetic", split="train", image_size=16, per_class=1)
+    assert ImageBank.estimate_nbytes(arrays) == 4 * 8 * 8 * 3
+    assert ImageBank.estimate_nbytes(files) == pytest.approx(ImageBank.from_dataset(files).nbytes, rel=0.01)
+    assert ImageBank.estimate_nbytes(synthetic) is None
+    assert choose_loader("auto", cpu, files, files) == "dataloader"  # the device pipeline pays off on GPUs
+    assert choose_loader("auto", cuda, files, arrays) == "device"
+    assert choose_loader("device", cpu, files, files) == "device"
+    assert choose_loader("dataloader", cuda, files, files) == "dataloader"
+    assert choose_loader("auto", cuda, synthetic, synthetic) == "dataloader"  # made on access
+    monkeypatch.setattr(train_module, "DEVICE_LOADER_AUTO_MAX_BYTES", 100)  # too big to decode once
+    assert choose_loader("auto", cuda, files, arrays) == "dataloader"
+    with pytest.raises(ValueError, match="SyntheticDataset.*dataloader"):
+        choose_loader("device", cpu, files, synthetic)
+    with pytest.raises(ValueError, match="ShiftedDataset"):
+        choose_loader("device", cpu, ShiftedDataset(files, "gaussian noise"), files)
+    with pytest.raises(ValueError, match="loader must be one of"):
+        choose_loader("gpu", cpu, files, files)
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_metrics(tmp_path):

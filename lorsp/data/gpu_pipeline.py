@@ -106,6 +106,31 @@ class ImageBank:
             images = list(pool.map(lambda i: _to_uint8_chw(load_rgb(paths[i])), indices))
         return cls(images, labels, classes)
 
+    @staticmethod
+    def estimate_nbytes(dataset, sample: int = 64) -> int | None:
+        """The bytes :meth:`from_dataset` would take for ``dataset``, without decoding it: exact for a uint8
+        array, else the mean of ``sample`` files' header sizes (seeded draw) times the number of files; None
+        when a sampled header cannot be read or the dataset has neither."""
+        from PIL import Image
+
+        images = getattr(dataset, "images", None)
+        if isinstance(images, np.ndarray):
+            return int(images.nbytes)
+        paths = getattr(dataset, "paths", None)
+        if paths is None:
+            return None
+        if not paths:
+            return 0
+        picks = np.random.default_rng(0).choice(len(paths), size=min(sample, len(paths)), replace=False)
+        try:
+            sizes = []
+            for i in picks:
+                with Image.open(paths[int(i)]) as image:
+                    sizes.append(3 * image.size[0] * image.size[1])
+        except (OSError, ValueError):
+            return None
+        return int(sum(sizes) / len(sizes) * len(paths))
+
     def __len__(self) -> int:
         return int(self.labels.numel())
 
@@ -157,11 +182,14 @@ class DeviceBatchLoader:
     ``shuffle`` uses ``torch.Generator().manual_seed(seed + epoch)`` (call :meth:`set_epoch` each epoch, as
     with a DistributedSampler); ``mean``/``std`` normalise on the device when given; ``channels_last`` returns
     channels-last tensors. ``rank``/``world_size`` take every world_size-th sample of the permutation.
+    ``sampler`` (an iterable of sample indices, read anew each epoch, such as the trainer's
+    :class:`lorsp.train.EpochSampler`) gives the order instead, so that batches are the DataLoader's with the
+    same sampler; ``shuffle``, ``seed``, ``rank`` and ``world_size`` are then unused.
     """
 
     def __init__(self, bank: ImageBank, batch_size: int, image_size, device="cpu", shuffle: bool = True,
                  seed: int = 0, drop_last: bool = False, mean=None, std=None, channels_last: bool = False,
-                 dtype=torch.float32, rank: int = 0, world_size: int = 1):
+                 dtype=torch.float32, rank: int = 0, world_size: int = 1, sampler=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.bank, self.batch_size = bank, batch_size
@@ -170,6 +198,7 @@ class DeviceBatchLoader:
         self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
         self.channels_last, self.dtype = channels_last, dtype
         self.rank, self.world_size = int(rank), int(world_size)
+        self.sampler = sampler
         self.epoch = 0
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std (or neither)")
@@ -181,6 +210,11 @@ class DeviceBatchLoader:
 
     def _order(self) -> torch.Tensor:
         n = len(self.bank)
+        if self.sampler is not None:
+            order = torch.as_tensor(list(self.sampler), dtype=torch.long)
+            if order.numel() and not 0 <= int(order.min()) <= int(order.max()) < n:
+                raise IndexError(f"the sampler gave indices outside [0, {n}) for a bank of {n} images")
+            return order
         if self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:

@@ -496,16 +496,22 @@ def _label_mapping_due(model: nn.Module, config: TrainConfig, epoch: int) -> boo
 
 @torch.no_grad()
 def _update_label_mapping(model: nn.Module, dataset, config: TrainConfig, device: torch.device, amp_dtype,
-                          epoch: int, ctx: distrib.DistContext, progress: bool):
+                          epoch: int, ctx: distrib.DistContext, progress: bool, bank=None):
     """``model.update_label_mapping(source_logits, labels, epoch=...)`` over the whole training set.
 
     The frozen source classifier's logits of the prompted training images are computed in dataset order
-    (each rank its strided shard, then gathered), so every rank derives the same mapping.
+    (each rank its strided shard, then gathered), so every rank derives the same mapping. With ``bank`` (the
+    training set decoded once, ``loader="device"``) the images come from it instead of the DataLoader.
     """
+    from .data.gpu_pipeline import DeviceBatchLoader
+
     sampler = EpochSampler(len(dataset), shuffle=False, rank=ctx.rank, world_size=ctx.world_size)
-    loader = DataLoader(dataset, batch_size=max(1, config.batch_size // ctx.world_size), sampler=sampler,
-                        num_workers=config.num_workers, pin_memory=device.type == "cuda",
-                        worker_init_fn=_worker_init)
+    batch_size = max(1, config.batch_size // ctx.world_size)
+    if bank is not None:
+        loader = DeviceBatchLoader(bank, batch_size, config.image_size, device, sampler=sampler)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=config.num_workers,
+                            pin_memory=device.type == "cuda", worker_init_fn=_worker_init)
     was_training = model.training
     model.eval()
     logits, labels = [], []
@@ -934,7 +940,8 @@ def _run(config: TrainConfig, ctx: distrib.DistContext, device: torch.device, pr
             if isinstance(train_loader, DataLoader):
                 train_loader.generator.manual_seed(_mix_seed(config.seed, epoch, 31))  # worker seeds of this epoch
             if not use_cache and _label_mapping_due(model, config, epoch):
-                _update_label_mapping(model, train_set, config, device, amp_dtype, epoch, ctx, progress)
+                _update_label_mapping(model, train_set, config, device, amp_dtype, epoch, ctx, progress,
+                                      bank=getattr(train_loader, "bank", None))
             step_module.train()
             _freeze_backbone_mode(model)
             row = {"epoch": epoch}

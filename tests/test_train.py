@@ -189,6 +189,16 @@ def test_device_loader_trains_like_the_dataloader_and_resumes_across_loaders(tmp
     assert math.isclose(resumed["metrics"][-1]["train_loss"], plain["metrics"][-1]["train_loss"], rel_tol=1e-3)
 
 
+def test_label_mapping_reads_the_decoded_images_too(image_folder):
+    common = dict(dataset=f"folder:{image_folder}", train_per_class=None, test_per_class=None, method="pad",
+                  head="ilm", prompter_kwargs=dict(inner_size=24), deterministic=True)
+    plain = train(tiny_config(loader="dataloader", **common), progress=False)
+    device = train(tiny_config(loader="device", **common), progress=False)
+    for a, b in zip(_metrics(plain), _metrics(device)):
+        for key in ("train_loss", "test_loss"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-3, abs_tol=1e-4), (key, a[key], b[key])
+
+
 def test_loader_choice_and_the_datasets_it_refuses(image_folder, monkeypatch):
     import numpy as np
 

@@ -148,11 +148,11 @@ def median_ci(values, level: float = 0.95) -> tuple[float, float] | None:
     return ordered[low], ordered[high]
 
 
-def _paired(times, reference_times) -> dict:
+def _paired(times, reference_times) -> tuple[float, list[float] | None]:
     """The median and its 95% interval (:func:`median_ci`) of the per-round ratios ``times / reference``."""
     ratios = [t / r for t, r in zip(times, reference_times)]
     interval = median_ci(ratios)
-    return {"median": statistics.median(ratios), "ci95": None if interval is None else list(interval)}
+    return statistics.median(ratios), None if interval is None else list(interval)
 
 
 def _rss_bytes(field: str) -> int | None:
@@ -477,10 +477,9 @@ def _bench_one(methods, backbone, info, weights_note, batch, size, device, amp_d
         rows.append(row)
     lorvp_config = next((c for c in configs[1:] if c.method == "lorvp"), None)
     for config, row in zip(configs[1:], rows):  # per-round ratios: load drifts hit both sides of each pair
-        paired = _paired(config.times, floor.times)
-        row["ratio_to_floor_paired"], row["ratio_to_floor_paired_ci95"] = paired["median"], paired["ci95"]
-        paired = _paired(config.times, lorvp_config.times) if lorvp_config is not None else {}
-        row["ratio_to_lorvp_paired"], row["ratio_to_lorvp_paired_ci95"] = paired.get("median"), paired.get("ci95")
+        row["ratio_to_floor_paired"], row["ratio_to_floor_paired_ci95"] = _paired(config.times, floor.times)
+        row["ratio_to_lorvp_paired"], row["ratio_to_lorvp_paired_ci95"] = (
+            _paired(config.times, lorvp_config.times) if lorvp_config is not None else (None, None))
         row["round_ms"] = [round(t * 1e3, 4) for t in config.times]  # step r of every row ran in round r
         row["floor_round_ms"] = [round(t * 1e3, 4) for t in floor.times]
     for row in rows:

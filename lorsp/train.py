@@ -261,18 +261,6 @@ class EpochSampler(Sampler[int]):
         return -(-self.n // self.world_size)
 
 
-def device_loader_obstacle(dataset) -> str | None:
-    """Why the decode-once pipeline (:mod:`lorsp.data.gpu_pipeline`) cannot stand in for ``dataset``, or None
-    when it can: it reproduces ``dataset[i]`` only for the plain image-file and uint8-array datasets (a dataset
-    that makes or alters its images on access, such as ``synthetic`` or a distribution shift, must be read)."""
-    from .data.images import ArrayDataset, ImageFileDataset
-
-    if type(dataset).__getitem__ not in (ArrayDataset.__getitem__, ImageFileDataset.__getitem__):
-        return (f"{type(dataset).__name__} ({getattr(dataset, 'name', '') or 'unnamed'}) makes its images on access, "
-                f"so there is nothing to decode once")
-    return None
-
-
 def choose_loader(loader: str, device: torch.device, train_set, test_set) -> str:
     """``"dataloader"`` or ``"device"`` for :attr:`TrainConfig.loader` (see there); ``"device"`` on a dataset that
     it cannot serve is a ValueError saying why."""
@@ -282,7 +270,7 @@ def choose_loader(loader: str, device: torch.device, train_set, test_set) -> str
         raise ValueError(f"loader must be one of {list(LOADERS)}, got {loader!r}")
     if loader == "dataloader":
         return loader
-    obstacle = device_loader_obstacle(train_set) or device_loader_obstacle(test_set)
+    obstacle = ImageBank.cannot_reproduce(train_set) or ImageBank.cannot_reproduce(test_set)
     if loader == "device":
         if obstacle:
             raise ValueError(f"TrainConfig.loader='device' (--loader device) cannot serve this dataset: {obstacle}; "

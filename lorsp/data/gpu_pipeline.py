@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .images import as_image_size, load_rgb
+from .images import ArrayDataset, ImageFileDataset, as_image_size, load_rgb
 
 __all__ = ["ImageBank", "DeviceBatchLoader", "resize_on_device", "bench_pipeline"]
 
@@ -105,6 +105,16 @@ class ImageBank:
         with ThreadPoolExecutor(workers) as pool:
             images = list(pool.map(lambda i: _to_uint8_chw(load_rgb(paths[i])), indices))
         return cls(images, labels, classes)
+
+    @staticmethod
+    def cannot_reproduce(dataset) -> str | None:
+        """Why a bank cannot stand in for ``dataset`` (its batches would differ from ``dataset[i]``), or None
+        when it can: only the plain image-file and uint8-array datasets read their images unaltered; a dataset
+        that makes or alters its images on access, such as ``synthetic`` or a distribution shift, must be read."""
+        if type(dataset).__getitem__ not in (ArrayDataset.__getitem__, ImageFileDataset.__getitem__):
+            return (f"{type(dataset).__name__} ({getattr(dataset, 'name', '') or 'unnamed'}) makes its images on "
+                    f"access, so there is nothing to decode once")
+        return None
 
     @staticmethod
     def estimate_nbytes(dataset, sample: int = 64) -> int | None:

@@ -19,3 +19,20 @@ def tiny_config(**overrides):
 def cli_command() -> list:
     """argv prefix that runs the `lorsp` CLI in a subprocess."""
     return [sys.executable, "-m", "lorsp"]
+
+
+def write_image_folder(root, counts=(("train", 6), ("test", 3)), classes=("a", "b")):
+    """``root/<split>/<class>/<i>.png`` for ``(split, count)`` in ``counts``: random RGB images of three native
+    sizes, a little class signal in one channel; returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in counts:
+        for label, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                array = rng.integers(0, 256, (30 + 7 * (i % 3), 40, 3), dtype=np.uint8)
+                array[..., label % 3] //= 3
+                Image.fromarray(array).save(root / split / name / f"{i}.png")
+    return root

@@ -63,17 +63,9 @@ def test_torchrun_two_cpu_processes_agree_with_one(tmp_path):
 
 
 def test_torchrun_with_the_device_loader_agrees_with_one_process_through_the_dataloader(tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("test", 3)):  # 16 train images = 2 global batches; 6 test images
-        for name in ("a", "b"):
-            (tmp_path / "images" / split / name).mkdir(parents=True)
-            for i in range(count):
-                array = rng.integers(0, 256, (30 + 5 * (i % 2), 40, 3), dtype=np.uint8)
-                Image.fromarray(array).save(tmp_path / "images" / split / name / f"{i}.png")
-    dataset = f"folder:{tmp_path / 'images'}"
+    # 16 train images = 2 global batches; 6 test images
+    folder = helpers.write_image_folder(tmp_path / "images", counts=(("train", 8), ("test", 3)))
+    dataset = f"folder:{folder}"
     config = helpers.tiny_config(method="lorsp", epochs=2, batch_size=8, dataset=dataset, train_per_class=None,
                                   test_per_class=None, deterministic=True, loader="dataloader")
     single = train(config, progress=False)

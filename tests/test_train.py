@@ -154,19 +154,7 @@ def test_lp_cached_features_match_training_through_the_backbone():
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
     """``train/`` and ``test/`` of two classes, PNGs of several native sizes."""
-    import numpy as np
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 6), ("test", 3)):
-        for label, name in enumerate(("a", "b")):
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                array = rng.integers(0, 256, (30 + 7 * (i % 3), 40, 3), dtype=np.uint8)
-                array[..., label] //= 3  # a little class signal
-                Image.fromarray(array).save(root / split / name / f"{i}.png")
-    return root
+    return helpers.write_image_folder(tmp_path_factory.mktemp("folder"))
 
 
 def test_device_loader_trains_like_the_dataloader_and_resumes_across_loaders(tmp_path, image_folder):

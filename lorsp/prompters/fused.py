@@ -58,10 +58,13 @@ def _check_factors(factors: torch.Tensor) -> None:
         raise TypeError(f"factors must be a floating-point tensor, got dtype {factors.dtype}")
 
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 22
-"""Elements per chunk on CPU: the eager G-step loop runs chunk by chunk, which bounds what backward's
-recomputation holds at once (G membranes of one chunk). Cache-sized chunks (2**17) measured slower on a
-2-core CPU than whole batches: with ~100 operations per chunk, per-operation overhead outweighs the cache."""
+DEFAULT_CHUNK_ELEMENTS = 1 << 18
+"""Elements per chunk on CPU (1 MiB per float32 tensor; whole images in :func:`fused_lorsp_prompt`, at least
+one): the eager G-step loop runs chunk by chunk, which bounds what backward's recomputation holds at once (G
+membranes of one chunk) and keeps its working tensors small enough to be reused from the cache and the
+allocator's free lists. On a 2-core CPU, forward + backward of a batch of 32 images at 128 px took about half
+as long with chunks of 2**18–2**19 elements as with the whole batch (2**22), and longer again with chunks of
+2**16; 16 images at 224 px, likewise."""
 
 
 def _chunk_elements(device: torch.device, chunk_elements: int | None) -> int | None:
@@ -72,25 +75,44 @@ def _chunk_elements(device: torch.device, chunk_elements: int | None) -> int | N
     return DEFAULT_CHUNK_ELEMENTS if device.type == "cpu" else None  # GPUs want whole tensors
 
 
+def _spikes(membrane: torch.Tensor, v_threshold: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """S_t = Θ(H_t − V_th) (Eq. 7) as a float 0/1 tensor of the membrane's dtype: ``ge`` written straight into
+    a float tensor (``out`` when given). Boolean masks cost 5–7× and ``masked_fill_`` ~25× a float multiply on a
+    CPU (a bool → float conversion each time one meets a float tensor), so the loops below gate and reset with
+    float arithmetic, which for S ∈ {0, 1} gives the reference's values exactly."""
+    return torch.ge(membrane, v_threshold, out=torch.empty_like(membrane) if out is None else out)
+
+
+def _reset(membrane: torch.Tensor, fired: torch.Tensor, v_threshold: float, v_reset) -> torch.Tensor:
+    """V_t (Eq. 8) in place of H_t: H_t − V_th S_t (soft, ``v_reset=None``) or H_t − H_t S_t + V_reset S_t
+    (hard), which for S_t ∈ {0, 1} and finite H_t equals the reference's H_t (1 − S_t) + V_reset S_t."""
+    if v_reset is None:
+        return membrane.sub_(fired, alpha=v_threshold)
+    membrane.addcmul_(membrane, fired, value=-1.0)
+    return membrane.add_(fired, alpha=v_reset) if v_reset != 0.0 else membrane
+
+
 def _forward_loop(step_input, groups: int, like: torch.Tensor, tau, v_threshold, v_reset, keep=None, out=None):
     """Run Eqs. 6–9 over ``step_input(t)`` for t < groups; returns δ (written into ``out`` when given).
-    ``keep(t, membrane, fired)`` sees each step's H_t and S_t before the reset overwrites the membrane.
+    ``keep(t, membrane, fired)`` sees each step's H_t and S_t (float 0/1) before the reset overwrites the
+    membrane; both live in buffers the next step reuses, so ``keep`` copies what it keeps.
 
     H_t = V + (X − (V − V_rest)) / τ with the reference's operation order, so H_t is bit-identical (at t = 1,
     V = V_rest gives V − V_rest = 0 exactly); S_t = (H_t − V_th ≥ 0) ⇔ (H_t ≥ V_th) for finite floats.
+    Every image-sized tensor is allocated once and reused across steps: on a CPU a fresh tensor's first
+    touch costs about as much as the operation that fills it.
     """
     rest = 0.0 if v_reset is None else v_reset
-    voltage = None
-    total = None
+    voltage = charge = fired = total = None
     for t in range(groups):
         x_t = step_input(t)
         if voltage is None:  # V_0 = V_rest: H_1 = V_rest + X_1 / τ
             membrane = torch.div(x_t, tau).add_(rest)
         else:
-            charge = torch.sub(voltage, rest)
+            torch.sub(voltage, rest, out=charge)
             torch.sub(x_t, charge, out=charge)
             membrane = voltage.add_(charge.div_(tau))  # Eq. 6
-        fired = membrane >= v_threshold  # Eq. 7
+        fired = _spikes(membrane, v_threshold, out=fired)  # Eq. 7
         if keep is not None:
             keep(t, membrane, fired)
         if total is None:  # Eq. 9: Σ_t S_t ⊙ X_t (S_t ∈ {0, 1}, so each product is exact)
@@ -98,46 +120,43 @@ def _forward_loop(step_input, groups: int, like: torch.Tensor, tau, v_threshold,
         else:
             total.addcmul_(x_t, fired)
         if t + 1 < groups:  # Eq. 8 (V_G is never used)
-            voltage = (torch.where(fired, membrane - v_threshold, membrane) if v_reset is None
-                       else membrane.masked_fill_(fired, v_reset))
+            voltage = _reset(membrane, fired, v_threshold, v_reset)
+            charge = torch.empty_like(voltage) if charge is None else charge
     return total.div_(groups)
 
 
 def _backward_loop(grad_delta, step_input, groups, like, tau, v_threshold, v_reset, alpha, detach_reset,
                    grad_step):
     """Recompute Eqs. 6–8 forward, then backpropagate through Eqs. 6–9 in reverse time;
-    ``grad_step(t, grad_x_t)`` receives ∂L/∂X_t."""
+    ``grad_step(t, grad_x_t)`` receives ∂L/∂X_t (in a buffer the next step reuses)."""
     membranes = [None] * groups
-    inputs = [None] * groups
 
     def keep(t, membrane, fired):
         membranes[t] = membrane.clone()
 
-    def remember(t):
-        inputs[t] = step_input(t)
-        return inputs[t]
-
-    _forward_loop(remember, groups, like, tau, v_threshold, v_reset, keep)
+    _forward_loop(step_input, groups, like, tau, v_threshold, v_reset, keep)
     grad_gate = grad_delta / groups  # ∂δ/∂(S_t ⊙ X_t) = 1/G (Eq. 9)
+    grad_spike, grad_x, fired = (torch.empty_like(grad_gate) for _ in range(3))
     grad_voltage = None  # ∂L/∂V_t from step t + 1
     for t in reversed(range(groups)):
-        membrane, x_t = membranes[t], inputs[t]
-        fired = membrane >= v_threshold
-        grad_spike = grad_gate * x_t  # through Eq. 9
+        membrane, x_t = membranes[t], step_input(t)
+        _spikes(membrane, v_threshold, out=fired)  # S_t again: cheaper than keeping a copy
+        torch.mul(grad_gate, x_t, out=grad_spike)  # through Eq. 9
         if grad_voltage is not None and not detach_reset:  # through the reset of Eq. 8
             if v_reset is None:  # V_t = H_t − V_th S_t
                 grad_spike.add_(grad_voltage, alpha=-v_threshold)
-            else:  # V_t = H_t (1 − S_t) + V_reset S_t
-                grad_spike.addcmul_(grad_voltage, torch.sub(v_reset, membrane))
-        # through the surrogate of Eq. 7: α σ(αu)(1 − σ(αu)), u = H_t − V_th
+            else:  # V_t = H_t (1 − S_t) + V_reset S_t: ∂/∂S_t = V_reset − H_t
+                grad_spike.addcmul_(grad_voltage, torch.sub(membrane, v_reset, out=grad_x), value=-1.0)
+        # through the surrogate of Eq. 7: α σ(αu)(1 − σ(αu)), u = H_t − V_th (written over the membrane)
         sig = membrane.sub_(v_threshold).mul_(alpha).sigmoid_()
-        grad_h = torch.ops.aten.sigmoid_backward(grad_spike.mul_(alpha), sig)
+        grad_h = torch.ops.aten.sigmoid_backward.grad_input(grad_spike.mul_(alpha), sig, grad_input=sig)
         if grad_voltage is not None:  # ∂V_t/∂H_t: 1 − S_t (hard) or 1 (soft)
-            grad_h.add_(grad_voltage.masked_fill_(fired, 0.0) if v_reset is not None else grad_voltage)
-        grad_x = torch.div(grad_h, tau).addcmul_(grad_gate, fired)  # Eq. 6 and Eq. 9 directly
+            grad_h.add_(grad_voltage.addcmul_(grad_voltage, fired, value=-1.0) if v_reset is not None
+                        else grad_voltage)
+        torch.div(grad_h, tau, out=grad_x).addcmul_(grad_gate, fired)  # Eq. 6 and Eq. 9 directly
         grad_step(t, grad_x)
         grad_voltage = grad_h.mul_(1.0 - 1.0 / tau)  # ∂H_t/∂V_{t−1} = 1 − 1/τ (Eq. 6)
-        membranes[t] = inputs[t] = None
+        membranes[t] = None
 
 
 def _ranges(total: int, per_chunk: int | None):
@@ -202,12 +221,21 @@ def fused_lif_gate(factors: torch.Tensor, tau: float = 4.0, v_threshold: float =
     return _FusedLIFGate.apply(factors, tau, v_threshold, v_reset, surrogate_alpha, bool(detach_reset), chunk)
 
 
-def _factor_step(projected: torch.Tensor, basis: torch.Tensor, rank: int):
-    """``t ↦ F_t = A_t B`` (Eq. 5) from A ``[n, C, H, G·r]`` and B ``[C, r, W]`` (or ``[G, C, r, W]``)."""
+def _factor_step(projected: torch.Tensor, basis: torch.Tensor, rank: int, reuse: bool = False):
+    """``t ↦ F_t = A_t B`` (Eq. 5) from A ``[n, C, H, G·r]`` and B ``[C, r, W]`` (or ``[G, C, r, W]``);
+    ``reuse``: every F_t is written into one buffer (for a caller that is done with F_t before asking for
+    F_{t+1})."""
     shared = basis.dim() == 3
+    buffer = []
 
     def step(t: int) -> torch.Tensor:
-        return torch.matmul(projected[..., t * rank:(t + 1) * rank], basis if shared else basis[t])
+        a_t, b_t = projected[..., t * rank:(t + 1) * rank], basis if shared else basis[t]
+        if not reuse:
+            return torch.matmul(a_t, b_t)
+        if not buffer:
+            buffer.append(torch.matmul(a_t, b_t))
+            return buffer[0]
+        return torch.matmul(a_t, b_t, out=buffer[0])
 
     return step
 
@@ -246,7 +274,7 @@ def _eager_lowrank_forward(projected, basis, groups, rank, tau, v_threshold, v_r
     with torch.no_grad():
         for start, end in _image_chunks(projected, width, chunk):
             part = projected[start:end]
-            _forward_loop(_factor_step(part, basis, rank), groups, None, tau, v_threshold, v_reset,
+            _forward_loop(_factor_step(part, basis, rank, reuse=True), groups, None, tau, v_threshold, v_reset,
                           out=delta[start:end])
     return delta
 
@@ -265,7 +293,7 @@ def _eager_lowrank_backward(projected, basis, grad_delta, groups, rank, tau, v_t
             def store(t, grad_f, part=part, start=start):
                 _store_factor_grads(t, grad_f, part, basis, rank, grad_projected, grad_basis, start)
 
-            _backward_loop(grad_delta[start:end], _factor_step(part, basis, rank), groups, None, tau,
+            _backward_loop(grad_delta[start:end], _factor_step(part, basis, rank, reuse=True), groups, None, tau,
                            v_threshold, v_reset, alpha, detach_reset, store)
     return grad_projected, grad_basis
 

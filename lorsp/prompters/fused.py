@@ -92,7 +92,7 @@ def _reset(membrane: torch.Tensor, fired: torch.Tensor, v_threshold: float, v_re
     return membrane.add_(fired, alpha=v_reset) if v_reset != 0.0 else membrane
 
 
-def _forward_loop(step_input, groups: int, like: torch.Tensor, tau, v_threshold, v_reset, keep=None, out=None):
+def _forward_loop(step_input, groups: int, tau, v_threshold, v_reset, keep=None, out=None):
     """Run Eqs. 6–9 over ``step_input(t)`` for t < groups; returns δ (written into ``out`` when given).
     ``keep(t, membrane, fired)`` sees each step's H_t and S_t (float 0/1) before the reset overwrites the
     membrane; both live in buffers the next step reuses, so ``keep`` copies what it keeps.
@@ -125,7 +125,7 @@ def _forward_loop(step_input, groups: int, like: torch.Tensor, tau, v_threshold,
     return total.div_(groups)
 
 
-def _backward_loop(grad_delta, step_input, groups, like, tau, v_threshold, v_reset, alpha, detach_reset,
+def _backward_loop(grad_delta, step_input, groups, tau, v_threshold, v_reset, alpha, detach_reset,
                    grad_step):
     """Recompute Eqs. 6–8 forward, then backpropagate through Eqs. 6–9 in reverse time;
     ``grad_step(t, grad_x_t)`` receives ∂L/∂X_t (in a buffer the next step reuses)."""
@@ -134,12 +134,12 @@ def _backward_loop(grad_delta, step_input, groups, like, tau, v_threshold, v_res
     def keep(t, membrane, fired):
         membranes[t] = membrane.clone()
 
-    _forward_loop(step_input, groups, like, tau, v_threshold, v_reset, keep)
+    _forward_loop(step_input, groups, tau, v_threshold, v_reset, keep)
     grad_gate = grad_delta / groups  # ∂δ/∂(S_t ⊙ X_t) = 1/G (Eq. 9)
     grad_spike, grad_x, fired = (torch.empty_like(grad_gate) for _ in range(3))
     grad_voltage = None  # ∂L/∂V_t from step t + 1
     for t in reversed(range(groups)):
-        membrane, x_t = membranes[t], step_input(t)
+        membrane, x_t = membranes[t], step_input(t)  # X_t asked for again: it may be recomputed into a reused buffer
         _spikes(membrane, v_threshold, out=fired)  # S_t again: cheaper than keeping a copy
         torch.mul(grad_gate, x_t, out=grad_spike)  # through Eq. 9
         if grad_voltage is not None and not detach_reset:  # through the reset of Eq. 8
@@ -178,8 +178,7 @@ class _FusedLIFGate(torch.autograd.Function):
             delta = flat.new_empty(flat.shape[1])
             for start, end in _ranges(flat.shape[1], chunk):
                 part = flat[:, start:end]
-                _forward_loop(part.__getitem__, groups, part[0], tau, v_threshold, v_reset,
-                              out=delta[start:end])
+                _forward_loop(part.__getitem__, groups, tau, v_threshold, v_reset, out=delta[start:end])
         return delta.view(factors.shape[1:])
 
     @staticmethod
@@ -197,7 +196,7 @@ class _FusedLIFGate(torch.autograd.Function):
                 def store(t, grad, start=start, end=end):
                     grad_factors[t, start:end] = grad
 
-                _backward_loop(grad_flat[start:end], part.__getitem__, groups, part[0], tau, v_threshold,
+                _backward_loop(grad_flat[start:end], part.__getitem__, groups, tau, v_threshold,
                                v_reset, alpha, detach_reset, store)
         return grad_factors.view(factors.shape), None, None, None, None, None, None
 
@@ -274,7 +273,7 @@ def _eager_lowrank_forward(projected, basis, groups, rank, tau, v_threshold, v_r
     with torch.no_grad():
         for start, end in _image_chunks(projected, width, chunk):
             part = projected[start:end]
-            _forward_loop(_factor_step(part, basis, rank, reuse=True), groups, None, tau, v_threshold, v_reset,
+            _forward_loop(_factor_step(part, basis, rank, reuse=True), groups, tau, v_threshold, v_reset,
                           out=delta[start:end])
     return delta
 
@@ -293,7 +292,7 @@ def _eager_lowrank_backward(projected, basis, grad_delta, groups, rank, tau, v_t
             def store(t, grad_f, part=part, start=start):
                 _store_factor_grads(t, grad_f, part, basis, rank, grad_projected, grad_basis, start)
 
-            _backward_loop(grad_delta[start:end], _factor_step(part, basis, rank, reuse=True), groups, None, tau,
+            _backward_loop(grad_delta[start:end], _factor_step(part, basis, rank, reuse=True), groups, tau,
                            v_threshold, v_reset, alpha, detach_reset, store)
     return grad_projected, grad_basis
 
@@ -540,7 +539,7 @@ def lif_gate_spikes(factors: torch.Tensor, tau: float = 4.0, v_threshold: float 
     def keep(t, membrane, fired):
         spikes[t] = fired
 
-    delta = _forward_loop(factors.__getitem__, factors.shape[0], factors[0], tau, v_threshold, v_reset, keep)
+    delta = _forward_loop(factors.__getitem__, factors.shape[0], tau, v_threshold, v_reset, keep)
     return spikes, delta
 
 

@@ -194,7 +194,7 @@ def chapter_facts(chapter: str, setup: ScaleSetup, runs: Sequence[dict]) -> dict
     facts["backbones"] = ", ".join(dict.fromkeys(r["backbone"] for r in runs))
     seeds = sorted({r["seed"] for r in runs})
     facts["seeds"] = ", ".join(map(str, seeds)) + (" (mean ± std over seeds)" if len(seeds) > 1 else
-                                                   " (one seed: claims need a stated tolerance)")
+                                                   " (one seed: the claims' verdicts are inconclusive)")
     steps = {}
     for name in datasets:
         per_class = setup.datasets[name].get("train_per_class")

@@ -155,7 +155,7 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
                   for name in dict.fromkeys(table3 + ("imagenet",))},
         image_size=224, epochs=20, batch_size=256, lr=0.01, seeds=(0,), device="cuda",
         weights_note="the paper's pretrained timm weights (Table I)",
-        notes=["One seed per run, as the paper reports; claims then need a stated tolerance."],
+        notes=["One seed per run, as the paper reports; a paired verdict needs at least two seeds, so the claims are inconclusive."],
         table2_datasets=("tiny-imagenet", "cifar100"), table3_datasets=table3, ood_source="imagenet",
         ood_targets=("imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r"),
         hyper_backbones=("vit_b16", "resnet50"), hyper_seeds=(0,),

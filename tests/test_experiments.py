@@ -186,6 +186,21 @@ def test_shared_runs_have_the_same_key():
     assert ex.run_key(c) != ex.run_key(a)
 
 
+def test_evp_frame_scales_with_the_resolution():
+    import inspect
+    import lorsp
+    from lorsp.prompters.evp import EVPPrompter
+    assert inspect.signature(EVPPrompter).parameters["pad_size"].default == ex.EVP_PAD_AT_224 == 30
+    assert ex.method_config("EVP", 224)["pad_size"] == 30          # the paper's protocol: 69,840 parameters
+    assert lorsp.prompt_param_count("evp", image_size=224, **{k: v for k, v in ex.method_config("EVP", 224).items()
+                                                              if k == "pad_size"}) == 69840
+    small = ex.method_config("EVP", 64)
+    assert small["pad_size"] == 9                                   # 30/224 of 64 px, not 30 of 64 (4 px left)
+    assert lorsp.prompt_param_count("evp", image_size=64, pad_size=9) == 3 * (64 * 64 - 46 * 46)
+    smoke = [r for r in ex.grid("backbones", "smoke") if r["tags"]["label"] == "EVP"]
+    assert smoke and all(r["pad_size"] == round(30 * r["image_size"] / 224) for r in smoke)
+
+
 def test_label_of_roundtrip():
     for label in ("LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP", "VPT"):
         assert ex.label_of(ex.method_config(label)) == label

@@ -40,7 +40,7 @@ from .gallery import Gallery, GalleryPanel, gallery_claims, prompt_gallery
 from .grid import (BACKBONE_ROWS, CHAPTERS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS, OOD_ROWS, RANK_SWEEP,
                    RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS, TAU_SWEEP, V_THRESHOLD_SWEEP,
                    _config_only, chapter_facts, grid, missing_methods, run_key, runs_dir)
-from .methods import (DOWNSTREAM_FACTORS, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
+from .methods import (DOWNSTREAM_FACTORS, EVP_PAD_AT_224, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
                       TRANSFORMER_BACKBONES, label_of, method_config, not_applicable, unavailable)
 from .records import (ACCURACY, _read_record, _record_path, _write_record, describe_failed, failed_runs,
                       records_frame, usable_rows)
@@ -59,6 +59,6 @@ __all__ = [
     "BACKBONE_ROWS", "DOWNSTREAM_ROWS", "OOD_ROWS", "SPARSIFIER_ROWS", "PAPER_HYPER_FINDINGS", "Gallery",
     "GalleryPanel", "engine_evaluate_shifts", "main", "DOWNSTREAM_FACTORS", "OOD_FACTORS", "LORSP_LIF_DEFAULTS",
     "SPARSIFIER_RATIOS", "GROUPS_SWEEP", "RANK_SWEEP", "TAU_SWEEP", "V_THRESHOLD_SWEEP", "PAD_INNER_AT_224",
-    "TRANSFORMER_BACKBONES", "MARGIN_PP", "LEVEL", "PAIR_ON", "paired_values", "rule_description", "failed_runs",
+    "TRANSFORMER_BACKBONES", "EVP_PAD_AT_224", "MARGIN_PP", "LEVEL", "PAIR_ON", "paired_values", "rule_description", "failed_runs",
     "usable_rows", "describe_failed",
 ]

@@ -122,7 +122,7 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
             fallbacks.append("no pretrained MobileNetV2 weights in the data root, so the backbone is randomly "
                              "initialised; prompting a random network tests the code, not the method.")
         notes.append("At 64 px the padding prompts keep the paper's proportions: ILM-VP's inner image is "
-                     "32/224 of the side, AutoVP's 160/224. A smoke run makes only a few dozen optimisation "
+                     "32/224 of the side, AutoVP's 160/224, and EVP's frame 30/224 (9 px). A smoke run makes only a few dozen optimisation "
                      "steps (see 'steps'), so the prompts move little from their zero start: smoke checks that "
                      "the whole pipeline runs on real data, and its differences are mostly ties.")
         return ScaleSetup(

@@ -465,3 +465,39 @@ def test_run_grid_through_the_engine(tmp_path):
     assert again[ex.ACCURACY].tolist() == frame[ex.ACCURACY].tolist()
     shifted = ex.evaluate_shifts(runs, tmp_path / "runs", shifts=["gaussian noise"])
     assert shifted[f"{ex.ACCURACY}:gaussian noise"].between(0, 100).all()
+
+
+# --- the prompt gallery's measured quantities ----------------------------------------------------------------
+def test_gallery_measures_on_constructed_prompts():
+    import torch
+    shared = torch.randn(1, 3, 4, 4).expand(5, 3, 4, 4).clone()           # one prompt for every image
+    assert ex.instance_variation(shared) == 0.0 and ex.varying_share(shared) == 0.0
+    varied = shared.clone()
+    varied[2, 0, 1, 1] += 1.0                                              # one entry of one image differs
+    assert ex.varying_share(varied) == pytest.approx(1 / 48)
+    expected = varied.std(0).mean() / varied.abs().mean()                  # std over images, over mean |δ|
+    assert ex.instance_variation(varied) == pytest.approx(float(expected)) and ex.instance_variation(varied) > 0
+    # two images with opposite prompts of size 1: std across images √2 at every entry, mean |δ| = 1
+    opposite = torch.stack([torch.ones(1, 2, 2), -torch.ones(1, 2, 2)])
+    assert ex.instance_variation(opposite) == pytest.approx(math.sqrt(2)) and ex.varying_share(opposite) == 1.0
+    assert math.isnan(ex.instance_variation(shared[:1])) and math.isnan(ex.varying_share(shared[:1]))
+    assert math.isnan(ex.instance_variation(torch.zeros(3, 1, 2, 2)))
+
+
+def test_gallery_sentences_state_the_measured_numbers():
+    import torch
+    from lorsp.prompters import prompt_sparsity
+    lorsp_delta = torch.zeros(4, 3, 4, 4)
+    lorsp_delta[:, :, :2] = torch.arange(4.0).view(4, 1, 1, 1) + 1.0          # half zeros, differs per image
+    lorvp_delta = torch.full((4, 3, 4, 4), 0.5)
+    panels = {label: ex.GalleryPanel(label, delta, delta, prompt_sparsity(delta),
+                                     torch.full((4,), 0.25) if label == "LoRSP" else None, None,
+                                     ex.instance_variation(delta), ex.varying_share(delta))
+              for label, delta in (("LoRSP", lorsp_delta), ("LoR-VP", lorvp_delta))}
+    sentences = ex.gallery_claims(ex.Gallery(torch.zeros(4, 3, 4, 4), list("abcd"), panels, "constructed"), "smoke")
+    assert "on average 50.0% of LoRSP's prompt entries are exactly zero" in sentences[0]
+    assert "fire 25.0%" in sentences[0]
+    assert "50.0% of LoRSP's prompt entries are not the same in every image" in sentences[1]
+    assert "LoR-VP at smoke scale: 0.0% of its prompt entries are exactly zero; 0.0% of them differ" in sentences[2]
+    assert "+50.0 percentage points" in sentences[3]
+    assert not any(" holds" in s for s in sentences)

@@ -36,7 +36,7 @@ from __future__ import annotations
 from .claims import (LEVEL, MARGIN_PP, PAIR_ON, Claim, chapter_claims, claim_pairs, claims, closing_paragraph,
                      paired_values, rule_description)
 from .evaluation import engine_evaluate_shifts, evaluate_shifts, load_run_model, test_set_of
-from .gallery import Gallery, GalleryPanel, gallery_claims, prompt_gallery
+from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, prompt_gallery, varying_share
 from .grid import (BACKBONE_ROWS, CHAPTERS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS, OOD_ROWS, RANK_SWEEP,
                    RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS, TAU_SWEEP, V_THRESHOLD_SWEEP,
                    _config_only, chapter_facts, grid, missing_methods, run_key, runs_dir)
@@ -60,5 +60,5 @@ __all__ = [
     "GalleryPanel", "engine_evaluate_shifts", "main", "DOWNSTREAM_FACTORS", "OOD_FACTORS", "LORSP_LIF_DEFAULTS",
     "SPARSIFIER_RATIOS", "GROUPS_SWEEP", "RANK_SWEEP", "TAU_SWEEP", "V_THRESHOLD_SWEEP", "PAD_INNER_AT_224",
     "TRANSFORMER_BACKBONES", "EVP_PAD_AT_224", "MARGIN_PP", "LEVEL", "PAIR_ON", "paired_values", "rule_description", "failed_runs",
-    "usable_rows", "describe_failed",
+    "usable_rows", "describe_failed", "instance_variation", "varying_share",
 ]

@@ -35,7 +35,8 @@ class Scale:
     device: str
     image_size: int              # resolution the method chapters draw their figures at
     num_sample_images: int       # how many real images the method chapters show
-    epochs: int                  # training epochs of the experiment chapters' protocol
+    epochs: int                  # training epochs of the experiment chapters (the one place it is set:
+                                 # lorsp.experiments.scale_setup reads it, the banner states it)
     allow_fallbacks: bool        # may a chapter fall back to synthetic images / random weights?
 
     def __str__(self) -> str:
@@ -44,7 +45,7 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "smoke": Scale("smoke", "CPU minutes: tiny subsets and low resolution, run by the CI", "cpu",
-                   image_size=64, num_sample_images=4, epochs=2, allow_fallbacks=True),
+                   image_size=64, num_sample_images=4, epochs=3, allow_fallbacks=True),
     "mini": Scale("mini", "the real offline backbone (MobileNetV2) and the real data at the full protocol "
                           "(224 px, 20 epochs), one GPU", "cuda",
                   image_size=224, num_sample_images=8, epochs=20, allow_fallbacks=False),

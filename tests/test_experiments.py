@@ -501,3 +501,26 @@ def test_gallery_sentences_state_the_measured_numbers():
     assert "LoR-VP at smoke scale: 0.0% of its prompt entries are exactly zero; 0.0% of them differ" in sentences[2]
     assert "+50.0 percentage points" in sentences[3]
     assert not any(" holds" in s for s in sentences)
+
+
+# --- what the book prints: the smoke epochs stated once, no absolute machine path ---------------------------
+def test_epochs_are_stated_once():
+    import re
+    from pathlib import Path
+    from lorsp.scale import SCALES as SCALE_DEFAULTS
+    for scale in ex.SCALES:
+        assert ex.scale_setup(scale).epochs == SCALE_DEFAULTS[scale].epochs
+    repo = Path(ex.__file__).resolve().parents[2]
+    for doc in ("README.md", "book/running.md"):
+        row = next(line for line in (repo / doc).read_text(encoding="utf8").splitlines() if line.startswith("| `smoke`"))
+        numbers = re.findall(r"(\d+)\s*(?:[–-]\s*\d+\s*)?epochs?", row)
+        assert numbers in ([], [str(SCALE_DEFAULTS["smoke"].epochs)]), f"{doc}: {row}"
+
+
+def test_shown_path_is_never_absolute(tmp_path, monkeypatch):
+    assert ex.shown_path(ex.RUNS_ROOT / "smoke") == "runs/smoke"
+    monkeypatch.setenv("LORSP_RUNS", str(tmp_path))
+    assert ex.shown_path(ex.runs_dir("smoke")) == "$LORSP_RUNS/smoke"
+    monkeypatch.delenv("LORSP_RUNS")
+    shown = ex.shown_path(tmp_path / "elsewhere")
+    assert shown == "…/elsewhere" and str(tmp_path) not in shown

@@ -39,7 +39,7 @@ from .evaluation import engine_evaluate_shifts, evaluate_shifts, load_run_model,
 from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, prompt_gallery, varying_share
 from .grid import (BACKBONE_ROWS, CHAPTERS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS, OOD_ROWS, RANK_SWEEP,
                    RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS, TAU_SWEEP, V_THRESHOLD_SWEEP,
-                   _config_only, chapter_facts, grid, missing_methods, run_key, runs_dir)
+                   _config_only, chapter_facts, grid, missing_methods, run_key, runs_dir, shown_path)
 from .methods import (DOWNSTREAM_FACTORS, EVP_PAD_AT_224, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
                       TRANSFORMER_BACKBONES, label_of, method_config, not_applicable, unavailable)
 from .records import (ACCURACY, _read_record, _record_path, _write_record, describe_failed, failed_runs,
@@ -60,5 +60,5 @@ __all__ = [
     "GalleryPanel", "engine_evaluate_shifts", "main", "DOWNSTREAM_FACTORS", "OOD_FACTORS", "LORSP_LIF_DEFAULTS",
     "SPARSIFIER_RATIOS", "GROUPS_SWEEP", "RANK_SWEEP", "TAU_SWEEP", "V_THRESHOLD_SWEEP", "PAD_INNER_AT_224",
     "TRANSFORMER_BACKBONES", "EVP_PAD_AT_224", "MARGIN_PP", "LEVEL", "PAIR_ON", "paired_values", "rule_description", "failed_runs",
-    "usable_rows", "describe_failed", "instance_variation", "varying_share",
+    "usable_rows", "describe_failed", "instance_variation", "varying_share", "shown_path",
 ]

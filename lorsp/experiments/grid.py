@@ -182,6 +182,18 @@ def runs_dir(scale: str) -> Path:
     return root / scale
 
 
+def shown_path(path) -> str:
+    """``path`` as the book shows it, never as this machine's absolute path: relative to the repository
+    (``runs/smoke``), else relative to ``$LORSP_RUNS`` (``$LORSP_RUNS/smoke``), else ``…/<name>``."""
+    path = Path(path).resolve()
+    if path.is_relative_to(_REPO):
+        return path.relative_to(_REPO).as_posix() or "."
+    override = os.environ.get("LORSP_RUNS")
+    if override and path.is_relative_to(Path(override).resolve()):
+        return "/".join(["$LORSP_RUNS", *path.relative_to(Path(override).resolve()).parts])
+    return f"…/{path.name}"
+
+
 def chapter_facts(chapter: str, setup: ScaleSetup, runs: Sequence[dict]) -> dict[str, Any]:
     """The banner facts of a chapter: exactly which data, images, weights, resolution and epochs its runs use."""
     facts = setup.facts()

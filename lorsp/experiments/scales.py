@@ -89,18 +89,21 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
     """The setup of ``scale`` (default ``LORSP_SCALE`` via :func:`lorsp.scale.current_scale`).
 
     ``smoke``: CPU, MobileNetV2 with the ImageNet-1k weights of the data root and real CIFAR-10 (20 train
-    / 20 test images per class) and Tiny-ImageNet (4 / 2 per class) at 64 px, 3 epochs, 2 seeds. Without
+    / 20 test images per class) and Tiny-ImageNet (4 / 2 per class) at 64 px, 2 seeds. Without
     the local data or weights it falls back to the ``synthetic`` dataset and random initialisation, and
     says so in ``notes`` (and the banner).
     ``mini``: one GPU, MobileNetV2 on CIFAR-10 (500 / 100 per class) and Tiny-ImageNet (100 / 50 per
     class: all the local data) at the paper's protocol (224 px, 20 epochs, batch 256, lr 0.01), 3 seeds.
     ``paper``: the paper's five backbones and datasets at its protocol, 1 seed (the paper reports one run).
+    The epochs of every scale come from :data:`lorsp.scale.SCALES` (``Scale.epochs``), the one place they are set.
     """
     if scale is None:
         from ..scale import current_scale
         scale = current_scale()
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {SCALES} (LORSP_SCALE)")
+    from ..scale import SCALES as SCALE_DEFAULTS
+    epochs = SCALE_DEFAULTS[scale].epochs          # stated once, in lorsp.scale
     if scale == "smoke":
         cifar, tiny, weights = _has_real_smoke_data(data_root)
         notes, fallbacks = [], []
@@ -126,7 +129,7 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
                      "steps (see 'steps'), so the prompts move little from their zero start: smoke checks that "
                      "the whole pipeline runs on real data, and its differences are mostly ties.")
         return ScaleSetup(
-            scale="smoke", backbones=("mobilenetv2",), datasets=datasets, image_size=64, epochs=3,
+            scale="smoke", backbones=("mobilenetv2",), datasets=datasets, image_size=64, epochs=epochs,
             batch_size=32, lr=0.01, seeds=(0, 1), device="cpu", random_init=not weights,
             real_data=cifar or tiny, weights_note=weights_note, notes=notes, fallbacks=fallbacks,
             table2_datasets=(source,), table3_datasets=tuple(datasets), ood_source=source,
@@ -138,7 +141,7 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
             scale="mini", backbones=("mobilenetv2",),
             datasets={"cifar10": dict(train_per_class=500, test_per_class=100),
                       "tiny-imagenet": dict(train_per_class=100, test_per_class=50)},
-            image_size=224, epochs=20, batch_size=256, lr=0.01, seeds=(0, 1, 2), device="cuda",
+            image_size=224, epochs=epochs, batch_size=256, lr=0.01, seeds=(0, 1, 2), device="cuda",
             weights_note="MobileNetV2 (1.0, 224) ImageNet-1k weights from the data root, else timm's "
                          "mobilenetv2_100.ra_in1k",
             notes=["Tiny-ImageNet: the local archive holds the first 100 train images per class and the whole "
@@ -153,7 +156,7 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
         scale="paper", backbones=("resnet50", "vit_b32", "vit_b16", "swin_b", "clip_vit_b32"),
         datasets={name: dict(train_per_class=None, test_per_class=None)
                   for name in dict.fromkeys(table3 + ("imagenet",))},
-        image_size=224, epochs=20, batch_size=256, lr=0.01, seeds=(0,), device="cuda",
+        image_size=224, epochs=epochs, batch_size=256, lr=0.01, seeds=(0,), device="cuda",
         weights_note="the paper's pretrained timm weights (Table I)",
         notes=["One seed per run, as the paper reports; a paired verdict needs at least two seeds, so the claims are inconclusive."],
         table2_datasets=("tiny-imagenet", "cifar100"), table3_datasets=table3, ood_source="imagenet",

@@ -202,7 +202,9 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {SCALES} (LORSP_SCALE)")
     if scale == "smoke":
-        cifar, tiny, weights = _has_real_smoke_data(data_root)
+        from .data.fetch import ensure_smoke_inputs
+        smoke = ensure_smoke_inputs(data_root)   # fetches CIFAR-10 and the weights when missing and online
+        cifar, tiny, weights = smoke.flags()
         notes, fallbacks = [], []
         datasets: dict[str, dict[str, Any]] = {}
         if cifar:
@@ -215,12 +217,12 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
                              "procedural `synthetic` dataset; its numbers say nothing about the paper's tasks.")
         source = "cifar10" if cifar else next(iter(datasets))
         if weights:
-            weights_note = ("MobileNetV2 (1.0, 224) ImageNet-1k weights from the data root "
-                            "(weights/mobilenetv2_100_tflite_in1k.safetensors)")
+            weights_note = smoke.weights_note
         else:
             weights_note = "RANDOM INIT (fallback: no MobileNetV2 weights in the data root)"
             fallbacks.append("no pretrained MobileNetV2 weights in the data root, so the backbone is randomly "
                              "initialised; prompting a random network tests the code, not the method.")
+        fallbacks.extend(smoke.fallback_reasons())   # why nothing was fetched, in words
         notes.append("At 64 px the padding prompts keep the paper's proportions: ILM-VP's inner image is "
                      "32/224 of the side, AutoVP's 160/224. A smoke run makes only a few dozen optimisation "
                      "steps (see 'steps'), so the prompts move little from their zero start: smoke checks that "

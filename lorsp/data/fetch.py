@@ -320,6 +320,9 @@ def fetch_cifar10(root=None, progress: bool = True) -> FetchResult:
     location = _cifar10_location(base)
     if location:
         return FetchResult("cifar10", "present", location)
+    offline = offline_reason()
+    if offline:  # before importing torchvision: offline costs nothing
+        return FetchResult("cifar10", "unavailable", None, _advice(offline))
     from torchvision.datasets import CIFAR10
 
     obstacle = network_obstacle(CIFAR10.url)
@@ -367,7 +370,7 @@ def fetch_backbone_weights(root=None, backbone: str = SMOKE_BACKBONE, progress: 
     location = _weights_location(base, backbone)
     if location:
         return FetchResult(label, "present", location)
-    obstacle = network_obstacle(_hub_endpoint())
+    obstacle = offline_reason() or network_obstacle(_hub_endpoint())
     if obstacle:
         return FetchResult(label, "unavailable", None, _advice(obstacle))
     spec = resolve_backbone(backbone)

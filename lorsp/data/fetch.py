@@ -129,9 +129,9 @@ class SmokeInputs:
         weights, and CIFAR-10 when there is no Tiny-ImageNet either. Empty when nothing falls back."""
         reasons = []
         if not self.has_cifar10 and not self.has_tiny_imagenet:
-            reasons.append(f"CIFAR-10 was not fetched: {self.cifar10.reason}")
+            reasons.append(f"CIFAR-10 was not fetched: {self.cifar10.reason}.")
         if not self.has_weights:
-            reasons.append(f"MobileNetV2's ImageNet weights were not fetched: {self.weights.reason}")
+            reasons.append(f"MobileNetV2's ImageNet weights were not fetched: {self.weights.reason}.")
         return reasons
 
 
@@ -264,6 +264,11 @@ def _say(message: str, progress: bool) -> None:
         print(f"lorsp: {message}", file=sys.stderr, flush=True)
 
 
+def _quiet(progress: bool):
+    """Without ``progress``, torchvision's and the hub's progress bars (tqdm, on stderr) are swallowed."""
+    return contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # what is present
 # ---------------------------------------------------------------------------------------------------------
@@ -333,7 +338,7 @@ def fetch_cifar10(root=None, progress: bool = True) -> FetchResult:
     _say(f"fetching CIFAR-10 from {host} into the data root (torchvision, about 170 MB) ...", progress)
     try:
         with _temporary_folder(base, "cifar10") as folder, _read_timeout(_seconds(READ_TIMEOUT_VAR, 60.0)):
-            with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints its temporary paths
+            with contextlib.redirect_stdout(io.StringIO()), _quiet(progress):  # (it prints temporary paths)
                 CIFAR10(str(folder), train=True, download=True)
             CIFAR10(str(folder), train=False, download=False)  # both splits complete and md5-correct
             target = base / CIFAR10_FOLDER
@@ -381,13 +386,15 @@ def fetch_backbone_weights(root=None, backbone: str = SMOKE_BACKBONE, progress: 
         import timm
         from safetensors.torch import save_file
 
-        model = timm.create_model(spec.timm_name, pretrained=True)
+        with _quiet(progress):
+            model = timm.create_model(spec.timm_name, pretrained=True)
         cfg = model.pretrained_cfg
         metadata = {"architecture": _architecture(spec.timm_name), "create_kwargs": "{}",
                     "mean": json.dumps([float(v) for v in cfg["mean"]]),
                     "std": json.dumps([float(v) for v in cfg["std"]]),
                     "input_size": str(cfg.get("input_size", (3, 224, 224))[-1]),
-                    "source": f"timm {spec.timm_name} pretrained weights (hub {cfg.get('hf_hub_id') or cfg.get('url')})"}
+                    "source": f"timm {spec.timm_name} pretrained weights "
+                              f"(hub {cfg.get('hf_hub_id') or cfg.get('url')})"}
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         with _temporary_folder(base, "weights") as folder:
             staged = folder / f"{spec.timm_name}.safetensors"
@@ -406,7 +413,8 @@ def fetch_backbone_weights(root=None, backbone: str = SMOKE_BACKBONE, progress: 
 def ensure_smoke_inputs(root=None, progress: bool = True) -> SmokeInputs:
     """Make the data root hold what the smoke chapters need, where that can be had: CIFAR-10 and MobileNetV2's
     ImageNet-1k weights are fetched when missing (see the module docstring); Tiny-ImageNet is only looked for.
-    A no-op, with no network access, when the data root has them. Never raises for a network failure."""
+    A no-op, with no network access, when the data root has them. Never raises for a network failure.
+    ``progress``: lorsp's one-line messages and torchvision's and the hub's download bars, on stderr."""
     base = data_root(root)
     present = smoke_inputs_present(base)
     cifar = present.cifar10 if present.has_cifar10 else fetch_cifar10(base, progress)

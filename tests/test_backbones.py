@@ -19,6 +19,7 @@ def hub_offline(monkeypatch):
     """The Hugging Face hub in offline mode, so a download attempt fails at once (HF_HUB_OFFLINE=1)."""
     import huggingface_hub.constants as constants
 
+    monkeypatch.delenv("LORSP_OFFLINE", raising=False)   # timm's own offline path, not lorsp's refusal
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", "/nonexistent-lorsp-hf-home")  # no cached weights either

@@ -27,7 +27,10 @@ Where the weights come from (:func:`create_backbone`), in this order:
    ``.pth``; for ``mobilenetv2`` the TFLite conversion above);
 4. timm's pretrained weights (downloaded from the Hugging Face hub, or its local cache); when that fails
    (offline) :class:`WeightsUnavailableError` names the model, the two ways to supply weights and
-   ``--random-init``.
+   ``--random-init``. With ``LORSP_OFFLINE=1`` this step is refused at once, without the network or timm's
+   cache: a script that must use the data root's weights (a GPU run without network) gets that error instead
+   of other weights. (:func:`lorsp.data.fetch.fetch_backbone_weights`, ``lorsp data fetch``, saves timm's
+   weights into the data root where a network exists.)
 
 The backbone is returned in eval mode with ``requires_grad=False`` on every parameter: every method of the
 paper keeps it frozen (the prompt of Eqs. 4–7 and the head are what train). Its normalisation (``mean``,
@@ -36,6 +39,7 @@ paper keeps it frozen (the prompt of Eqs. 4–7 and the head are what train). It
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +52,8 @@ __all__ = ["BackboneSpec", "BackboneInfo", "BACKBONES", "list_backbones", "resol
            "MOBILENETV2_FILE"]
 
 MOBILENETV2_FILE = "mobilenetv2_100_tflite_in1k.safetensors"
+#: ``LORSP_OFFLINE=1``: no network at all; a backbone whose weights are not in the data root is an error
+OFFLINE_VAR = "LORSP_OFFLINE"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _PREFIXES = ("module.", "_orig_mod.", "model.", "backbone.", "encoder.")
 _NESTED = ("state_dict", "model", "model_state_dict", "module", "net")
@@ -286,8 +292,9 @@ def _offline_message(spec: BackboneSpec, root: Path, error: BaseException | None
             f"weights{cause}. Supply them in one of two ways: (1) a local checkpoint, `--weights FILE` "
             f"(create_backbone(..., weights=FILE)), or put the file in the data root as {where} "
             f"(`lorsp data import FILE` copies it there); (2) run once online so timm downloads and caches them "
-            f"(Hugging Face hub). Or train from random weights with `--random-init` (random_init=True); the run "
-            f"record then says so. Set HF_HUB_OFFLINE=1 to make offline attempts fail fast.")
+            f"(Hugging Face hub; `lorsp data fetch` saves MobileNetV2's into the data root). Or train from random "
+            f"weights with `--random-init` (random_init=True); the run record then says so. Set HF_HUB_OFFLINE=1 "
+            f"to make offline attempts fail fast, or {OFFLINE_VAR}=1 to allow the data root's files only.")
 
 
 def _pretrained(spec: BackboneSpec, root: Path, timm_kwargs: dict):
@@ -298,6 +305,11 @@ def _pretrained(spec: BackboneSpec, root: Path, timm_kwargs: dict):
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file or cfg.state_dict):
         raise WeightsUnavailableError(_offline_message(spec, root, None).replace(
             "timm could not get its pretrained weights", "timm has no pretrained weights for it"))
+    if os.environ.get(OFFLINE_VAR, "").strip().lower() in ("1", "true", "yes", "on"):
+        raise WeightsUnavailableError(_offline_message(spec, root, None).replace(
+            "timm could not get its pretrained weights",
+            f"{OFFLINE_VAR}={os.environ[OFFLINE_VAR].strip()} forbids timm's download (and its hub cache), and the "
+            f"data root holds no weights file for it"))
     try:
         model = timm.create_model(spec.timm_name, pretrained=True, **timm_kwargs)
     except (OSError, ConnectionError, TimeoutError) as error:  # URLError, HF hub errors, requests errors

@@ -1,4 +1,5 @@
-"""The ``lorsp`` command line: ``train``, ``eval``, ``params``, ``data import``, ``data list``, ``bench``.
+"""The ``lorsp`` command line: ``train``, ``eval``, ``params``, ``data import``, ``data list``, ``data fetch``,
+``bench``.
 
 ``lorsp --help`` and ``lorsp COMMAND --help`` explain each command with examples; ``python -m lorsp``
 is the same program. Out-of-range values are argparse errors naming the flag and the allowed range.
@@ -281,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
                             epilog="example:\n  lorsp data list --root /scratch/data\n",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--root", default=None, help="data root (default: $LORSP_DATA or data/)")
+    q = data_sub.add_parser("fetch", help="download what the smoke chapters need (CIFAR-10, MobileNetV2 weights)",
+                            description="Fetch CIFAR-10 (torchvision) and MobileNetV2's ImageNet weights (timm) "
+                                        "into the data root where they are missing and a network exists. "
+                                        "LORSP_OFFLINE=1 or HF_HUB_OFFLINE=1: no network at all.",
+                            epilog="example:\n  lorsp data fetch --root /scratch/data\n",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--root", default=None, help="data root (default: $LORSP_DATA or data/)")
 
     _add_bench_parser(sub)
     return parser
@@ -444,6 +452,9 @@ def _cmd_data(args) -> int:
     from . import data
     if args.data_command == "import":
         _print_result(data.import_data(args.paths, root=args.root))
+    elif args.data_command == "fetch":
+        from .data.fetch import ensure_smoke_inputs
+        _print_result([r.to_dict() for r in ensure_smoke_inputs(args.root).results])
     else:
         _print_result(data.describe_data(root=args.root))
     return 0

@@ -19,6 +19,7 @@ def hub_offline(monkeypatch):
     """The Hugging Face hub in offline mode, so a download attempt fails at once (HF_HUB_OFFLINE=1)."""
     import huggingface_hub.constants as constants
 
+    monkeypatch.delenv("LORSP_OFFLINE", raising=False)   # timm's own offline path, not lorsp's refusal
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", "/nonexistent-lorsp-hf-home")  # no cached weights either
@@ -108,6 +109,7 @@ def test_pretrained_download_is_requested_and_a_network_failure_is_a_clear_error
         return real(name, pretrained=pretrained, **kwargs)
 
     monkeypatch.setattr(timm, "create_model", spy)
+    monkeypatch.delenv("LORSP_OFFLINE", raising=False)   # the download is attempted (and fails, spied)
     with pytest.raises(WeightsUnavailableError) as info:
         create_backbone("resnet50", data_root=tmp_path)
     assert calls == [("resnet50.tv2_in1k", True)]

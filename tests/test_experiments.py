@@ -439,7 +439,8 @@ def test_compare_with_larger_scale_columns():
 def test_smoke_fallback_without_data(tmp_path):
     setup = ex.scale_setup("smoke", data_root=tmp_path)
     assert list(setup.datasets) == ["synthetic"] and setup.random_init
-    assert len(setup.fallbacks) == 2 and "synthetic" in setup.fallbacks[0]
+    assert len(setup.fallbacks) == 4 and "synthetic" in setup.fallbacks[0]
+    assert all("LORSP_OFFLINE=1 is set" in why for why in setup.fallbacks[2:])   # why nothing was fetched
     facts = setup.facts()
     assert facts["fallbacks"] == setup.fallbacks and "RANDOM INIT" in facts["weights"]
     for chapter in ex.CHAPTERS:

@@ -1,7 +1,6 @@
 """What each scale (``smoke``, ``mini``, ``paper``) runs: :class:`ScaleSetup` and :func:`scale_setup`."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,18 +72,6 @@ def _count(value) -> str:
     return "all" if value is None else str(value)
 
 
-def _has_real_smoke_data(root) -> tuple[bool, bool, bool]:
-    try:
-        from ..data import data_root
-        root = Path(data_root(root))
-    except ImportError:
-        root = Path(root or os.environ.get("LORSP_DATA") or _REPO / "data")
-    cifar = (root / "cifar10" / "train").is_dir() and (root / "cifar10" / "test").is_dir()
-    tiny = (root / "tiny-imagenet-200" / "train").is_dir() and (root / "tiny-imagenet-200" / "val").is_dir()
-    weights = (root / "weights" / "mobilenetv2_100_tflite_in1k.safetensors").is_file()
-    return cifar, tiny, weights
-
-
 def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
     """The setup of ``scale`` (default ``LORSP_SCALE`` via :func:`lorsp.scale.current_scale`).
 
@@ -105,7 +92,9 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
     from ..scale import SCALES as SCALE_DEFAULTS
     epochs = SCALE_DEFAULTS[scale].epochs          # stated once, in lorsp.scale
     if scale == "smoke":
-        cifar, tiny, weights = _has_real_smoke_data(data_root)
+        from ..data.fetch import ensure_smoke_inputs
+        smoke = ensure_smoke_inputs(data_root)   # fetches CIFAR-10 and the weights when missing and online
+        cifar, tiny, weights = smoke.flags()
         notes, fallbacks = [], []
         datasets: dict[str, dict[str, Any]] = {}
         if cifar:
@@ -118,12 +107,12 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
                              "procedural `synthetic` dataset; its numbers say nothing about the paper's tasks.")
         source = "cifar10" if cifar else next(iter(datasets))
         if weights:
-            weights_note = ("MobileNetV2 (1.0, 224) ImageNet-1k weights from the data root "
-                            "(weights/mobilenetv2_100_tflite_in1k.safetensors)")
+            weights_note = smoke.weights_note
         else:
             weights_note = "RANDOM INIT (fallback: no MobileNetV2 weights in the data root)"
             fallbacks.append("no pretrained MobileNetV2 weights in the data root, so the backbone is randomly "
                              "initialised; prompting a random network tests the code, not the method.")
+        fallbacks.extend(smoke.fallback_reasons())   # why nothing was fetched, in words
         notes.append("At 64 px the padding prompts keep the paper's proportions: ILM-VP's inner image is "
                      "32/224 of the side, AutoVP's 160/224, and EVP's frame 30/224 (9 px). A smoke run makes only a few dozen optimisation "
                      "steps (see 'steps'), so the prompts move little from their zero start: smoke checks that "

@@ -645,13 +645,37 @@ def prompt_ranks(prompter: LoRSPPrompter, images: torch.Tensor, channel: int = 0
 def plot_prompt_explorer(prompter: LoRSPPrompter, images: torch.Tensor, tau: float = 4.0, v_threshold: float = 0.0,
                          v_reset: float = 0.0, image_index: int = 0, names: Sequence[str] | None = None,
                          channel: int = 0) -> Figure:
-    """The slider callback of "Prompt factorisation": the anatomy (:func:`plot_prompt_anatomy`) of one image
-    with the LIF's tau, V_th and V_reset replaced, the factors (P, B) unchanged."""
+    """The slider callback of "Prompt factorisation": the anatomy of one image (the panels of
+    :func:`plot_prompt_anatomy`, in two rows so that each is large enough to read) with the LIF's tau, V_th
+    and V_reset replaced, the factors (P, B) unchanged. Top: the image, F_1..F_G (Eq. 5, ``channel``) and δ
+    (Eq. 9); bottom: x + δ (clipped to [0, 1] for display) and the spikes S_1..S_G (Eq. 7, share of the
+    channels that fired)."""
     if not 0 <= image_index < len(images):
         raise ValueError(f"image_index must be in [0, {len(images) - 1}], got {image_index}")
     names = list(names or [f"image {i}" for i in range(len(images))])
     clone = with_lif_settings(prompter, tau, v_threshold, v_reset)
-    return plot_prompt_anatomy(clone, images[image_index:image_index + 1], [names[image_index]], channel=channel)
+    image = images[image_index:image_index + 1]
+    explanation = clone.explain(image)
+    groups = explanation.factors.shape[0]
+    fig = Figure(figsize=(2.0 * (groups + 2), 4.6), layout="constrained")
+    axes = fig.subplots(2, groups + 2)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    axes[0, 0].imshow(image[0].permute(1, 2, 0).numpy())
+    axes[0, 0].set_title(names[image_index][:24], fontsize=9)
+    factors = explanation.factors[:, 0, channel].numpy()
+    limit = float(np.abs(factors).max()) or 1.0
+    for g in range(groups):
+        _diverging(axes[0, 1 + g], factors[g], limit, f"F_{g + 1} (channel {channel})")
+        axes[1, 1 + g].imshow(explanation.spikes[g, 0].mean(0).numpy(), cmap="gray_r", vmin=0, vmax=1)
+        axes[1, 1 + g].set_title(f"S_{g + 1}: {explanation.firing_rate[0, g].item():.0%} fired", fontsize=9)
+    delta = explanation.prompt[0, channel].numpy()
+    _diverging(axes[0, -1], delta, float(np.abs(delta).max()) or 1.0, f"δ: {explanation.sparsity[0].item():.0%} zero")
+    axes[1, 0].imshow((image[0] + explanation.prompt[0]).clamp(0, 1).permute(1, 2, 0).numpy())
+    axes[1, 0].set_title("x + δ", fontsize=9)
+    fig.suptitle(f"LoRSP anatomy: G={groups}, r={clone.rank}, tau={tau:g}, V_th={v_threshold:g}, V_reset={v_reset:g} "
+                 f"(red > 0 > blue; black: fired)", fontsize=10)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -274,6 +274,10 @@ def test_prompt_slider_callback_gives_a_figure(shown, tau, v_threshold, v_reset,
     prompter, _, images = shown
     fig = viz.plot_prompt_explorer(prompter, images, tau, v_threshold, v_reset, image_index)
     assert isinstance(fig, Figure)
+    titles = [ax.get_title() for ax in fig.axes]
+    groups = prompter.groups
+    assert sum(t.startswith("F_") for t in titles) == groups and sum(t.startswith("S_") for t in titles) == groups
+    assert any(t.startswith("δ:") for t in titles) and "x + δ" in titles
     assert f"tau={tau:g}" in fig._suptitle.get_text()
     assert prompter.lif.tau == 4.0  # the callback works on a copy
 

@@ -673,7 +673,7 @@ def plot_prompt_explorer(prompter: LoRSPPrompter, images: torch.Tensor, tau: flo
     _diverging(axes[0, -1], delta, float(np.abs(delta).max()) or 1.0, f"δ: {explanation.sparsity[0].item():.0%} zero")
     axes[1, 0].imshow((image[0] + explanation.prompt[0]).clamp(0, 1).permute(1, 2, 0).numpy())
     axes[1, 0].set_title("x + δ", fontsize=9)
-    fig.suptitle(f"LoRSP anatomy: G={groups}, r={clone.rank}, tau={tau:g}, V_th={v_threshold:g}, V_reset={v_reset:g} "
+    fig.suptitle(f"LoRSP anatomy: G={groups}, r={clone.rank}, tau={tau:.3g}, V_th={v_threshold:.3g}, V_reset={v_reset:.3g} "
                  f"(red > 0 > blue; black: fired)", fontsize=10)
     return fig
 

@@ -3,6 +3,9 @@
 Every figure function returns a :class:`matplotlib.figure.Figure` (never shown, never registered with pyplot,
 so a notebook displays it exactly once); the tables are pandas DataFrames. The chapters only call them.
 
+- Sliders: :func:`slider_explorer` (``plot_fn`` + named sliders → a :class:`SliderExplorer` widget whose
+  figure redraws in place when a slider moves; the rendered book shows its figure at the default values).
+
 - "LIF dynamics" (Eqs. 1–3): :func:`input_current`, :func:`lif_response`, :func:`plot_lif_response` (the
   slider callback), :func:`plot_spike_raster`, :func:`firing_rate_grid`, :func:`plot_firing_rate_sweep`,
   :func:`snntorch_comparison`.
@@ -15,12 +18,14 @@ so a notebook displays it exactly once); the tables are pandas DataFrames. The c
 """
 from __future__ import annotations
 
+import base64
 import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import torch
@@ -31,6 +36,7 @@ from .prompters import LoRSPPrompter, build_prompter, prompt_param_count
 from .prompters.registry import as_size
 
 __all__ = [
+    "SliderExplorer", "slider_explorer", "shown_path",
     "INPUT_KINDS", "input_current", "lif_response", "plot_lif_response", "plot_spike_raster",
     "firing_rate_grid", "plot_firing_rate_sweep",
     "ShownImages", "sample_images", "display_prompter", "find_trained_prompt_weights",
@@ -69,6 +75,127 @@ def _ensure_notebook_display() -> None:
 
 
 _ensure_notebook_display()
+
+
+def shown_path(path, root=None) -> str:
+    """``path`` as a page of the book prints it, without this machine's folders: relative to the checkout when
+    inside it (``data/imagenet-samples``, ``results/mini/.../prompt.safetensors``), else relative to the data
+    root (``root`` or :func:`lorsp.data.data_root`: ``<data root>/imagenet-samples``), else ``…/`` and its
+    last two parts."""
+    from .data import data_root
+
+    path = Path(path).resolve()
+    for base, label in ((_REPO, ""), (data_root(root), "<data root>/")):
+        try:
+            return label + path.relative_to(Path(base).resolve()).as_posix()
+        except ValueError:
+            continue
+    return "…/" + "/".join(path.parts[-2:])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sliders
+# ----------------------------------------------------------------------------------------------------------
+def _figure_png(fig) -> bytes:
+    """``fig`` as PNG bytes, drawn as the notebook draws every other figure (IPython's ``print_figure``,
+    tight bounding box)."""
+    from IPython.core.pylabtools import print_figure
+
+    return print_figure(fig, "png", bbox_inches="tight")
+
+
+def _close(fig) -> None:
+    """Free a figure no longer shown: a pyplot figure is closed (else pyplot keeps it and it piles up);
+    a plain :class:`Figure` (as this module's functions return) is only dropped."""
+    if getattr(getattr(fig, "canvas", None), "manager", None) is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def _figure_title(fig) -> str:
+    title = getattr(fig, "_suptitle", None)
+    text = title.get_text() if title is not None else ""
+    return f"figure: {text}" if text else "figure"
+
+
+class SliderExplorer(widgets.VBox):
+    """Sliders above one figure: each time a slider's value changes, ``plot_fn(**values)`` draws a new figure,
+    which *replaces* the one shown (the :class:`ipywidgets.Output` below the sliders holds exactly one
+    picture, swapped in one state update: no flicker, nothing piles up) and the old figure is closed.
+
+    Built by :func:`slider_explorer`. ``controls`` maps each keyword of ``plot_fn`` to a widget with a
+    ``value`` (a slider, a dropdown, ``widgets.fixed(v)``) or to a plain value (kept fixed). ``figure`` is
+    the figure shown now, ``draws`` counts the calls of ``plot_fn``. A ``plot_fn`` that raises shows the
+    error's message instead of a figure (the sliders keep working).
+
+    Shown as a notebook cell's result, the widget carries the current figure as a PNG beside the widget
+    view: JupyterLab shows the live widget, while a page rendered without a kernel (the book, built with
+    ``nb_mime_priority_overrides`` dropping the widget view) shows the figure at the default values.
+    """
+
+    def __init__(self, plot_fn, controls: dict[str, Any]):
+        if not callable(plot_fn):
+            raise TypeError(f"plot_fn must be callable, got {type(plot_fn).__name__}")
+        self.plot_fn = plot_fn
+        self.controls = dict(controls)
+        sliders = []
+        for name, control in self.controls.items():
+            if isinstance(control, widgets.Widget) and not isinstance(control, widgets.ValueWidget):
+                raise TypeError(f"control {name!r} is a {type(control).__name__} without a value; give a slider "
+                                f"(or another value widget), widgets.fixed(value) or a plain value")
+            if isinstance(control, widgets.ValueWidget):
+                sliders.append(control)
+        self.output = widgets.Output()
+        self.figure = None
+        self.draws = 0
+        self._png: bytes | None = None
+        super().__init__(children=[*sliders, self.output])
+        for slider in sliders:
+            slider.observe(self._on_change, names="value")
+        self.redraw()
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The keyword arguments of the next ``plot_fn`` call: every control's current value."""
+        return {name: getattr(control, "value", control) if isinstance(control, (widgets.ValueWidget, widgets.fixed))
+                else control for name, control in self.controls.items()}
+
+    def _on_change(self, change) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Call ``plot_fn`` with the current values and put its figure in place of the one shown."""
+        self.draws += 1
+        try:
+            fig = self.plot_fn(**self.values)
+            png = _figure_png(fig)
+        except Exception as error:  # shown to the reader instead of vanishing into the kernel log
+            self._png = None
+            self.output.outputs = ({"output_type": "stream", "name": "stderr",
+                                    "text": f"{type(error).__name__}: {error}\n"},)
+            return
+        old, self.figure, self._png = self.figure, fig, png
+        self.output.outputs = ({"output_type": "display_data", "metadata": {},
+                                "data": {"image/png": base64.b64encode(png).decode("ascii"),
+                                         "text/plain": _figure_title(fig)}},)
+        if old is not None and old is not fig:
+            _close(old)
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        if self._png is not None:
+            bundle["image/png"] = base64.b64encode(self._png).decode("ascii")
+            bundle["text/plain"] = _figure_title(self.figure)
+        return bundle
+
+
+def slider_explorer(plot_fn, /, **controls) -> SliderExplorer:
+    """Sliders that redraw ``plot_fn``'s figure: ``slider_explorer(plot_lif_response, tau=FloatSlider(...),
+    steps=widgets.fixed(40))``. Each keyword is an argument of ``plot_fn`` given as a value widget, as
+    ``widgets.fixed(v)`` or as a plain value; ``plot_fn`` returns a :class:`~matplotlib.figure.Figure`.
+    The first figure is drawn at once, at the widgets' initial values. See :class:`SliderExplorer`."""
+    return SliderExplorer(plot_fn, controls)
 
 
 def _seaborn():
@@ -267,10 +394,10 @@ def sample_images(n: int = 4, image_size=64, root=None, seed: int = 0) -> ShownI
     if loaded.synthetic:
         return ShownImages(loaded.images, [f"synthetic {i}" for i in range(len(loaded.names))], "synthetic",
                            f"{n} synthetic images (lorsp's synthetic dataset): the data root has no ImageNet "
-                           f"sample images in {folder}")
+                           f"sample images in {shown_path(folder, root)}")
     names = [stem.split("_", 1)[1].replace("_", " ") if "_" in stem else stem for stem in loaded.names]
     return ShownImages(loaded.images, names, "imagenet-samples",
-                       f"{len(names)} ImageNet sample images from {folder}, resized to {size[0]}×{size[1]} px")
+                       f"{len(names)} ImageNet sample images from {shown_path(folder, root)}, resized to {size[0]}×{size[1]} px")
 
 
 def find_trained_prompt_weights(roots: Sequence | None = None, groups: int | None = None,
@@ -349,7 +476,7 @@ def _load_trained_prompter(weights) -> tuple[LoRSPPrompter, str]:
         prompter.factors.projection.copy_(proj)
         prompter.factors.basis.copy_(basis)
     where = ", ".join(f"{k}={metadata[k]}" for k in ("backbone", "dataset") if k in metadata)
-    return prompter.eval(), f"trained prompt weights from {weights}" + (f" ({where})" if where else "")
+    return prompter.eval(), f"trained prompt weights from {shown_path(weights)}" + (f" ({where})" if where else "")
 
 
 def display_prompter(image_size=64, groups: int = 4, rank: int = 4, tau: float = 4.0, v_threshold: float = 0.0,
@@ -518,13 +645,37 @@ def prompt_ranks(prompter: LoRSPPrompter, images: torch.Tensor, channel: int = 0
 def plot_prompt_explorer(prompter: LoRSPPrompter, images: torch.Tensor, tau: float = 4.0, v_threshold: float = 0.0,
                          v_reset: float = 0.0, image_index: int = 0, names: Sequence[str] | None = None,
                          channel: int = 0) -> Figure:
-    """The slider callback of "Prompt factorisation": the anatomy (:func:`plot_prompt_anatomy`) of one image
-    with the LIF's tau, V_th and V_reset replaced, the factors (P, B) unchanged."""
+    """The slider callback of "Prompt factorisation": the anatomy of one image (the panels of
+    :func:`plot_prompt_anatomy`, in two rows so that each is large enough to read) with the LIF's tau, V_th
+    and V_reset replaced, the factors (P, B) unchanged. Top: the image, F_1..F_G (Eq. 5, ``channel``) and δ
+    (Eq. 9); bottom: x + δ (clipped to [0, 1] for display) and the spikes S_1..S_G (Eq. 7, share of the
+    channels that fired)."""
     if not 0 <= image_index < len(images):
         raise ValueError(f"image_index must be in [0, {len(images) - 1}], got {image_index}")
     names = list(names or [f"image {i}" for i in range(len(images))])
     clone = with_lif_settings(prompter, tau, v_threshold, v_reset)
-    return plot_prompt_anatomy(clone, images[image_index:image_index + 1], [names[image_index]], channel=channel)
+    image = images[image_index:image_index + 1]
+    explanation = clone.explain(image)
+    groups = explanation.factors.shape[0]
+    fig = Figure(figsize=(2.0 * (groups + 2), 4.6), layout="constrained")
+    axes = fig.subplots(2, groups + 2)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    axes[0, 0].imshow(image[0].permute(1, 2, 0).numpy())
+    axes[0, 0].set_title(names[image_index][:24], fontsize=9)
+    factors = explanation.factors[:, 0, channel].numpy()
+    limit = float(np.abs(factors).max()) or 1.0
+    for g in range(groups):
+        _diverging(axes[0, 1 + g], factors[g], limit, f"F_{g + 1} (channel {channel})")
+        axes[1, 1 + g].imshow(explanation.spikes[g, 0].mean(0).numpy(), cmap="gray_r", vmin=0, vmax=1)
+        axes[1, 1 + g].set_title(f"S_{g + 1}: {explanation.firing_rate[0, g].item():.0%} fired", fontsize=9)
+    delta = explanation.prompt[0, channel].numpy()
+    _diverging(axes[0, -1], delta, float(np.abs(delta).max()) or 1.0, f"δ: {explanation.sparsity[0].item():.0%} zero")
+    axes[1, 0].imshow((image[0] + explanation.prompt[0]).clamp(0, 1).permute(1, 2, 0).numpy())
+    axes[1, 0].set_title("x + δ", fontsize=9)
+    fig.suptitle(f"LoRSP anatomy: G={groups}, r={clone.rank}, tau={tau:.3g}, V_th={v_threshold:.3g}, V_reset={v_reset:.3g} "
+                 f"(red > 0 > blue; black: fired)", fontsize=10)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -135,7 +135,10 @@ def test_config_reaches_no_network():
     config = _config()
     sphinx_config = (config.get("sphinx") or {}).get("config") or {}
     assert not sphinx_config.get("intersphinx_mapping"), "intersphinx fetches inventories over the network"
-    assert not (config.get("sphinx") or {}).get("extra_extensions"), "extra Sphinx extensions: check they are offline"
+    extensions = (config.get("sphinx") or {}).get("extra_extensions") or []
+    # sphinx-mathjax-offline copies MathJax into the build (it is what makes the equations render offline)
+    assert set(extensions) <= {"sphinx-mathjax-offline"}, f"extra Sphinx extensions: check they are offline: {extensions}"
+    assert "mathjax_path" not in sphinx_config or "://" not in str(sphinx_config["mathjax_path"])
     remote = [(".".join(path), text) for path, text in _strings(config)
               if re.search(r"https?://", text) and path[0] not in ("launch_buttons", "repository")]
     assert not remote, f"_config.yml names remote resources: {remote}"
@@ -177,22 +180,59 @@ def test_every_citation_is_in_the_bibliography():
 # ---------------------------------------------------------------------------------------------------------
 # the build
 # ---------------------------------------------------------------------------------------------------------
-def test_book_builds_with_warnings_as_errors(tmp_path):
-    """Builds the book from the repository with execution off (the notebooks' code is checked by nbmake),
-    warnings as errors: a broken link, toc entry, citation, directive or equation fails here."""
+# folders of environments and caches a reader may have in the checkout, each holding a Markdown file that fails
+# the build if Sphinx reads it (a README whose first heading is H3, as in real packages' READMEs)
+FOREIGN_FOLDERS = (".venv/lib/python3.11/site-packages/cuda/pathfinder", "venv/lib/python3.11/site-packages/pkg",
+                   "env/lib/pkg", ".tox/py311/lib/pkg", "node_modules/pkg", "book/.ipynb_checkpoints")
+BAD_MARKDOWN = "### A package README whose headings start at H3\n\nSphinx warns: Document headings start at H3.\n"
+
+
+@pytest.fixture(scope="module")
+def offline_build(tmp_path_factory):
+    """The book built from a copy of its sources (config, toc, book/) with execution off (the notebooks' code
+    is checked by nbmake) and warnings as errors, beside a `.venv`, `venv`, `env`, `.tox` and `node_modules`
+    that each hold a Markdown file with a bad heading: returns ``(completed process, html folder)``."""
     if shutil.which("jupyter-book") is None:
         pytest.skip("jupyter-book is not installed (pip install -e '.[book]')")
     missing = [doc for doc in _toc_files() if _source_of(doc) is None]
     if missing:
         pytest.skip(f"toc entries missing (reported by test_every_toc_entry_exists): {missing}")
+    base = tmp_path_factory.mktemp("book")
+    source = base / "source"
+    shutil.copytree(BOOK, source / "book", ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build"))
+    shutil.copy(REPO / "_toc.yml", source / "_toc.yml")
     config = _config()
     config["execute"]["execute_notebooks"] = "off"
-    config_path = tmp_path / "_config.yml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf8")
+    (source / "_config.yml").write_text(yaml.safe_dump(config), encoding="utf8")
+    for folder in FOREIGN_FOLDERS:
+        (source / folder).mkdir(parents=True, exist_ok=True)
+        (source / folder / "README.md").write_text(BAD_MARKDOWN, encoding="utf8")
     result = subprocess.run(
-        ["jupyter-book", "build", str(REPO), "--config", str(config_path), "--toc", str(REPO / "_toc.yml"),
-         "--path-output", str(tmp_path / "out"), "--warningiserror", "--nitpick", "--keep-going"],
+        ["jupyter-book", "build", str(source), "--config", str(source / "_config.yml"), "--toc",
+         str(source / "_toc.yml"), "--path-output", str(base / "out"), "--warningiserror", "--nitpick",
+         "--keep-going"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return result, base / "out" / "_build" / "html"
+
+
+def test_book_builds_with_warnings_as_errors(offline_build):
+    """Warnings as errors: a broken link, toc entry, citation, directive or equation fails here, and so does a
+    Markdown file of a virtual environment or cache in the checkout that the build reads (`.venv` is hidden,
+    so `only_build_toc_files` does not cover it: `exclude_patterns` must)."""
+    result, html = offline_build
     log = result.stdout + result.stderr
     assert result.returncode == 0, "jupyter-book build failed:\n" + log[-6000:]
-    assert (tmp_path / "out" / "_build" / "html" / "book" / "lif_dynamics.html").is_file(), log[-3000:]
+    assert (html / "book" / "lif_dynamics.html").is_file(), log[-3000:]
+    read = sorted(str(page.relative_to(html)) for page in html.rglob("README.html"))
+    assert not read, f"the build rendered Markdown of environment folders it does not own: {read}"
+
+
+def test_equations_render_offline(offline_build):
+    """Every page with equations, opened from disk in a browser with no network, shows them typeset by the
+    MathJax copied into the build (tests/test_rendered.py checks the real build the same way)."""
+    from _browser import check_equations_offline
+
+    result, html = offline_build
+    if result.returncode != 0:
+        pytest.skip("the book did not build (reported by test_book_builds_with_warnings_as_errors)")
+    check_equations_offline(html)

@@ -277,6 +277,31 @@ def test_tiny_imagenet_official_layout(tmp_path):
         build_dataset("tiny-imagenet", "test", root=tmp_path)
 
 
+def test_class_names_are_words_not_wordnet_ids(tmp_path):
+    base = tmp_path / "tiny-imagenet-200"
+    wnids = ["n01443537", "n01629819", "n09999999"]
+    base.mkdir()
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (base / "words.txt").write_text("n01443537\tgoldfish, Carassius auratus\n"
+                                    "n01629819\tEuropean fire salamander, Salamandra salamandra\n")
+    for w in wnids:
+        _save(base / "train" / w / "images" / f"{w}_0.JPEG", Image.new("RGB", (8, 8)), format="JPEG")
+    train = build_dataset("tiny-imagenet", "train", image_size=8, root=tmp_path)
+    assert train.classes == wnids  # the labels stay keyed by WordNet id
+    # words.txt's first synonym; a class words.txt lacks keeps its id
+    assert data.class_names(train) == ["goldfish", "European fire salamander", "n09999999"]
+    from lorsp.shifts import ShiftedDataset, SHIFTS
+
+    shifted = ShiftedDataset(train, sorted(SHIFTS)[0])
+    assert data.class_names(shifted) == data.class_names(train)
+    assert data.class_names(torch.utils.data.Subset(train, [0])) == data.class_names(train)
+    (base / "words.txt").unlink()  # without words.txt: ImageNet-1k's words for the ids it has
+    assert data.class_names(build_dataset("tiny-imagenet", "train", image_size=8, root=tmp_path)) == [
+        "goldfish", "European fire salamander", "n09999999"]
+    with pytest.raises(TypeError, match="list has no classes"):
+        data.class_names([1, 2])
+
+
 def test_imagenet_a_and_v2_folders_map_to_imagenet_logits(tmp_path):
     wnids = data.imagenet_wnids()
     assert len(wnids) == 1000 and wnids[0] == "n01440764"

@@ -90,16 +90,103 @@ def test_lif_callback_rejects_invalid_tau():
         viz.plot_lif_response(tau=1.0)
 
 
-def test_lif_slider_callback_through_ipywidgets():
+def _shown_png(explorer) -> str:
+    """The one picture the explorer's Output shows now (fails if it shows anything else or more than one)."""
+    outputs = explorer.output.outputs
+    assert len(outputs) == 1, f"the Output holds {len(outputs)} outputs, expected exactly one figure: {outputs}"
+    assert outputs[0]["output_type"] == "display_data", outputs[0]
+    return outputs[0]["data"]["image/png"]
+
+
+def test_slider_explorer_redraws_the_lif_figure_when_a_slider_moves():
     widgets = pytest.importorskip("ipywidgets")
-    panel = widgets.interactive(
-        viz.plot_lif_response, tau=widgets.FloatSlider(value=2.0, min=1.1, max=10.0),
-        v_threshold=widgets.FloatSlider(value=0.5), v_reset=widgets.FloatSlider(value=0.0, min=-1, max=0.5),
-        amplitude=widgets.FloatSlider(value=1.0, min=-1, max=3), kinds=widgets.fixed(("constant",)),
-        steps=widgets.fixed(10), seed=widgets.fixed(0))
-    assert isinstance(panel.result, Figure)
-    panel.children[0].value = 6.0  # move the tau slider: the callback runs again
-    assert isinstance(panel.result, Figure) and "tau=6" in panel.result._suptitle.get_text()
+    calls = []
+
+    def plot(**values):
+        calls.append(values)
+        return viz.plot_lif_response(**values)
+
+    tau = widgets.FloatSlider(value=2.0, min=1.1, max=10.0)
+    explorer = viz.slider_explorer(plot, tau=tau, v_threshold=widgets.FloatSlider(value=0.5),
+                                   v_reset=widgets.fixed(0.0), amplitude=1.0, kinds=("constant",), steps=10, seed=0)
+    assert calls == [dict(tau=2.0, v_threshold=0.5, v_reset=0.0, amplitude=1.0, kinds=("constant",), steps=10, seed=0)]
+    assert list(explorer.children[:2]) == [tau, explorer.children[1]] and explorer.children[-1] is explorer.output
+    before = _shown_png(explorer)
+    first_figure = explorer.figure
+    tau.value = 6.0  # moving the slider calls the plot function again and replaces the picture
+    assert len(calls) == 2 and calls[-1]["tau"] == 6.0 and explorer.draws == 2
+    after = _shown_png(explorer)
+    assert after != before
+    assert explorer.figure is not first_figure and "tau=6" in explorer.figure._suptitle.get_text()
+    assert "tau=6" in explorer.output.outputs[0]["data"]["text/plain"]
+    explorer.children[1].value = 0.7
+    assert calls[-1] == dict(tau=6.0, v_threshold=0.7, v_reset=0.0, amplitude=1.0, kinds=("constant",), steps=10,
+                             seed=0)
+    assert _shown_png(explorer) not in (before, after)
+
+
+def test_slider_explorer_carries_its_figure_for_pages_without_a_kernel():
+    """A cell's result shows the widget in JupyterLab and, where no widget can live (the rendered book), the
+    PNG of the figure at the current values."""
+    widgets = pytest.importorskip("ipywidgets")
+    import base64
+
+    explorer = viz.slider_explorer(viz.plot_lif_response, tau=widgets.FloatSlider(value=4.0, min=1.1, max=10.0),
+                                   kinds=("constant",), steps=10)
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["image/png"] == _shown_png(explorer)
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
+    assert bundle["text/plain"].startswith("figure: LIF with tau=4")
+
+
+def test_slider_explorer_closes_the_pyplot_figures_it_replaces():
+    widgets = pytest.importorskip("ipywidgets")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def plot(level=0):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, level])
+        return fig
+
+    level = widgets.IntSlider(value=1, min=0, max=5)
+    explorer = viz.slider_explorer(plot, level=level)
+    first = explorer.figure
+    for value in (2, 3, 4):
+        level.value = value
+    assert not plt.fignum_exists(first.number)
+    assert plt.get_fignums() == [explorer.figure.number]  # only the figure shown is kept
+    plt.close("all")
+
+
+def test_slider_explorer_shows_an_error_instead_of_a_figure():
+    widgets = pytest.importorskip("ipywidgets")
+    tau = widgets.FloatSlider(value=2.0, min=0.5, max=10.0)
+    explorer = viz.slider_explorer(viz.plot_lif_response, tau=tau, kinds=("constant",), steps=5)
+    tau.value = 0.8  # Eq. 1 needs tau > 1: the LIF refuses it
+    (output,) = explorer.output.outputs
+    assert output["output_type"] == "stream" and "tau" in output["text"] and "Error" in output["text"]
+    tau.value = 3.0  # and the next good value draws again
+    assert _shown_png(explorer)
+
+
+def test_slider_explorer_rejects_what_is_not_a_control():
+    widgets = pytest.importorskip("ipywidgets")
+    with pytest.raises(TypeError, match="'panel'.*without a value"):
+        viz.slider_explorer(viz.plot_lif_response, panel=widgets.HBox())
+    with pytest.raises(TypeError, match="callable"):
+        viz.slider_explorer("plot_lif_response", tau=widgets.FloatSlider())
+
+
+def test_shown_path_hides_this_machine(tmp_path):
+    assert viz.shown_path(viz._REPO / "results" / "mini" / "x" / "prompt.safetensors") == \
+        "results/mini/x/prompt.safetensors"
+    assert viz.shown_path(tmp_path / "imagenet-samples", root=tmp_path) == "<data root>/imagenet-samples"
+    elsewhere = viz.shown_path(tmp_path / "a" / "b" / "c.txt", root=tmp_path / "other")
+    assert elsewhere == "…/b/c.txt" and str(tmp_path) not in elsewhere
 
 
 def test_constant_input_fires_with_the_hand_computed_period():
@@ -187,6 +274,10 @@ def test_prompt_slider_callback_gives_a_figure(shown, tau, v_threshold, v_reset,
     prompter, _, images = shown
     fig = viz.plot_prompt_explorer(prompter, images, tau, v_threshold, v_reset, image_index)
     assert isinstance(fig, Figure)
+    titles = [ax.get_title() for ax in fig.axes]
+    groups = prompter.groups
+    assert sum(t.startswith("F_") for t in titles) == groups and sum(t.startswith("S_") for t in titles) == groups
+    assert any(t.startswith("δ:") for t in titles) and "x + δ" in titles
     assert f"tau={tau:g}" in fig._suptitle.get_text()
     assert prompter.lif.tau == 4.0  # the callback works on a copy
 

@@ -10,6 +10,7 @@ offline archives, and the ImageNet sample images.
 - :func:`ensure_smoke_inputs` behind ``lorsp data fetch`` (and the smoke scale's setup): CIFAR-10 and the
   MobileNetV2 weights fetched into the data root where a network exists; :mod:`lorsp.data.fetch`.
 - :func:`load_sample_images`: the 1,000 ImageNet sample images for figures.
+- :func:`class_names`: readable class names (Tiny-ImageNet's and ImageNet's words, not WordNet ids).
 - Image reading and the bad-image policy: :mod:`lorsp.data.images`.
 """
 from .images import BAD_IMAGE_POLICIES, BadImageError, LorspDataset, load_rgb, make_transform, to_rgb
@@ -19,12 +20,13 @@ from .fetch import SmokeInputs, ensure_smoke_inputs
 from .importer import ChecksumError, UnsafeArchiveError, describe_data, import_data
 from .registry import (EUROSAT_SPLIT_SEED, EUROSAT_TEST_FRACTION, DatasetNotFoundError, build_dataset,
                        dataset_spec, list_datasets, register_dataset)
+from .names import class_names
 from .root import data_root, project_root
 from .synthetic import SyntheticDataset
 
-__all__ = ["build_dataset", "list_datasets", "register_dataset", "dataset_spec", "data_root", "project_root",
-           "import_data", "describe_data", "ensure_smoke_inputs", "SmokeInputs", "load_sample_images",
-           "SampleImages", "imagenet_wnids",
+__all__ = ["build_dataset", "class_names", "list_datasets", "register_dataset", "dataset_spec", "data_root",
+           "project_root", "import_data", "describe_data", "ensure_smoke_inputs", "SmokeInputs",
+           "load_sample_images", "SampleImages", "imagenet_wnids",
            "imagenet_class_index", "imagenet_samples_dataset", "SyntheticDataset", "LorspDataset",
            "BadImageError", "DatasetNotFoundError", "ChecksumError", "UnsafeArchiveError", "BAD_IMAGE_POLICIES",
            "EUROSAT_SPLIT_SEED", "EUROSAT_TEST_FRACTION", "load_rgb", "to_rgb", "make_transform"]

@@ -169,8 +169,9 @@ def estimate_seconds(run: dict, costs: Costs) -> float:
     return seconds + costs.per_run
 
 
-def _plan_methods(plan) -> tuple[list[str], dict]:
-    """The bench methods of ``plan`` (``lp`` last) and each one's prompter options, from its first run."""
+def _plan_methods(plan, image_size: int | None = None) -> tuple[list[str], dict]:
+    """The bench methods of ``plan`` (``lp`` last) and each one's prompter options, from its first run; a
+    padding prompt's inner size is scaled to ``image_size`` when that differs from the run's."""
     from dataclasses import fields
 
     from .train import TrainConfig
@@ -178,21 +179,27 @@ def _plan_methods(plan) -> tuple[list[str], dict]:
     config_keys = {f.name for f in fields(TrainConfig)} | {"tags"}
     options: dict = {}
     for item in plan:
-        method = BENCH_METHOD.get(_label(item["run"]), "lorsp")
-        options.setdefault(method, {k: v for k, v in item["run"].items() if k not in config_keys})
+        run = item["run"]
+        method = BENCH_METHOD.get(_label(run), "lorsp")
+        if method not in options:
+            options[method] = {k: v for k, v in run.items() if k not in config_keys}
+            if image_size and "inner_size" in options[method]:
+                inner = options[method]["inner_size"] * image_size / run["image_size"]
+                options[method]["inner_size"] = max(1, round(inner))
     options.pop("lp", None)
     return sorted(options) + ["lp"], options
 
 
-def measure_costs(plan, device: str, steps: int = 3, warmup: int = 2, per_run: float = 3.0) -> Costs:
+def measure_costs(plan, device: str, steps: int = 3, warmup: int = 2, per_run: float = 3.0,
+                  image_size: int | None = None, batch_size: int | None = None) -> Costs:
     """Time ``steps`` training steps of every method of ``plan`` (and LP's forward, the evaluation's cost) on
-    ``device`` at the plan's batch size and resolution with :func:`lorsp.bench.run_bench`, interleaved;
-    ``per_run`` is the assumed fixed cost per run (corrected while the window runs)."""
+    ``device`` at the plan's batch size and resolution (or those given) with :func:`lorsp.bench.run_bench`,
+    interleaved; ``per_run`` is the assumed fixed cost per run (corrected while the window runs)."""
     from .bench import run_bench
 
     first = plan[0]["run"]
-    batch, size = first["batch_size"], first["image_size"]
-    methods, options = _plan_methods(plan)
+    batch, size = batch_size or first["batch_size"], image_size or first["image_size"]
+    methods, options = _plan_methods(plan, size)
     rows = run_bench(methods=methods, backbones=(first["backbone"],), batch_size=batch, image_size=size,
                      device=device, steps=steps, warmup=warmup, num_classes=10, prompter_kwargs=options)
     return costs_from_bench(rows, per_run=per_run,
@@ -454,6 +461,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--per-run-s", type=float, default=3.0, help="assumed fixed seconds per run (default 3)")
     p.add_argument("--results", default=None, help="a results folder: its finished runs cost nothing")
     p.add_argument("--markdown", action="store_true", help="a Markdown table")
+    p = sub.add_parser("costs", help="time every method of the plan (lorsp bench) into the record that "
+                                     "`plan --costs-from` reads")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--image-size", type=int, default=None, help="default: the plan's (224)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the plan's (256)")
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--output", required=True, help="the JSON record to write (lorsp bench's format)")
     p = sub.add_parser("run", help="check the pack, measure the steps, run the plan in order within --minutes")
     p.add_argument("--pack", required=True, help="the pack folder (`lorsp data pack`); it becomes the data root")
     p.add_argument("--out", default=f"results/{WINDOW_SCALE}", help="results folder (one folder per run)")
@@ -467,7 +482,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    blocks = [b for b in args.blocks.split(",") if b] if args.blocks else None
+    blocks = [b for b in args.blocks.split(",") if b] if getattr(args, "blocks", None) else None
     if args.window_command == "plan":
         rows = json.loads(Path(args.costs_from).read_text(encoding="utf-8"))["rows"]
         costs = costs_from_bench(rows, per_run=args.per_run_s, floor_images_per_s=args.floor_images_per_s)
@@ -477,6 +492,14 @@ def main(args) -> int:
             done = {i["key"] for i in plan if _finished(Path(args.results) / i["key"] / "record.json")}
         rows, per_block = plan_table(plan, costs, done)
         print(format_plan(rows, per_block, markdown=args.markdown))
+        return 0
+    if args.window_command == "costs":
+        from .bench import bench_meta, format_table, write_json
+        costs = measure_costs(window_plan(), args.device, steps=args.steps, warmup=args.warmup,
+                              image_size=args.image_size, batch_size=args.batch_size)
+        meta = {**bench_meta(args.device), "what": "lorsp gpu-window costs: every method of the window plan"}
+        write_json(costs.bench_rows, args.output, meta=meta)
+        print(format_table(costs.bench_rows))
         return 0
     summary = run_window(args.out, args.pack, minutes=args.minutes, smoke=args.smoke, device=args.device,
                          blocks=blocks, bundle=args.bundle, summary=args.summary, started=args.started,

@@ -338,32 +338,14 @@ def run_window(results_dir, pack, minutes: float = 9.0, smoke: bool = False, dev
                blocks=None, bundle=None, summary=None, started: float | None = None, costs: Costs | None = None,
                log=print) -> dict:
     """Run the window plan into ``results_dir`` within ``minutes`` (from ``started``, a ``time.time()``, default
-    now) and return the summary (also written to ``summary``, default ``<results_dir>/summary.json``)."""
-    import torch
-
+    now) and return the summary (also written to ``summary``, default ``<results_dir>/summary.json``).
+    ``costs`` (default: measured on ``device`` first) feed the estimates."""
     started = time.time() if started is None else float(started)
     deadline = started + 60.0 * float(minutes)
     results_dir = Path(results_dir)
-    manifest = check_pack(pack)
-    os.environ["LORSP_DATA"] = str(Path(pack).resolve())  # the pack is the data root: runs keep path-free keys
-    os.environ["HF_HUB_OFFLINE"] = "1"  # timm never reaches for the hub here
-    os.environ.setdefault("LORSP_OFFLINE", "1")
     device = device or ("cpu" if smoke else "cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise WindowError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA device (run the "
-                          f"smoke plan on a CPU with DEVICE=cpu SMOKE=1)")
     plan = window_plan(smoke, device, blocks)
-    needed = {item["run"]["dataset"] for item in plan}
-    for name, counts in window_setup(smoke, device).datasets.items():
-        if name not in needed:
-            continue
-        held = manifest["datasets"].get(name, {}).get("splits", {})
-        for split, key in (("train", "train_per_class"), ("test", "test_per_class")):
-            if held.get(split, {}).get("per_class", 0) < counts[key]:
-                raise WindowError(f"the pack {pack} holds {held.get(split, {}).get('per_class', 0)} {split} images per "
-                                  f"class of {name}, the plan needs {counts[key]}: make the pack with "
-                                  f"`lorsp data pack{' --dataset ...' if smoke else ''}`")
-    summary_path = Path(summary) if summary else results_dir / "summary.json"
+    manifest = _prepare(pack, plan, smoke, device)
     results_dir.mkdir(parents=True, exist_ok=True)
     done = {item["key"] for item in plan if _finished(results_dir / item["key"] / "record.json")}
     todo = [item for item in plan if not item["shared_with"] and item["key"] not in done]
@@ -375,50 +357,107 @@ def run_window(results_dir, pack, minutes: float = 9.0, smoke: bool = False, dev
         log(f"measured the step of every method in {time.time() - t:.1f} s ({costs.source}):")
         for method, seconds in costs.train.items():
             log(f"  {method:8s} {1e3 * seconds:8.3f} ms per image")
-    summary_data = dict(plan=WINDOW_SCALE, smoke=smoke, device=device, minutes=minutes,
-                        gpu=torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-                        torch=torch.__version__, pack=dict(path=str(pack), total_bytes=manifest.get("total_bytes"),
-                                                           created=manifest.get("created")),
-                        costs=costs.to_dict() if costs else None, runs=[], stopped=None)
+    state = _State(plan, results_dir, Path(summary) if summary else results_dir / "summary.json", bundle, started,
+                   [item["key"] for item in plan if item["key"] in done and not item["shared_with"]])
+    state.summary.update(_session_facts(smoke, device, minutes, pack, manifest, costs))
     if costs is not None:
-        rows, per_block = plan_table(plan, costs, done)
-        summary_data["expected_minutes"] = {b: s / 60 for b, s in per_block.items()}
+        per_block = plan_table(plan, costs, done)[1]
+        state.summary["expected_minutes"] = {b: s / 60 for b, s in per_block.items()}
         log("expected minutes per block, from the measured costs:\n" + format_plan([], per_block))
+    _run_in_order(todo, costs, deadline, state, log)
+    state.save()
+    for row in state.summary["accuracy"]:
+        spread = "" if row["std_pct"] is None else f" ± {row['std_pct']:.2f}"
+        log(f"  {row['block']:22s} {row['dataset']:14s} {row['label']:12s} {row['accuracy_pct']:6.2f}{spread} % "
+            f"({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})")
+    log(f"gpu-window: {len(state.finished)} of {len({i['key'] for i in plan})} runs have records in {results_dir}; "
+        f"{(time.time() - started) / 60:.1f} min since the start")
+    return state.summary
+
+
+def _prepare(pack, plan, smoke: bool, device: str) -> dict:
+    """Check the pack (and that it holds the plan's images), make it the data root with no hub access, and
+    check the device; return the pack's manifest."""
+    import torch
+
+    manifest = check_pack(pack)
+    os.environ["LORSP_DATA"] = str(Path(pack).resolve())  # the pack is the data root: runs keep path-free keys
+    os.environ["HF_HUB_OFFLINE"] = "1"  # timm never reaches for the hub here
+    os.environ.setdefault("LORSP_OFFLINE", "1")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise WindowError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA device (run the "
+                          f"smoke plan on a CPU with DEVICE=cpu SMOKE=1)")
+    needed = {item["run"]["dataset"] for item in plan}
+    for name, counts in window_setup(smoke, device).datasets.items():
+        held = manifest["datasets"].get(name, {}).get("splits", {})
+        for split, key in (("train", "train_per_class"), ("test", "test_per_class")):
+            has = held.get(split, {}).get("per_class", 0)
+            if name in needed and has < counts[key]:
+                raise WindowError(f"the pack {pack} holds {has} {split} images per class of {name}, the plan needs "
+                                  f"{counts[key]}: make the pack with `lorsp data pack`"
+                                  f"{' --dataset ' + name + '=TRAIN/TEST' if smoke else ''}")
+    return manifest
+
+
+def _session_facts(smoke, device, minutes, pack, manifest, costs) -> dict:
+    import torch
+
+    return dict(plan=WINDOW_SCALE, smoke=smoke, device=device, minutes=minutes,
+                gpu=torch.cuda.get_device_name(0) if device.startswith("cuda") else None, torch=torch.__version__,
+                pack=dict(path=str(pack), total_bytes=manifest.get("total_bytes"), created=manifest.get("created")),
+                costs=costs.to_dict() if costs else None, runs=[], stopped=None)
+
+
+@dataclass
+class _State:
+    """What a window has done so far, saved (summary, bundle) after every run."""
+
+    plan: list
+    results_dir: Path
+    summary_path: Path
+    bundle: object
+    started: float
+    finished: list
+    summary: dict = field(default_factory=dict)
+
+    def save(self) -> None:
+        self.summary["accuracy"] = _accuracy_table(self.plan, self.results_dir)
+        self.summary["elapsed_s"] = time.time() - self.started
+        self.summary["finished_runs"] = len(self.finished)
+        _write_json(self.summary, self.summary_path)
+        if self.bundle:
+            _write_bundle(self.results_dir, self.finished, self.summary_path, Path(self.bundle))
+
+
+def _run_in_order(todo, costs: Costs, deadline: float, state: _State, log) -> None:
+    """Train ``todo`` in order while each run's estimate, scaled by how the runs so far compared with theirs,
+    still ends before ``deadline``; save the state after each run."""
     estimated_sum = actual_sum = 0.0
-    finished_keys = [item["key"] for item in plan if item["key"] in done and not item["shared_with"]]
     for index, item in enumerate(todo):
         run = item["run"]
         estimate = estimate_seconds(run, costs)
         correction = min(5.0, max(0.5, actual_sum / estimated_sum)) if estimated_sum else 1.0
         left = deadline - time.time()
         if estimate * correction > left:
-            summary_data["stopped"] = (f"before {item['block']} {run['tags']['label']} seed {run['seed']}: expected "
-                                       f"{estimate * correction:.0f} s, {max(left, 0):.0f} s left; {len(todo) - index} "
-                                       f"runs not started (run again to continue)")
-            log("gpu-window: stopped " + summary_data["stopped"])
-            break
+            state.summary["stopped"] = (f"before {item['block']} {run['tags']['label']} seed {run['seed']}: "
+                                        f"expected {estimate * correction:.0f} s, {max(left, 0):.0f} s left; "
+                                        f"{len(todo) - index} runs not started (run again to continue)")
+            log("gpu-window: stopped " + state.summary["stopped"])
+            return
         log(f"[{index + 1}/{len(todo)}] {item['block']}: {run['tags']['label']} seed {run['seed']} "
             f"({item['key']}), expected {estimate * correction:.1f} s")
         t = time.time()
-        record = _train(run, results_dir)
+        record = _train(run, state.results_dir)
         seconds = time.time() - t
         estimated_sum, actual_sum = estimated_sum + estimate, actual_sum + seconds
-        finished_keys.append(item["key"])
+        state.finished.append(item["key"])
         accuracy = record.get("final_accuracy")
-        summary_data["runs"].append(dict(key=item["key"], block=item["block"], label=run["tags"]["label"],
-                                         seed=run["seed"], status=record.get("status"), estimated_s=estimate,
-                                         seconds=seconds, accuracy_pct=None if accuracy is None else 100 * accuracy))
-        log(f"    {record.get('status')} in {seconds:.1f} s, accuracy "
+        state.summary["runs"].append(dict(key=item["key"], block=item["block"], label=run["tags"]["label"],
+                                          seed=run["seed"], status=record.get("status"), estimated_s=estimate,
+                                          seconds=seconds, accuracy_pct=None if accuracy is None else 100 * accuracy))
+        log(f"    {record.get('status')} in {seconds:.1f} s (estimated {estimate:.1f} s), accuracy "
             f"{'–' if accuracy is None else f'{100 * accuracy:.2f}%'}")
-        _finish(summary_data, plan, results_dir, summary_path, finished_keys, bundle, started)
-    _finish(summary_data, plan, results_dir, summary_path, finished_keys, bundle, started)
-    for row in summary_data["accuracy"]:
-        spread = "" if row["std_pct"] is None else f" ± {row['std_pct']:.2f}"
-        log(f"  {row['block']:22s} {row['dataset']:14s} {row['label']:12s} {row['accuracy_pct']:6.2f}{spread} % "
-            f"({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})")
-    log(f"gpu-window: {len(finished_keys)} of {len({i['key'] for i in plan})} runs have records in {results_dir}; "
-        f"{(time.time() - started) / 60:.1f} min since the start")
-    return summary_data
+        state.save()
 
 
 def _train(run: dict, results_dir: Path) -> dict:
@@ -434,15 +473,6 @@ def _train(run: dict, results_dir: Path) -> dict:
         raise WindowError(f"run {run['tags']['label']} seed {run['seed']} got its weights from {source!r}, not from "
                           f"the pack's file; stopping (the window never uses downloaded weights)")
     return record
-
-
-def _finish(summary_data, plan, results_dir, summary_path, finished_keys, bundle, started) -> None:
-    summary_data["accuracy"] = _accuracy_table(plan, results_dir)
-    summary_data["elapsed_s"] = time.time() - started
-    summary_data["finished_runs"] = len(finished_keys)
-    _write_json(summary_data, summary_path)
-    if bundle:
-        _write_bundle(results_dir, finished_keys, summary_path, Path(bundle))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -208,18 +208,33 @@ def measure_costs(plan, device: str, steps: int = 3, warmup: int = 2, per_run: f
 
 
 def costs_from_bench(rows, per_run: float = 3.0, floor_images_per_s: float | None = None, source: str = "") -> Costs:
-    """:class:`Costs` from ``lorsp bench`` rows: each method's median step per image. With
-    ``floor_images_per_s`` the rows' *ratios to the floor* are used instead, scaled to a floor of that many
-    images per second: the way to carry costs measured on one device to an assumed speed of another."""
-    train = {}
+    """:class:`Costs` from ``lorsp bench`` rows: each plan method's median step per image (the median over rows
+    of the same method, e.g. from several records). With ``floor_images_per_s`` the rows' *ratios to the floor*
+    (paired where recorded) are used instead, scaled to a floor of that many images per second: the way to
+    carry costs measured on one device to an assumed speed of another. A plan method without a row costs as
+    much as the costliest prompt method that has one (an upper bound: LoRSP's generator is the costliest), and
+    ``source`` says which were so filled in."""
+    wanted = set(BENCH_METHOD.values())
+    values: dict = {}
     for row in rows:
+        if row["method"] not in wanted:
+            continue
         if floor_images_per_s:
-            seconds = row["ratio_to_floor"] / floor_images_per_s
+            ratio = row.get("ratio_to_floor_paired") or row["ratio_to_floor"]
+            seconds = ratio / floor_images_per_s
         else:
             seconds = row["step_ms"] / 1e3 / row["batch_size"]
-        train[row["method"]] = seconds
-    if "lp" not in train:
+        values.setdefault(row["method"], []).append(seconds)
+    if "lp" not in values:
         raise ValueError("the bench rows have no 'lp' row (the evaluation forward's cost); bench with lp too")
+    train = {method: statistics.median(v) for method, v in values.items()}
+    prompts = {m: v for m, v in train.items() if m != "lp"}
+    missing = sorted(wanted - set(train))
+    if missing and prompts:
+        costliest = max(prompts, key=prompts.get)
+        for method in missing:
+            train[method] = prompts[costliest]
+        source += f"{'; ' if source else ''}no rows for {', '.join(missing)}: costed as {costliest} (upper bound)"
     return Costs(train=train, eval=train["lp"], per_run=per_run, source=source, bench_rows=list(rows))
 
 
@@ -484,8 +499,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("plan", help="print the plan with estimated seconds per run and minutes per block")
     p.add_argument("--smoke", action="store_true", help="the tiny CPU plan")
     p.add_argument("--blocks", default=None, help="comma-separated blocks (default: all)")
-    p.add_argument("--costs-from", required=True, metavar="BENCH_JSON",
-                   help="a `lorsp bench --output` record of the plan's methods (with lp) to take the costs from")
+    p.add_argument("--costs-from", required=True, nargs="+", metavar="BENCH_JSON",
+                   help="`lorsp bench --output` records (with lp) to take the costs from (median over records)")
     p.add_argument("--floor-images-per-s", type=float, default=None,
                    help="carry the record's ratios to the floor to a device whose floor runs this many images/s")
     p.add_argument("--per-run-s", type=float, default=3.0, help="assumed fixed seconds per run (default 3)")
@@ -514,8 +529,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     blocks = [b for b in args.blocks.split(",") if b] if getattr(args, "blocks", None) else None
     if args.window_command == "plan":
-        rows = json.loads(Path(args.costs_from).read_text(encoding="utf-8"))["rows"]
+        rows = [row for path in args.costs_from for row in json.loads(Path(path).read_text(encoding="utf-8"))["rows"]]
         costs = costs_from_bench(rows, per_run=args.per_run_s, floor_images_per_s=args.floor_images_per_s)
+        print(f"costs ({costs.source or 'as measured'}): " + ", ".join(
+            f"{m} {1e3 * v:.3f} ms/image" for m, v in sorted(costs.train.items())) + f"; {costs.per_run:g} s per run")
         plan = window_plan(args.smoke, None, blocks)
         done = set()
         if args.results:

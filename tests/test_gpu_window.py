@@ -240,3 +240,19 @@ def test_the_window_script_says_when_there_is_no_gpu(tmp_path):
     env = {**os.environ, "PACK": str(tmp_path / "pack"), "OUT": str(tmp_path / "out")}
     done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "no GPU here" in done.stdout + done.stderr
+
+
+def test_the_readmes_h100_estimate_is_what_the_code_computes_from_the_committed_records():
+    records = sorted((REPO / "benchmarks").glob("cpu-mobilenetv2-128-[abc].json"))
+    assert len(records) == 3
+    rows = [row for path in records for row in json.loads(path.read_text())["rows"]]
+    readme = (REPO / "benchmarks" / "README.md").read_text()
+    for floor, column in ((4626, 3), (2313, 4)):
+        costs = gw.costs_from_bench(rows, per_run=3.0, floor_images_per_s=floor)
+        assert "no rows for dropout, evp, lpf, pad, topk: costed as lorsp (upper bound)" in costs.source
+        assert costs.train["pad"] == costs.train["lorsp"] > costs.train["lorvp"] > costs.eval
+        per_block = gw.plan_table(gw.window_plan(), costs)[1]
+        line = next(line for line in readme.splitlines() if line.startswith("| `table2-cifar10` | 21 |"))
+        shown = line.split("|")[column + 1].strip().strip("*")
+        assert f"{per_block['table2-cifar10'] / 60:.1f}" == shown
+    assert per_block["table2-cifar10"] / 60 < 10  # even the pessimistic bound fits one 10-minute command

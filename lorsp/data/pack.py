@@ -127,6 +127,9 @@ def pack_data(output, datasets: dict, root=None, seed: int = 0, weights=(MOBILEN
                 "source_root": str(source), "seed": int(seed), "filter": FILTER, "datasets": {}, "weights": {}}
     try:
         for name, counts in datasets.items():
+            if ":" in name or "/" in name:
+                raise PackError(f"cannot pack dataset {name!r}: give a registered dataset name (cifar10, "
+                                f"tiny-imagenet, …), whose packed copy a run then finds under that name")
             entry = manifest["datasets"][name] = {"splits": {}}
             for split, key in (("train", "train_per_class"), ("test", "test_per_class")):
                 per_class = counts.get(key)

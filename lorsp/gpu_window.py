@@ -368,7 +368,7 @@ def run_window(results_dir, pack, minutes: float = 9.0, smoke: bool = False, dev
         f"done, {len(todo)} to run; budget {minutes:g} min, {max(0.0, deadline - time.time()) / 60:.1f} min left")
     if costs is None and todo:
         t = time.time()
-        costs = measure_costs(plan, device, steps=1 if smoke else 3, warmup=1 if smoke else 2)
+        costs = measure_costs(plan, device, steps=1 if smoke else 3, warmup=0 if smoke else 2)
         log(f"measured the step of every method in {time.time() - t:.1f} s ({costs.source}):")
         for method, seconds in costs.train.items():
             log(f"  {method:8s} {1e3 * seconds:8.3f} ms per image")

@@ -289,8 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
                             epilog="example:\n  lorsp data fetch --root /scratch/data\n",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--root", default=None, help="data root (default: $LORSP_DATA or data/)")
+    from .data.pack import add_pack_arguments
+    add_pack_arguments(data_sub.add_parser(
+        "pack", help="pack a data subset and the weights into <= 40 MiB (a data root for a GPU machine)",
+        description="Write the GPU-window plan's images (native resolution, uint8) and the MobileNetV2 weights "
+                    "into one folder with a manifest of sha256 sums (lorsp.data.pack).",
+        epilog="example:\n  lorsp data pack .carry/window-pack\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter))
 
     _add_bench_parser(sub)
+    from . import gpu_window
+    gpu_window.add_arguments(sub.add_parser(
+        "gpu-window", help="the mini grid re-sized to a 10-minute GPU window: plan, run",
+        description=gpu_window.__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lorsp gpu-window run --pack .carry/window-pack --minutes 9\n"
+               "  lorsp gpu-window plan --costs-from benchmarks/cpu-window-costs-224.json --floor-images-per-s 4600\n"))
     return parser
 
 
@@ -455,6 +468,9 @@ def _cmd_data(args) -> int:
     elif args.data_command == "fetch":
         from .data.fetch import ensure_smoke_inputs
         _print_result([r.to_dict() for r in ensure_smoke_inputs(args.root).results])
+    elif args.data_command == "pack":
+        from .data.pack import pack_main
+        return pack_main(args)
     else:
         _print_result(data.describe_data(root=args.root))
     return 0
@@ -468,7 +484,13 @@ def _cmd_bench(args) -> int:
     return result if isinstance(result, int) else 0
 
 
-COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "params": _cmd_params, "data": _cmd_data, "bench": _cmd_bench}
+def _cmd_gpu_window(args) -> int:
+    from . import gpu_window
+    return gpu_window.main(args)
+
+
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "params": _cmd_params, "data": _cmd_data, "bench": _cmd_bench,
+            "gpu-window": _cmd_gpu_window}
 
 
 def main(argv=None) -> int:

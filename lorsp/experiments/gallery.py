@@ -31,6 +31,15 @@ class Gallery:
     source: str
 
 
+def _readable_names(data) -> list[str] | None:
+    """The dataset's classes in words (Tiny-ImageNet's WordNet ids become ``goldfish``…), or None."""
+    from ..data import class_names
+    try:
+        return class_names(data)
+    except TypeError:
+        return None
+
+
 def prompt_gallery(runs: Sequence[dict], results_dir, n_images: int = 6, device: str = "cpu") -> Gallery:
     """The trained prompters of ``runs`` (Fig. 5: LoR-VP and LoRSP) applied to ``n_images`` real test images.
 
@@ -57,7 +66,7 @@ def prompt_gallery(runs: Sequence[dict], results_dir, n_images: int = 6, device:
                 if len(chosen) == n_images:
                     break
             images = torch.stack([data[i][0] for i in chosen])
-            names = getattr(data, "classes", None)
+            names = _readable_names(data)
             labels = [str(names[int(data[i][1])]) if names else str(int(data[i][1])) for i in chosen]
             source = (f"{len(chosen)} test images of {config.dataset} ({config.image_size}×{config.image_size} px), "
                       f"one per class")

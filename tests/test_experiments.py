@@ -273,7 +273,7 @@ def test_run_grid_skips_existing_records(tmp_path, monkeypatch):
         ex._write_record(record, ex._record_path(results_dir, run))
         return record
 
-    monkeypatch.setattr(ex, "train_one", fake_train_one)
+    monkeypatch.setattr(ex.runner, "train_one", fake_train_one)   # run_grid looks it up in its module
     frame = ex.run_grid(runs[:1], tmp_path, progress=False)
     assert len(calls) == 1 and frame[ex.ACCURACY].tolist() == [50.0]
     frame = ex.run_grid(runs + runs, tmp_path, progress=False)   # the first is done; duplicates train once

@@ -1,0 +1,60 @@
+"""The book's experiment grids (Tables II–VI, Figs. 3a, 4, 5), run through the engine, and the claims.
+
+Every experiment chapter of the book does the same four things, all from here:
+
+1. :func:`grid` ``(chapter, scale)`` — the list of runs of that chapter at that scale. A run is a flat,
+   JSON-able dict of :class:`lorsp.train.TrainConfig` fields (``backbone, dataset, method, head, epochs,
+   ...`` and the prompter's options such as ``groups, rank, tau, v_threshold, keep_ratio``) plus a
+   ``"tags"`` dict (the method's label in the paper's words, the chapter...) that is not passed to the
+   trainer. Runs are identified by :func:`run_key` (a hash of the config without tags), so a run shared by
+   two chapters (LoRSP at G=4, r=4 is in four of them) is trained once.
+2. :func:`run_grid` ``(runs, results_dir, resume=True)`` — trains each run with ``lorsp.train.train``
+   unless its record ``<results_dir>/<key>/record.json`` exists (so an interrupted chapter resumes), and returns a
+   DataFrame with one row per run (accuracy in percent, firing rate, sparsity, seconds...).
+3. :func:`summarise` (mean ± std over seeds) and :func:`compare`: the paper's numbers (labelled, from
+   :mod:`lorsp.paper`), ours at this scale and ours at larger scales (records committed under
+   ``results/<scale>/``) side by side.
+4. :func:`claims` — which of the paper's claims hold at this scale, computed from the numbers: a
+   difference smaller than the spread over seeds is a *tie*, not a win; with a single seed the verdict is
+   *undecided* unless a tolerance is stated.
+
+Scales (``LORSP_SCALE``, :mod:`lorsp.scale`): ``smoke`` (CPU, seconds per run, CI), ``mini`` (one GPU,
+MobileNetV2 on CIFAR-10 / Tiny-ImageNet subsets at the full protocol) and ``paper`` (the paper's
+backbones and datasets). :func:`scale_setup` says exactly which data, weights, image counts, resolution
+and epochs a scale uses, and which fallbacks it took.
+
+The package, one job per module: :mod:`.scales` (what each scale runs), :mod:`.methods` (the paper's method
+labels and their engine configs), :mod:`.grid` (each chapter's runs, run keys, the runs folder, banner
+facts), :mod:`.records` (run records and their rows), :mod:`.runner` (training through the engine, the
+command line ``python -m lorsp.experiments``), :mod:`.evaluation` (shifted test sets, trained models),
+:mod:`.tables` (summaries and side-by-side tables), :mod:`.claims` (the paper's claims checked on the
+numbers) and :mod:`.gallery` (Fig. 5). Everything public is importable from ``lorsp.experiments``.
+"""
+from __future__ import annotations
+
+from .claims import Claim, chapter_claims, claim_pairs, claims, closing_paragraph, _combine, _verdict
+from .evaluation import engine_evaluate_shifts, evaluate_shifts, load_run_model, test_set_of
+from .gallery import Gallery, GalleryPanel, gallery_claims, prompt_gallery
+from .grid import (BACKBONE_ROWS, CHAPTERS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS, OOD_ROWS, RANK_SWEEP,
+                   RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS, TAU_SWEEP, V_THRESHOLD_SWEEP,
+                   _config_only, chapter_facts, grid, missing_methods, run_key, runs_dir)
+from .methods import (DOWNSTREAM_FACTORS, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
+                      TRANSFORMER_BACKBONES, label_of, method_config, not_applicable, unavailable)
+from .records import ACCURACY, _read_record, _record_path, _write_record, records_frame
+from .runner import collect, main, run_grid, train_one
+from .scales import _REPO, SCALES, ScaleSetup, scale_setup
+from .tables import (PAPER_HYPER_FINDINGS, chapter_table, compare, hyper_long, larger_scales, load_larger,
+                     ood_long, style_compare, summarise, sweep_frame)
+
+__all__ = [
+    "SCALES", "CHAPTERS", "METHOD_LABELS", "ScaleSetup", "scale_setup", "method_config", "label_of", "grid",
+    "run_key", "run_grid", "collect", "records_frame", "summarise", "compare", "style_compare",
+    "larger_scales", "load_larger", "sweep_frame", "Claim", "claims", "claim_pairs", "evaluate_shifts", "RESULTS_ROOT",
+    "RUNS_ROOT", "runs_dir", "ACCURACY", "not_applicable", "chapter_facts", "chapter_table", "chapter_claims",
+    "closing_paragraph", "ood_long", "hyper_long", "prompt_gallery", "gallery_claims", "load_run_model",
+    "test_set_of", "train_one", "missing_methods", "unavailable",
+    "BACKBONE_ROWS", "DOWNSTREAM_ROWS", "OOD_ROWS", "SPARSIFIER_ROWS", "PAPER_HYPER_FINDINGS", "Gallery",
+    "GalleryPanel", "engine_evaluate_shifts", "main", "DOWNSTREAM_FACTORS", "OOD_FACTORS", "LORSP_LIF_DEFAULTS",
+    "SPARSIFIER_RATIOS", "GROUPS_SWEEP", "RANK_SWEEP", "TAU_SWEEP", "V_THRESHOLD_SWEEP", "PAD_INNER_AT_224",
+    "TRANSFORMER_BACKBONES",
+]

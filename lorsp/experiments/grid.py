@@ -1,0 +1,209 @@
+"""The runs of each chapter at each scale (:func:`grid`), their keys (:func:`run_key`), where they are
+written (:func:`runs_dir`) and what a chapter's banner says about them (:func:`chapter_facts`)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from .methods import label_of, method_config, not_applicable, unavailable
+from .scales import _REPO, ScaleSetup, _count, scale_setup
+
+
+CHAPTERS = ("sparsifiers", "backbones", "downstream", "ood", "hyperparameters", "prompt_gallery")
+
+#: committed run records of the larger scales: results/<scale>/<key>/record.json (mini and paper only)
+RESULTS_ROOT = _REPO / "results"
+#: where the book's runs go when executed (git-ignored): runs/<scale>/
+RUNS_ROOT = _REPO / "runs"
+
+#: the paper's LoRSP setting for OOD (Sec. IV-A3; downstream tasks: methods.DOWNSTREAM_FACTORS)
+OOD_FACTORS = dict(groups=2, rank=2)
+SPARSIFIER_RATIOS = (0.1, 0.2, 0.5, 0.8)
+GROUPS_SWEEP = (1, 2, 4, 8)
+RANK_SWEEP = (1, 2, 4, 8)
+TAU_SWEEP = (1.5, 2.0, 3.0, 4.0)
+#: [reading] the paper does not print its threshold values; we sweep below, at and above the default 0
+V_THRESHOLD_SWEEP = (-0.01, 0.0, 0.01, 0.05)
+#: the rows (method labels) of each chapter's side-by-side table, in the paper's order
+SPARSIFIER_ROWS = ([f"Top-k {round(r * 100)}%" for r in SPARSIFIER_RATIOS]
+                   + [f"Dropout {round(r * 100)}%" for r in SPARSIFIER_RATIOS] + ["LPF", "LoRSP"])
+BACKBONE_ROWS = ["LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP"]
+DOWNSTREAM_ROWS = ["LP", "VPT", "AutoVP", "LoR-VP", "LoRSP"]
+OOD_ROWS = ["LP", "EVP", "LoR-VP", "LoRSP"]
+
+
+def _run(setup: ScaleSetup, chapter: str, label: str, dataset: str, backbone: str, seed: int,
+         factors: dict | None = None, tags: dict | None = None, **prompter_kwargs) -> dict[str, Any]:
+    config = dict(backbone=backbone, **setup.train_kwargs(dataset), seed=seed)
+    config.update(method_config(label, setup.image_size, factors, **prompter_kwargs))
+    shown = label
+    if label in ("Top-k", "Dropout"):
+        shown = label_of(config)
+    config["tags"] = dict(chapter=chapter, label=shown, scale=setup.scale, **(tags or {}))
+    return config
+
+
+def grid(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None) -> list[dict[str, Any]]:
+    """The runs of ``chapter`` (one of :data:`CHAPTERS`) at ``scale``: a list of TrainConfig-like dicts.
+
+    - ``sparsifiers`` (Table VI): Top-k and Dropout at keep ratios 10/20/50/80 % of LPF's prompt, LoRSP
+      and LPF, G = r = 4.
+    - ``backbones`` (Tables II and V): LP, ILM-VP, AutoVP, EVP, LoR-VP, LPF, LoRSP over the scale's
+      backbones and Table II datasets.
+    - ``downstream`` (Table III): LP, VPT (transformers only), AutoVP, LoR-VP, LoRSP over the scale's
+      datasets; VPT on a CNN is *not run* (see :func:`not_applicable`).
+    - ``ood`` (Table IV): LP, EVP, LoR-VP and LoRSP (G = r = 2) trained on the source set; each run's tags
+      carry ``eval_on`` (the shifted test sets) for :func:`evaluate_shifts`.
+    - ``hyperparameters`` (Figs. 3a, 4): groups G ∈ {1, 2, 4, 8} at r = 4, rank r ∈ {1, 2, 4, 8} at G = 4,
+      tau ∈ {1.5, 2, 3, 4} and V_th ∈ :data:`V_THRESHOLD_SWEEP` at the defaults; the default point is one
+      run whose ``tags["sweeps"]`` lists every sweep it lies on (see :func:`sweep_frame`).
+    - ``prompt_gallery`` (Fig. 5): LoR-VP and LoRSP on the gallery dataset (their trained prompters are
+      drawn on real test images).
+    """
+    setup = setup or scale_setup(scale)
+    runs: list[dict[str, Any]] = []
+    if chapter == "sparsifiers":
+        backbones = setup.backbones if setup.scale != "paper" else ("vit_b32", "resnet50")
+        dataset = setup.table2_datasets[0]
+        for backbone in backbones:
+            for seed in setup.seeds:
+                for ratio in SPARSIFIER_RATIOS:
+                    for label in ("Top-k", "Dropout"):
+                        runs.append(_run(setup, chapter, label, dataset, backbone, seed, keep_ratio=ratio,
+                                         tags=dict(keep_ratio=ratio)))
+                for label in ("LPF", "LoRSP"):
+                    runs.append(_run(setup, chapter, label, dataset, backbone, seed))
+    elif chapter == "backbones":
+        for dataset in setup.table2_datasets:
+            for backbone in setup.backbones:
+                for seed in setup.seeds:
+                    for label in ("LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP"):
+                        runs.append(_run(setup, chapter, label, dataset, backbone, seed))
+    elif chapter == "downstream":
+        backbone = "vit_b32" if setup.scale == "paper" else setup.backbones[0]
+        for dataset in setup.table3_datasets:
+            for seed in setup.seeds:
+                for label in ("LP", "VPT", "AutoVP", "LoR-VP", "LoRSP"):
+                    if not_applicable(label, backbone):
+                        continue
+                    runs.append(_run(setup, chapter, label, dataset, backbone, seed))
+    elif chapter == "ood":
+        backbone = "vit_b32" if setup.scale == "paper" else setup.backbones[0]
+        for seed in setup.seeds:
+            for label in ("LP", "EVP", "LoR-VP", "LoRSP"):
+                factors = OOD_FACTORS if label == "LoRSP" else None
+                runs.append(_run(setup, chapter, label, setup.ood_source, backbone, seed, factors=factors,
+                                 tags=dict(eval_on=list(setup.ood_targets))))
+    elif chapter == "hyperparameters":
+        dataset = setup.table2_datasets[0]
+        by_key: dict[str, dict[str, Any]] = {}
+        for backbone in setup.hyper_backbones:
+            for seed in setup.hyper_seeds:
+                points = ([("groups", dict(factors=dict(groups=g, rank=4))) for g in GROUPS_SWEEP]
+                          + [("rank", dict(factors=dict(groups=4, rank=r))) for r in RANK_SWEEP]
+                          + [("tau", dict(tau=t, v_threshold=0.0)) for t in TAU_SWEEP]
+                          + [("v_threshold", dict(tau=4.0, v_threshold=v)) for v in V_THRESHOLD_SWEEP])
+                for sweep, kwargs in points:
+                    run = _run(setup, chapter, "LoRSP", dataset, backbone, seed, tags=dict(sweeps=[sweep]),
+                               **kwargs)
+                    key = run_key(run)
+                    if key in by_key:  # the default point (G=4, r=4, tau=4, V_th=0) is on every sweep
+                        by_key[key]["tags"]["sweeps"].append(sweep)
+                    else:
+                        by_key[key] = run
+        runs.extend(by_key.values())
+    elif chapter == "prompt_gallery":
+        for label in ("LoR-VP", "LoRSP"):
+            runs.append(_run(setup, chapter, label, setup.gallery_dataset, setup.gallery_backbone,
+                             setup.seeds[0]))
+    else:
+        raise KeyError(f"unknown chapter {chapter!r}; expected one of {CHAPTERS}")
+    return [run for run in runs if unavailable(_label_key(run)) is None]
+
+
+def _label_key(run: dict) -> str:
+    label = run["tags"]["label"]
+    return label.split()[0] if label.startswith(("Top-k", "Dropout")) else label
+
+
+def missing_methods(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None) -> dict[str, str]:
+    """Methods of ``chapter`` left out of its grid at this scale, with the reason (VPT on a CNN, a prompter
+    missing from this installation)."""
+    setup = setup or scale_setup(scale)
+    labels = {"sparsifiers": ["Top-k", "Dropout", "LPF", "LoRSP"], "backbones": BACKBONE_ROWS,
+              "downstream": DOWNSTREAM_ROWS, "ood": OOD_ROWS, "hyperparameters": ["LoRSP"],
+              "prompt_gallery": ["LoR-VP", "LoRSP"]}[chapter]
+    backbone = setup.backbones[0] if setup.scale != "paper" else "vit_b32"
+    out = {}
+    for label in labels:
+        reason = not_applicable(label, backbone)
+        if reason:
+            out[label] = reason
+    return out
+
+
+def _config_only(run: dict) -> dict:
+    return {k: v for k, v in run.items() if k != "tags"}
+
+
+def _canonical(value):
+    if isinstance(value, float) and value.is_integer():
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def run_key(run: dict) -> str:
+    """A stable identifier of a run: its label, dataset, backbone, seed and a hash of the whole config.
+
+    Tags do not enter the key, so the same training run listed by two chapters is trained once.
+    """
+    config = _config_only(run)
+    blob = json.dumps(_canonical(config), sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    label = label_of(config).replace(" ", "").replace("%", "pct").replace("/", "-").lower()
+    return f"{config.get('dataset')}-{config.get('backbone')}-{label}-s{config.get('seed')}-{digest}"
+
+
+def runs_dir(scale: str) -> Path:
+    """Where the book writes the runs of ``scale``: ``runs/<scale>`` (git-ignored).
+
+    ``LORSP_RUNS`` overrides the folder. The committed records of larger scales live in
+    ``results/<scale>`` (:data:`RESULTS_ROOT`) and are copied there from a ``runs/`` folder by hand.
+    """
+    root = Path(os.environ.get("LORSP_RUNS") or RUNS_ROOT)
+    return root / scale
+
+
+def chapter_facts(chapter: str, setup: ScaleSetup, runs: Sequence[dict]) -> dict[str, Any]:
+    """The banner facts of a chapter: exactly which data, images, weights, resolution and epochs its runs use."""
+    facts = setup.facts()
+    datasets = list(dict.fromkeys(r["dataset"] for r in runs))
+    facts["data"] = "; ".join(
+        f"{name}: {_count(setup.datasets[name].get('train_per_class'))} train and "
+        f"{_count(setup.datasets[name].get('test_per_class'))} test images per class"
+        + (" (the same subset for a given seed)" if setup.scale != "paper" else "")
+        for name in datasets)
+    facts["backbones"] = ", ".join(dict.fromkeys(r["backbone"] for r in runs))
+    seeds = sorted({r["seed"] for r in runs})
+    facts["seeds"] = ", ".join(map(str, seeds)) + (" (mean ± std over seeds)" if len(seeds) > 1 else
+                                                   " (one seed: claims need a stated tolerance)")
+    steps = {}
+    for name in datasets:
+        per_class = setup.datasets[name].get("train_per_class")
+        classes = {"cifar10": 10, "cifar100": 100, "tiny-imagenet": 200, "synthetic": 10}.get(name)
+        if per_class and classes:
+            steps[name] = setup.epochs * math.ceil(per_class * classes / setup.batch_size)
+    if steps:
+        facts["steps"] = "; ".join(f"{name}: {n} optimisation steps per run" for name, n in steps.items())
+    unique = len({run_key(r) for r in runs})
+    facts["runs"] = (f"{unique} training runs; runs shared with other chapters (same config) are trained "
+                     f"once and reused from the runs folder")
+    return facts

@@ -1,0 +1,104 @@
+"""Run records on disk (``<results_dir>/<run key>/record.json``) and the DataFrame of their rows
+(:func:`records_frame`)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from .grid import _config_only, run_key
+from .methods import label_of
+
+
+ACCURACY = "accuracy_pct"
+
+
+def _engine():
+    try:
+        from .. import train as engine
+    except ImportError as error:  # the engine module is part of this package; this names what is missing
+        raise ImportError(f"lorsp.experiments needs the training engine lorsp.train (TrainConfig, train): "
+                          f"{error}") from error
+    return engine
+
+
+def _record_path(results_dir: Path, run: dict) -> Path:
+    """``<results_dir>/<run_key>/record.json``: the engine's record of the run, with our ``experiment`` entry."""
+    return Path(results_dir) / run_key(run) / "record.json"
+
+
+def _read_record(path: Path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _is_done(path: Path) -> bool:
+    """A record exists and is final: completed, or failed by divergence (rerunning would diverge again)."""
+    if not path.is_file():
+        return False
+    try:
+        record = _read_record(path)
+    except (OSError, json.JSONDecodeError):
+        return False
+    status = record.get("status", "completed")
+    return status == "completed" or str(record.get("reason") or "").startswith("DivergenceError")
+
+
+def _write_record(record: dict, path: Path) -> None:
+    """Write ``record`` atomically as ``path`` (:func:`lorsp.results.write_record`)."""
+    from ..results import write_record
+    record = {k: v for k, v in record.items() if k not in ("record_path", "results_path")}
+    write_record(record, Path(path).parent, name=Path(path).name)
+
+
+_COLUMNS = ["key", "status", "chapter", "label", "scale", "dataset", "backbone", "method", "head", "seed", "groups",
+            "rank", "tau", "v_threshold", "keep_ratio", "sweeps", ACCURACY, "best_accuracy_pct",
+            "firing_rate", "sparsity", "prompt_params", "train_seconds", "weights_source"]
+
+
+def _first(record: dict, *names, default=None):
+    for name in names:
+        if name in record and record[name] is not None:
+            return record[name]
+    return default
+
+
+def records_frame(rows: Iterable[tuple[dict, dict]]) -> pd.DataFrame:
+    """One row per (run, record): the run's tags and config and the record's metrics.
+
+    ``accuracy_pct`` is the record's ``final_accuracy`` (the last epoch's test accuracy, as the paper
+    reports) in percent; ``best_accuracy_pct`` the best epoch's, shown beside it only.
+    """
+    out = []
+    for run, record in rows:
+        tags = run.get("tags", {})
+        config = _config_only(run)
+        final = record.get("final_accuracy")
+        best = record.get("best_accuracy")
+        out.append(dict(
+            key=run_key(run), status=record.get("status", "completed"), chapter=tags.get("chapter"), label=tags.get("label", label_of(config)),
+            scale=tags.get("scale"), dataset=config.get("dataset"), backbone=config.get("backbone"),
+            method=config.get("method"), head=config.get("head"), seed=config.get("seed"),
+            groups=config.get("groups"), rank=config.get("rank"), tau=config.get("tau"),
+            v_threshold=config.get("v_threshold"), keep_ratio=config.get("keep_ratio"),
+            sweeps=tags.get("sweeps"),
+            **{ACCURACY: None if final is None else 100.0 * float(final),
+               "best_accuracy_pct": None if best is None else 100.0 * float(best)},
+            firing_rate=_first(record, "firing_rate", "mean_firing_rate"),
+            sparsity=_first(record, "sparsity", "prompt_sparsity"),
+            prompt_params=_first(record, "prompt_params", "prompt_param_count", "num_prompt_params"),
+            train_seconds=(record.get("timings") or {}).get("total_seconds",
+                                                          record.get("experiment", {}).get("wall_seconds")),
+            weights_source=_first(record, "weights_source",
+                                  default=(record.get("backbone_info") or {}).get("weights_source")
+                                  if isinstance(record.get("backbone_info"), dict) else None),
+        ))
+        for name, value in (record.get("experiment", {}).get("shifted") or {}).items():
+            out[-1][f"{ACCURACY}:{name}"] = 100.0 * float(value)
+    frame = pd.DataFrame(out)
+    for column in _COLUMNS:
+        if column not in frame:
+            frame[column] = pd.Series(dtype=object)
+    return frame

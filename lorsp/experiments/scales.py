@@ -1,0 +1,162 @@
+"""What each scale (``smoke``, ``mini``, ``paper``) runs: :class:`ScaleSetup` and :func:`scale_setup`."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCALES = ("smoke", "mini", "paper")
+#: the repository root (this file is lorsp/experiments/scales.py)
+_REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ScaleSetup:
+    """What a scale runs: backbones, datasets with image counts, resolution, epochs, seeds, fallbacks."""
+
+    scale: str
+    backbones: tuple[str, ...]
+    datasets: dict[str, dict[str, Any]]          # name → {train_per_class, test_per_class}
+    image_size: int
+    epochs: int
+    batch_size: int
+    lr: float
+    seeds: tuple[int, ...]
+    device: str
+    random_init: bool = False
+    real_data: bool = True
+    weights_note: str = ""
+    notes: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
+    # chapter-specific choices
+    table2_datasets: tuple[str, ...] = ()
+    table3_datasets: tuple[str, ...] = ()
+    ood_source: str = ""
+    ood_targets: tuple[str, ...] = ()
+    hyper_backbones: tuple[str, ...] = ()
+    hyper_seeds: tuple[int, ...] = ()
+    gallery_dataset: str = ""
+    gallery_backbone: str = ""
+
+    def train_kwargs(self, dataset: str) -> dict[str, Any]:
+        counts = self.datasets[dataset]
+        return dict(dataset=dataset, image_size=self.image_size, epochs=self.epochs,
+                    batch_size=self.batch_size, lr=self.lr,
+                    train_per_class=counts.get("train_per_class"), test_per_class=counts.get("test_per_class"),
+                    device=self.device, random_init=self.random_init)
+
+    def facts(self) -> dict[str, Any]:
+        """Plain facts for :func:`lorsp.scale.scale_banner`."""
+        data = ", ".join(
+            f"{name} ({_count(c.get('train_per_class'))} train / {_count(c.get('test_per_class'))} test "
+            f"images per class)" for name, c in self.datasets.items())
+        facts = {
+            "scale": self.scale,
+            "backbones": ", ".join(self.backbones),
+            "weights": self.weights_note,
+            "data": data,
+            "resolution": f"{self.image_size}×{self.image_size} px",
+            "epochs": self.epochs,
+            "batch size": self.batch_size,
+            "learning rate": self.lr,
+            "seeds": ", ".join(map(str, self.seeds)),
+            "device": self.device,
+        }
+        if self.notes:
+            facts["notes"] = " ".join(self.notes)
+        facts["fallbacks"] = list(self.fallbacks)
+        return facts
+
+
+def _count(value) -> str:
+    return "all" if value is None else str(value)
+
+
+def _has_real_smoke_data(root) -> tuple[bool, bool, bool]:
+    try:
+        from ..data import data_root
+        root = Path(data_root(root))
+    except ImportError:
+        root = Path(root or os.environ.get("LORSP_DATA") or _REPO / "data")
+    cifar = (root / "cifar10" / "train").is_dir() and (root / "cifar10" / "test").is_dir()
+    tiny = (root / "tiny-imagenet-200" / "train").is_dir() and (root / "tiny-imagenet-200" / "val").is_dir()
+    weights = (root / "weights" / "mobilenetv2_100_tflite_in1k.safetensors").is_file()
+    return cifar, tiny, weights
+
+
+def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
+    """The setup of ``scale`` (default ``LORSP_SCALE`` via :func:`lorsp.scale.current_scale`).
+
+    ``smoke``: CPU, MobileNetV2 with the ImageNet-1k weights of the data root and real CIFAR-10 (20 train
+    / 20 test images per class) and Tiny-ImageNet (4 / 2 per class) at 64 px, 3 epochs, 2 seeds. Without
+    the local data or weights it falls back to the ``synthetic`` dataset and random initialisation, and
+    says so in ``notes`` (and the banner).
+    ``mini``: one GPU, MobileNetV2 on CIFAR-10 (500 / 100 per class) and Tiny-ImageNet (100 / 50 per
+    class: all the local data) at the paper's protocol (224 px, 20 epochs, batch 256, lr 0.01), 3 seeds.
+    ``paper``: the paper's five backbones and datasets at its protocol, 1 seed (the paper reports one run).
+    """
+    if scale is None:
+        from ..scale import current_scale
+        scale = current_scale()
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; expected one of {SCALES} (LORSP_SCALE)")
+    if scale == "smoke":
+        cifar, tiny, weights = _has_real_smoke_data(data_root)
+        notes, fallbacks = [], []
+        datasets: dict[str, dict[str, Any]] = {}
+        if cifar:
+            datasets["cifar10"] = dict(train_per_class=20, test_per_class=20)
+        if tiny:
+            datasets["tiny-imagenet"] = dict(train_per_class=4, test_per_class=2)
+        if not datasets:
+            datasets["synthetic"] = dict(train_per_class=20, test_per_class=20)
+            fallbacks.append("the data root has neither CIFAR-10 nor Tiny-ImageNet, so every run uses the "
+                             "procedural `synthetic` dataset; its numbers say nothing about the paper's tasks.")
+        source = "cifar10" if cifar else next(iter(datasets))
+        if weights:
+            weights_note = ("MobileNetV2 (1.0, 224) ImageNet-1k weights from the data root "
+                            "(weights/mobilenetv2_100_tflite_in1k.safetensors)")
+        else:
+            weights_note = "RANDOM INIT (fallback: no MobileNetV2 weights in the data root)"
+            fallbacks.append("no pretrained MobileNetV2 weights in the data root, so the backbone is randomly "
+                             "initialised; prompting a random network tests the code, not the method.")
+        notes.append("At 64 px the padding prompts keep the paper's proportions: ILM-VP's inner image is "
+                     "32/224 of the side, AutoVP's 160/224. A smoke run makes only a few dozen optimisation "
+                     "steps (see 'steps'), so the prompts move little from their zero start: smoke checks that "
+                     "the whole pipeline runs on real data, and its differences are mostly ties.")
+        return ScaleSetup(
+            scale="smoke", backbones=("mobilenetv2",), datasets=datasets, image_size=64, epochs=3,
+            batch_size=32, lr=0.01, seeds=(0, 1), device="cpu", random_init=not weights,
+            real_data=cifar or tiny, weights_note=weights_note, notes=notes, fallbacks=fallbacks,
+            table2_datasets=(source,), table3_datasets=tuple(datasets), ood_source=source,
+            ood_targets=("edge-map sketch", "gaussian noise", "gaussian blur", "colour shift"),
+            hyper_backbones=("mobilenetv2",), hyper_seeds=(0, 1),
+            gallery_dataset="tiny-imagenet" if tiny else source, gallery_backbone="mobilenetv2")
+    if scale == "mini":
+        return ScaleSetup(
+            scale="mini", backbones=("mobilenetv2",),
+            datasets={"cifar10": dict(train_per_class=500, test_per_class=100),
+                      "tiny-imagenet": dict(train_per_class=100, test_per_class=50)},
+            image_size=224, epochs=20, batch_size=256, lr=0.01, seeds=(0, 1, 2), device="cuda",
+            weights_note="MobileNetV2 (1.0, 224) ImageNet-1k weights from the data root, else timm's "
+                         "mobilenetv2_100.ra_in1k",
+            notes=["Tiny-ImageNet: the local archive holds the first 100 train images per class and the whole "
+                   "validation set (50 per class)."],
+            table2_datasets=("tiny-imagenet", "cifar10"), table3_datasets=("tiny-imagenet", "cifar10"),
+            ood_source="tiny-imagenet",
+            ood_targets=("edge-map sketch", "gaussian noise", "gaussian blur", "colour shift"),
+            hyper_backbones=("mobilenetv2",), hyper_seeds=(0, 1, 2),
+            gallery_dataset="tiny-imagenet", gallery_backbone="mobilenetv2")
+    table3 = ("tiny-imagenet", "eurosat", "oxford-pets", "food101", "dtd", "flowers102", "cifar10", "cifar100")
+    return ScaleSetup(
+        scale="paper", backbones=("resnet50", "vit_b32", "vit_b16", "swin_b", "clip_vit_b32"),
+        datasets={name: dict(train_per_class=None, test_per_class=None)
+                  for name in dict.fromkeys(table3 + ("imagenet",))},
+        image_size=224, epochs=20, batch_size=256, lr=0.01, seeds=(0,), device="cuda",
+        weights_note="the paper's pretrained timm weights (Table I)",
+        notes=["One seed per run, as the paper reports; claims then need a stated tolerance."],
+        table2_datasets=("tiny-imagenet", "cifar100"), table3_datasets=table3, ood_source="imagenet",
+        ood_targets=("imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r"),
+        hyper_backbones=("vit_b16", "resnet50"), hyper_seeds=(0,),
+        gallery_dataset="flowers102", gallery_backbone="vit_b32")

@@ -1,0 +1,209 @@
+"""Summaries over seeds and the side-by-side tables: the paper's numbers beside ours at each scale."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from .grid import (BACKBONE_ROWS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_ROWS, RANK_SWEEP, RESULTS_ROOT, SPARSIFIER_ROWS,
+                   TAU_SWEEP, V_THRESHOLD_SWEEP, grid)
+from .methods import not_applicable
+from .records import ACCURACY
+from .runner import collect
+from .scales import SCALES
+
+
+def summarise(frame: pd.DataFrame, by: Sequence[str] = ("dataset", "backbone", "label"),
+              value: str = ACCURACY) -> pd.DataFrame:
+    """Mean, std (over seeds; NaN with one seed) and n of ``value`` per group ``by``."""
+    by = list(by)
+    if frame.empty:
+        return pd.DataFrame(columns=by + ["mean", "std", "n"])
+    grouped = frame.dropna(subset=[value]).groupby(by, sort=False, dropna=False)[value]
+    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    return out
+
+
+def _fmt(mean, std, n, digits: int = 1) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    if n is None or n < 2 or std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={int(n)})"
+
+
+def larger_scales(scale: str) -> list[str]:
+    """The scales above ``scale`` (``smoke`` → ``["mini", "paper"]``)."""
+    return list(SCALES[SCALES.index(scale) + 1:])
+
+
+def load_larger(chapter: str, scale: str, results_root=None) -> dict[str, pd.DataFrame]:
+    """Committed records of the scales above ``scale`` for ``chapter``: ``{scale: rows}`` (present only)."""
+    results_root = Path(results_root or RESULTS_ROOT)
+    out = {}
+    for larger in larger_scales(scale):
+        folder = results_root / larger
+        if not folder.is_dir():
+            continue
+        rows = collect(grid(chapter, larger), folder)
+        if not rows.empty:
+            out[larger] = rows
+    return out
+
+
+def compare(paper: pd.DataFrame | None, ours: dict[str, pd.DataFrame], index: str = "label",
+            columns: Sequence[str] = ("dataset",), rows: Sequence[str] | None = None,
+            value: str = ACCURACY, paper_value: str = "paper_pct", paper_index: str = "method",
+            na_rows: dict[str, str] | None = None) -> pd.DataFrame:
+    """Side by side: the paper's numbers (labelled) and ours at each scale (mean ± std over seeds).
+
+    ``paper``: :func:`lorsp.paper.paper_long` rows (or ``None``); ``ours``: ``{scale: run rows}``.
+    Row index: ``index`` (ours) / ``paper_index`` (the paper's) — the method label; columns: a MultiIndex
+    (source, ``columns`` values) where source is ``"paper (reported, %)"`` or ``"ours · <scale> (%)"``.
+    ``rows`` orders (and selects) the methods; ``na_rows`` puts a reason in the cells of ours for a method
+    that was not run at a scale (e.g. VPT on a CNN).
+    """
+    from ..paper import PAPER_LABEL
+    columns = list(columns)
+    blocks = []
+    if paper is not None and not paper.empty:
+        pivot = paper.pivot_table(index=paper_index, columns=columns, values=paper_value, aggfunc="first")
+        pivot = pivot.map(lambda v: "—" if pd.isna(v) else f"{v:.2f}")
+        pivot.index.name = "method"
+        pivot.columns = pd.MultiIndex.from_tuples(
+            [(PAPER_LABEL, _colname(c)) for c in pivot.columns])
+        blocks.append(pivot)
+    for scale, frame in ours.items():
+        summary = summarise(frame, by=[index] + columns, value=value)
+        if summary.empty:
+            continue
+        summary["cell"] = [_fmt(m, s, n) for m, s, n in zip(summary["mean"], summary["std"], summary["n"])]
+        pivot = summary.pivot_table(index=index, columns=columns, values="cell", aggfunc="first")
+        pivot.index.name = "method"
+        pivot.columns = pd.MultiIndex.from_tuples([(f"ours · {scale} (%)", _colname(c)) for c in pivot.columns])
+        if na_rows:
+            for label, reason in na_rows.items():
+                if label not in pivot.index:  # only where the method was not run at this scale
+                    pivot.loc[label] = reason
+        blocks.append(pivot)
+    if not blocks:
+        return pd.DataFrame()
+    table = pd.concat(blocks, axis=1)
+    if rows is not None:
+        table = table.reindex([r for r in rows if r in table.index])
+    return table.fillna("—")
+
+
+def _colname(value) -> str:
+    if isinstance(value, tuple):
+        return " · ".join(str(v) for v in value)
+    return str(value)
+
+
+def style_compare(table: pd.DataFrame, caption: str):
+    """A pandas Styler of a :func:`compare` table with a caption and readable headers."""
+    styler = table.style.set_caption(caption).set_table_styles([
+        {"selector": "caption", "props": [("caption-side", "top"), ("font-weight", "bold"),
+                                          ("text-align", "left")]},
+        {"selector": "th", "props": [("text-align", "center")]},
+        {"selector": "td", "props": [("text-align", "right"), ("white-space", "nowrap")]},
+    ])
+    return styler
+
+
+#: the claims of Sec. IV-D and Fig. 4 in the paper's words (values of the figure are not printed)
+PAPER_HYPER_FINDINGS = {
+    "groups": "best at G = 4 (r = 4); G = 1 drops, G = 8 drops slightly",
+    "rank": "best at r = 4 (G = 4); a larger rank drops slightly",
+    "tau": "accuracy rises as tau goes from 1.5 to 4",
+    "v_threshold": "best at V_th = 0; a higher threshold gives sparser prompts and eventually lower accuracy",
+}
+
+
+def sweep_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Hyperparameter rows, one per (run, sweep) with the swept ``value``: the default point repeats."""
+    if frame.empty:
+        return frame.assign(sweep=pd.Series(dtype=object), value=pd.Series(dtype=float))
+    rows = frame.explode("sweeps").rename(columns={"sweeps": "sweep"})
+    rows = rows[rows["sweep"].notna()].copy()
+    rows["value"] = [float(row[row["sweep"]]) for _, row in rows.iterrows()]
+    return rows.reset_index(drop=True)
+
+
+def ood_long(frame: pd.DataFrame) -> pd.DataFrame:
+    """OOD rows → one row per (run, test set): the source test set and each shifted set, plus their mean.
+
+    The ``dataset`` column reads ``"<source> (source test)"``, the shift's name, and ``"shifted mean"``.
+    """
+    if frame.empty:
+        return frame
+    shift_columns = [c for c in frame.columns if c.startswith(f"{ACCURACY}:")]
+    rows = []
+    for _, row in frame.iterrows():
+        base = row.drop(labels=shift_columns).to_dict()
+        rows.append({**base, "dataset": f"{row['dataset']} (source test)"})
+        values = []
+        for column in shift_columns:
+            if pd.notna(row[column]):
+                values.append(float(row[column]))
+                rows.append({**base, "dataset": column.split(":", 1)[1], ACCURACY: float(row[column])})
+        if values:
+            rows.append({**base, "dataset": "shifted mean", ACCURACY: sum(values) / len(values)})
+    return pd.DataFrame(rows)
+
+
+def hyper_long(frame: pd.DataFrame) -> pd.DataFrame:
+    """Hyperparameter rows with a ``point`` label (``"G=2"``, ``"r=8"``, ``"tau=1.5"``, ``"V_th=0.01"``)."""
+    rows = sweep_frame(frame)
+    if rows.empty:
+        return rows.assign(point=pd.Series(dtype=object))
+    short = {"groups": "G", "rank": "r", "tau": "tau", "v_threshold": "V_th"}
+    rows["point"] = [f"{short[s]}={v:g}" for s, v in zip(rows["sweep"], rows["value"])]
+    return rows
+
+
+def _na_rows(ours: dict[str, pd.DataFrame], labels: Sequence[str]) -> dict[str, str]:
+    """Cells for methods not run: ``n/a (<backbone> is a CNN)`` for VPT, ``not available`` for a missing prompter."""
+    out = {}
+    for frame in ours.values():
+        for backbone in frame["backbone"].dropna().unique():
+            for label in labels:
+                reason = not_applicable(label, backbone)
+                if reason and label not in out:
+                    out[label] = f"n/a ({backbone} is a CNN)" if label == "VPT" and "CNN" in reason else \
+                        "not available in this installation"
+    return out
+
+
+def chapter_table(chapter: str, ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The side-by-side table of ``chapter``: the paper's numbers, ours at this and the larger scales."""
+    from ..paper import paper_long
+    if chapter == "sparsifiers":
+        paper = paper_long("table6")
+        lpf = paper_long("table5")
+        lpf = lpf[(lpf.method == "LPF") & (lpf.dataset == "tiny-imagenet") & lpf.backbone.isin(paper.backbone)]
+        return compare(pd.concat([paper, lpf]), ours, columns=("dataset", "backbone"), rows=SPARSIFIER_ROWS)
+    if chapter == "backbones":
+        paper = paper_long("table2")
+        paper = paper[paper.backbone != "avg"]
+        lpf = paper_long("table5")
+        lpf = lpf[lpf.method == "LPF"]
+        return compare(pd.concat([paper, lpf]), ours, columns=("dataset", "backbone"), rows=BACKBONE_ROWS,
+                       na_rows=_na_rows(ours, BACKBONE_ROWS))
+    if chapter == "downstream":
+        return compare(paper_long("table3"), ours, columns=("dataset",), rows=DOWNSTREAM_ROWS,
+                       na_rows=_na_rows(ours, DOWNSTREAM_ROWS))
+    if chapter == "ood":
+        return compare(paper_long("table4"), {s: ood_long(f) for s, f in ours.items()}, columns=("dataset",),
+                       rows=OOD_ROWS, na_rows=_na_rows(ours, OOD_ROWS))
+    if chapter == "hyperparameters":
+        table = compare(None, {s: hyper_long(f) for s, f in ours.items()}, index="point", columns=("sweep",))
+        if table.empty:
+            return table
+        order = [f"G={g}" for g in GROUPS_SWEEP] + [f"r={r}" for r in RANK_SWEEP] + \
+                [f"tau={t:g}" for t in TAU_SWEEP] + [f"V_th={v:g}" for v in V_THRESHOLD_SWEEP]
+        return table.reindex([p for p in order if p in table.index])
+    raise KeyError(f"chapter {chapter!r} has no side-by-side table; expected one of "
+                   f"sparsifiers, backbones, downstream, ood, hyperparameters")

@@ -152,6 +152,13 @@ def plan(chapters: dict[str, Sequence[dict]], costs: CostModel | None = None, ke
         for run in runs:
             k = key(run)
             if k in seen:
+                shifts = run.get("tags", {}).get("eval_on") or []
+                if shifts:  # a run trained by an earlier chapter, evaluated on this chapter's shifted sets
+                    look = costs.per_image("forward", int(run["image_size"])) + \
+                        costs.per_image("decode", int(run["image_size"]))
+                    rows.append(dict(chapter=chapter, key=f"{k}:shifted", label=run.get("tags", {}).get("label"),
+                                     dataset=run.get("dataset"), seed=run.get("seed"),
+                                     seconds=len(shifts) * _count(run, "test_per_class") * look * (1.0 + SAFETY)))
                 continue
             seen.add(k)
             rows.append(dict(chapter=chapter, key=k, label=run.get("tags", {}).get("label"),
@@ -160,9 +167,11 @@ def plan(chapters: dict[str, Sequence[dict]], costs: CostModel | None = None, ke
     return rows
 
 
-def format_plan(rows: Iterable[dict], done: set[str] | frozenset = frozenset()) -> str:
-    """A table of planned hours per chapter (runs to do, runs done, hours to do)."""
-    by_chapter: dict[str, list[dict]] = {}
+def format_plan(rows: Iterable[dict], done: set[str] | frozenset = frozenset(),
+                chapters: Sequence[str] = ()) -> str:
+    """A table of planned hours per chapter (runs to do, runs done, hours to do); ``chapters`` are listed
+    even when all their runs were counted by an earlier chapter."""
+    by_chapter: dict[str, list[dict]] = {name: [] for name in chapters}
     for row in rows:
         by_chapter.setdefault(row["chapter"], []).append(row)
     lines = [f"{'chapter':<16} {'runs':>5} {'done':>5} {'planned h':>10} {'left h':>8}"]

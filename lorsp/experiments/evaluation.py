@@ -67,6 +67,7 @@ def load_run_model(run: dict, results_dir, device: str = "cpu"):
         source = weights
     config = engine.TrainConfig.from_dict(values)
     config = dataclasses.replace(config, device=device, resume=False, output=None)
+    engine.seed_everything(config.seed)  # as the engine does before building: a random-init backbone is the same
     model, info = engine.build_run_model(config, num_classes)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k.startswith(("prompter.", "head."))]

@@ -4,11 +4,13 @@ The costs come from ``benchmarks/cpu-desk-costs.json`` (written by ``benchmarks/
 trainer and the real MobileNetV2 on real CIFAR-10, timed in CPU seconds of one thread on a machine shared
 by several sessions, each cost as a multiple of the backbone *floor* (forward + input backward) measured in
 the same round. A multiple of the floor does not depend much on the load; seconds do. The plan turns the
-multiples into seconds on an **unloaded** 2-core machine with the floor that ``lorsp bench`` measured there
-at its quietest (:data:`UNLOADED_FLOOR_128`: the committed record ``benchmarks/cpu-mobilenetv2-128-a.json``,
-load average 1.0, 395 ms for 32 images at 128 px, two threads), scaled to other sizes by the measured floor's
-own ratio between sizes, then adds :data:`SAFETY` for what the model leaves out (the 2-thread speed-up
-applied to decoding too, checkpoints, Python overhead).
+multiples into seconds on an **unloaded** 2-core machine (two torch threads) with the floor measured there
+(:data:`UNLOADED_FLOOR`): at 128 px the committed ``lorsp bench`` record
+``benchmarks/cpu-mobilenetv2-128-a.json`` (load average 1.0: 395 ms for 32 images), at 64 px the 333–346 ms
+for 64 images that issue 17 reports for the same floor on this machine; other sizes scale from the nearest
+of those by the measured one-thread floor. A step is planned at no less than ``lorsp bench``'s ratio to the
+floor (:data:`BENCH_STEP_X_FLOOR`) plus the measured decoding, and :data:`SAFETY` is added for what the
+model leaves out (checkpoints, Python overhead, the load of a machine that is not quite idle).
 
 A run's planned seconds (:func:`run_seconds`):
 
@@ -20,21 +22,25 @@ A run's planned seconds (:func:`run_seconds`):
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["COSTS_FILE", "UNLOADED_FLOOR_128", "SAFETY", "CostModel", "load_costs", "run_seconds", "plan",
+__all__ = ["COSTS_FILE", "UNLOADED_FLOOR", "UNLOADED_FLOOR_128", "BENCH_STEP_X_FLOOR", "SAFETY", "CostModel", "load_costs", "run_seconds", "plan",
            "format_plan", "NUM_CLASSES"]
 
 _REPO = Path(__file__).resolve().parent.parent
 #: the measured per-image costs (multiples of the floor) this plan uses
 COSTS_FILE = _REPO / "benchmarks" / "cpu-desk-costs.json"
-#: seconds per image of the floor (MobileNetV2, forward + input backward, 2 threads) at 128 px on this
-#: machine unloaded: 395.48 ms / 32 images, ``benchmarks/cpu-mobilenetv2-128-a.json`` (load average 1.0)
-UNLOADED_FLOOR_128 = 0.39548 / 32
+#: seconds per image of the floor (MobileNetV2, forward + input backward, 2 threads) on this machine unloaded:
+#: 128 px: 395.48 ms / 32 images (``benchmarks/cpu-mobilenetv2-128-a.json``, load average 1.0); 64 px: 340 ms /
+#: 64 images (issue 17: 333–346 ms)
+UNLOADED_FLOOR = {64: 0.340 / 64, 128: 0.39548 / 32}
+UNLOADED_FLOOR_128 = UNLOADED_FLOOR[128]
+#: ``lorsp bench``'s paired step-to-floor ratios on this machine (benchmarks/README.md: LoR-VP 1.00–1.03,
+#: the eager LoRSP 1.11–1.13); the trainer's step is planned at no less than these plus its decoding
+BENCH_STEP_X_FLOOR = {"step:lorvp": 1.03, "step:lorsp": 1.13, "step:ilm": 1.03}
 #: extra share of time planned for what the cost model leaves out
 SAFETY = 0.15
 RUN_OVERHEAD_SECONDS = 8.0
@@ -86,8 +92,9 @@ def _interpolate(values: dict[int, float], size: int) -> float:
 
 
 def load_costs(path=None) -> CostModel:
-    """The cost model of ``path`` (default :data:`COSTS_FILE`): medians over rounds of each multiple of the floor,
-    the floor in unloaded seconds calibrated at 128 px to :data:`UNLOADED_FLOOR_128`."""
+    """The cost model of ``path`` (default :data:`COSTS_FILE`): medians over rounds of each multiple of the floor
+    (a step no less than :data:`BENCH_STEP_X_FLOOR` plus decoding), the floor in unloaded seconds calibrated
+    to :data:`UNLOADED_FLOOR` at the nearest calibrated size."""
     path = Path(path or COSTS_FILE)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the measured per-image costs of the desk plan are missing; run "
@@ -101,12 +108,19 @@ def load_costs(path=None) -> CostModel:
             floor_cpu.setdefault(size, []).append(float(row["cpu_seconds_per_image"]))
         else:
             multiples.setdefault(what, {}).setdefault(size, []).append(float(row["x_floor"]))
-    if 128 not in floor_cpu:
-        raise ValueError(f"{path}: no floor at 128 px, the size the unloaded calibration is measured at")
+    anchors = [size for size in UNLOADED_FLOOR if size in floor_cpu]
+    if not anchors:
+        raise ValueError(f"{path}: no floor at {sorted(UNLOADED_FLOOR)} px, the sizes of the unloaded calibration")
     cpu = {s: statistics.median(v) for s, v in floor_cpu.items()}
-    scale = UNLOADED_FLOOR_128 / cpu[128]
-    floor = {s: c * scale for s, c in cpu.items()}
+    floor = {}
+    for size, seconds in cpu.items():
+        anchor = min(anchors, key=lambda a: abs(a - size))
+        floor[size] = UNLOADED_FLOOR[anchor] * seconds / cpu[anchor]
     x_floor = {what: {s: statistics.median(v) for s, v in by_size.items()} for what, by_size in multiples.items()}
+    for what, least in BENCH_STEP_X_FLOOR.items():
+        for size, value in x_floor.get(what, {}).items():
+            decode = x_floor.get("decode", {}).get(size, 0.0)
+            x_floor[what][size] = max(value, least + decode)
     return CostModel(floor, x_floor, source=str(path))
 
 
@@ -192,5 +206,3 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else \
         f"{seconds:.0f} s"
 
-
-_ = math  # (math kept for callers that format durations)

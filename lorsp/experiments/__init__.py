@@ -45,6 +45,7 @@ from .methods import (DOWNSTREAM_FACTORS, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD
                       TRANSFORMER_BACKBONES, label_of, method_config, not_applicable, unavailable)
 from .records import ACCURACY, _read_record, _record_path, _write_record, records_frame
 from .runner import PUBLISHED_FILES, RUN_ORDER, collect, dry_run, machine_info, main, run_grid, train_one
+from .staleness import replay_losses, stale_records
 from .scales import _REPO, DESK_DATASETS, SCALES, ScaleSetup, desk_missing, desk_setup, scale_setup
 from .tables import (PAPER_HYPER_FINDINGS, chapter_table, compare, hyper_long, larger_scales, load_larger,
                      ood_long, style_compare, summarise, sweep_frame)
@@ -62,5 +63,5 @@ __all__ = [
     "TRANSFORMER_BACKBONES",
     "HEADLINE_SCALES", "Evidence", "committed_status", "headline_evidence", "training_curves", "resolution_cost",
     "flattening", "LP_224_LABEL", "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS",
-    "desk_missing", "desk_setup",
+    "desk_missing", "desk_setup", "replay_losses", "stale_records",
 ]

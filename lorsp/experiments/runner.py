@@ -98,7 +98,7 @@ def _line(text: str) -> None:
 
 def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: bool = False,
              train: bool = True, work_dir=None, log=None, planned=None,
-             max_seconds: float | None = None) -> pd.DataFrame:
+             max_seconds: float | None = None, max_runs: int | None = None) -> pd.DataFrame:
     """Train every run of ``runs`` not yet done and return one row per run (see :func:`records_frame`).
 
     A run whose record ``<results_dir>/<run_key(run)>/record.json`` is final is skipped when ``resume``
@@ -108,8 +108,8 @@ def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: b
     ``work_dir``: where the engine trains (see :func:`train_one`). ``progress`` shows a tqdm bar over the
     runs; ``log`` (e.g. ``print``) gets one line per run instead, with the planned seconds ``planned(run)``
     and an estimate of the time left (the plan scaled by how long the runs so far took against their
-    plan). ``max_seconds``: start no run whose plan would end past that many seconds from now; the runs
-    left are listed in ``frame.attrs["left"]``. ``frame.attrs`` also holds ``trained`` (runs trained now),
+    plan). ``max_seconds``: start no run whose plan would end past that many seconds from now; ``max_runs``:
+    train at most that many runs now; the runs left are listed in ``frame.attrs["left"]``. ``frame.attrs`` also holds ``trained`` (runs trained now),
     ``reused`` (records found) and ``seconds``.
     """
     results_dir = Path(results_dir)
@@ -134,7 +134,8 @@ def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: b
             record = _read_record(_record_path(results_dir, run))
         elif train:
             elapsed = time.perf_counter() - started
-            if max_seconds is not None and plan[key] is not None and elapsed + plan[key] > max_seconds:
+            over_time = max_seconds is not None and plan[key] is not None and elapsed + plan[key] > max_seconds
+            if over_time or (max_runs is not None and trained >= max_runs):
                 left.append(key)
                 continue
             t0 = time.perf_counter()
@@ -223,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="print the planned runs and hours per chapter (from measured costs); train nothing")
     parser.add_argument("--max-hours", type=float, default=None,
                         help="start no run whose planned time would end after this many hours")
+    parser.add_argument("--max-runs", type=int, default=None, help="train at most this many runs, then stop")
     args = parser.parse_args(argv)
     setup = scale_setup(args.scale, require_data=not (args.list or args.dry_run))
     work = Path(args.work) if args.work else runs_dir(setup.scale)
@@ -246,15 +248,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no time plan: {error}", file=sys.stderr)
         planned = None
     budget = None if args.max_hours is None else 3600.0 * args.max_hours
-    started = time.perf_counter()
+    started, trained = time.perf_counter(), 0
     for chapter, runs in by_chapter.items():
         _line(f"== {chapter}: {len({run_key(r) for r in runs})} runs, results in {out}"
               + (f", work folder {work_dir}" if work_dir else ""))
         remaining = None if budget is None else budget - (time.perf_counter() - started)
-        frame = run_grid(runs, out, work_dir=work_dir, log=_line, planned=planned, max_seconds=remaining)
+        runs_left = None if args.max_runs is None else max(0, args.max_runs - trained)
+        frame = run_grid(runs, out, work_dir=work_dir, log=_line, planned=planned, max_seconds=remaining,
+                         max_runs=runs_left)
+        now, left = frame.attrs.get("trained", 0), frame.attrs.get("left") or []
+        trained += now
         if chapter == "ood":
             frame = evaluate_shifts(runs, out)
-        _line(f"== {chapter}: {len(frame)} runs recorded, {frame.attrs.get('trained', 0)} trained now"
-              + (f"; {len(frame.attrs['left'])} left for lack of time (--max-hours)" if frame.attrs.get("left")
-                 else ""))
+        _line(f"== {chapter}: {len(frame)} runs recorded, {now} trained now"
+              + (f"; {len(left)} left for later (--max-hours / --max-runs)" if left else ""))
     return 0

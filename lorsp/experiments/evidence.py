@@ -35,7 +35,19 @@ def committed_status(chapter: str, scale: str, results_root=None) -> tuple[int, 
     runs = {run_key(r): r for r in grid(chapter, scale)}
     if not folder.is_dir():
         return 0, len(runs)
-    return sum(_is_done(_record_path(folder, r)) for r in runs.values()), len(runs)
+    return sum(_complete(folder, r) for r in runs.values()), len(runs)
+
+
+def _complete(folder: Path, run: dict) -> bool:
+    """The run's record is final and, for the OOD chapter, holds its accuracy on every shifted test set."""
+    path = _record_path(folder, run)
+    if not _is_done(path):
+        return False
+    targets = run.get("tags", {}).get("eval_on") or []
+    if not targets:
+        return True
+    shifted = (_read_record(path).get("experiment") or {}).get("shifted") or {}
+    return all(t in shifted for t in targets)
 
 
 @dataclass

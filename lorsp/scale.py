@@ -38,7 +38,8 @@ class Scale:
     device: str
     image_size: int              # resolution the method chapters draw their figures at
     num_sample_images: int       # how many real images the method chapters show
-    epochs: int                  # training epochs of the experiment chapters' protocol
+    epochs: int                  # training epochs of the experiment chapters (the one place it is set:
+                                 # lorsp.experiments.scale_setup reads it, the banner states it)
     allow_fallbacks: bool        # may a chapter fall back to synthetic images / random weights?
 
     def __str__(self) -> str:
@@ -47,7 +48,7 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "smoke": Scale("smoke", "CPU minutes: tiny subsets and low resolution, run by the CI", "cpu",
-                   image_size=64, num_sample_images=4, epochs=2, allow_fallbacks=True),
+                   image_size=64, num_sample_images=4, epochs=3, allow_fallbacks=True),
     "desk": Scale("desk", "a 2-core CPU in hours: the real MobileNetV2 weights and the real CIFAR-10 and "
                           "Tiny-ImageNet of the data root at 64 px, a few epochs, 3–5 seeds; no fallbacks", "cpu",
                   image_size=64, num_sample_images=8, epochs=3, allow_fallbacks=False),

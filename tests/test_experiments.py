@@ -186,6 +186,21 @@ def test_shared_runs_have_the_same_key():
     assert ex.run_key(c) != ex.run_key(a)
 
 
+def test_evp_frame_scales_with_the_resolution():
+    import inspect
+    import lorsp
+    from lorsp.prompters.evp import EVPPrompter
+    assert inspect.signature(EVPPrompter).parameters["pad_size"].default == ex.EVP_PAD_AT_224 == 30
+    assert ex.method_config("EVP", 224)["pad_size"] == 30          # the paper's protocol: 69,840 parameters
+    assert lorsp.prompt_param_count("evp", image_size=224, **{k: v for k, v in ex.method_config("EVP", 224).items()
+                                                              if k == "pad_size"}) == 69840
+    small = ex.method_config("EVP", 64)
+    assert small["pad_size"] == 9                                   # 30/224 of 64 px, not 30 of 64 (4 px left)
+    assert lorsp.prompt_param_count("evp", image_size=64, pad_size=9) == 3 * (64 * 64 - 46 * 46)
+    smoke = [r for r in ex.grid("backbones", "smoke") if r["tags"]["label"] == "EVP"]
+    assert smoke and all(r["pad_size"] == round(30 * r["image_size"] / 224) for r in smoke)
+
+
 def test_label_of_roundtrip():
     for label in ("LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP", "VPT"):
         assert ex.label_of(ex.method_config(label)) == label
@@ -202,48 +217,92 @@ def test_unknown_scale_and_chapter():
 
 
 # --- claims ----------------------------------------------------------------------------------------------
-def _summary(rows):
-    return pd.DataFrame(rows, columns=["label", "mean", "std", "n"])
+def _seed_rows(values, **columns):
+    """values: {label: [per-seed accuracy]} → one row per (label, seed)."""
+    return pd.DataFrame([dict(label=label, seed=seed, accuracy_pct=acc, status="completed", **columns)
+                         for label, accs in values.items() for seed, acc in enumerate(accs)])
 
 
-def test_claims_tie_win_loss():
-    summary = _summary([("LoRSP", 80.0, 1.0, 3), ("LoR-VP", 78.0, 0.5, 3), ("LPF", 79.5, 1.0, 3),
-                        ("LP", 82.0, 0.2, 3)])
+def test_claims_pair_by_seed_holds_reversed_equivalent_inconclusive():
+    seed_effect = [0.0, 3.0, -2.0, 1.0, -1.0]          # shared by all methods: pairing removes it
+    def acc(base, noise):
+        return [base + s + e for s, e in zip(seed_effect, noise)]
+    rows = _seed_rows({"LoRSP": acc(80.0, [0.1, -0.1, 0.0, 0.2, -0.2]),
+                       "LoR-VP": acc(78.0, [0.0, 0.1, -0.1, 0.0, 0.1]),
+                       "LPF": acc(80.0, [0.0, 0.0, 0.1, 0.1, -0.1]),
+                       "LP": acc(82.0, [0.2, 0.0, 0.0, -0.1, 0.0]),
+                       "VPT": acc(79.5, [2.0, -2.0, 1.5, -1.8, 0.5])})
     specs = [ex.Claim("LoRSP beats LoR-VP", [("LoRSP", "LoR-VP")]),
              ex.Claim("LoRSP beats LPF", [("LoRSP", "LPF")]),
              ex.Claim("LoRSP beats LP", [("LoRSP", "LP")]),
+             ex.Claim("LoRSP beats VPT", [("LoRSP", "VPT")]),
              ex.Claim("LoRSP beats everything", ex.claim_pairs("LoRSP", ["LoR-VP", "LPF"]))]
-    sentences, table = ex.claims(summary, specs, scale="smoke")
+    sentences, table = ex.claims(rows, specs, scale="smoke")
     verdicts = table.groupby("claim", sort=False)["verdict"].apply(list).to_dict()
-    assert verdicts["LoRSP beats LoR-VP"] == ["holds"]         # +2.0 > spread 1.0
-    assert verdicts["LoRSP beats LPF"] == ["tie"]              # +0.5 <= spread 1.0
-    assert verdicts["LoRSP beats LP"] == ["does not hold"]     # -2.0 beyond spread 1.0
-    assert verdicts["LoRSP beats everything"] == ["holds", "tie"]
-    assert "holds at smoke scale" in sentences[0]
-    assert "tie" in sentences[1] and "does not hold" in sentences[2]
-    assert "tie" in sentences[3]  # a tie in any pair makes the whole claim not supported
-    assert table.loc[0, "difference"] == pytest.approx(2.0) and table.loc[0, "spread"] == pytest.approx(1.0)
+    assert verdicts["LoRSP beats LoR-VP"] == ["holds"]      # +2 pp on every seed, despite a seed std of 2 pp
+    assert verdicts["LoRSP beats LPF"] == ["equivalent"]
+    assert verdicts["LoRSP beats LP"] == ["reversed"]
+    assert verdicts["LoRSP beats VPT"] == ["inconclusive"]
+    assert verdicts["LoRSP beats everything"] == ["holds", "equivalent"]
+    per_claim = table.groupby("claim", sort=False)["claim_verdict"].first().tolist()
+    assert per_claim == ["holds", "equivalent", "reversed", "inconclusive", "inconclusive"]
+    assert sentences[0].startswith("“LoRSP beats LoR-VP” holds at smoke scale (paired t-interval over 5 seeds, "
+                                   "95%, equivalence margin ±0.5 pp, Holm over 1 pair)")
+    assert "95% CI [" in sentences[0] and "detectable ≈" in sentences[0]
+    assert "equivalent within ±0.5 pp" in sentences[1] and "is reversed" in sentences[2]
+    assert "is inconclusive" in sentences[3] and "Holm over 2 pairs" in sentences[4]
+    first = table.iloc[0]
+    assert first["difference"] == pytest.approx(2.0, abs=0.2) and first["ci_low"] > 0 and first["n"] == 5
+    assert first["p_holm"] == pytest.approx(first["p_value"])
 
 
-def test_claims_one_seed_undecided_or_tolerance():
-    summary = _summary([("LoRSP", 80.0, float("nan"), 1), ("LoR-VP", 79.0, float("nan"), 1)])
-    spec = [ex.Claim("LoRSP beats LoR-VP", [("LoRSP", "LoR-VP")])]
-    sentences, table = ex.claims(summary, spec)
-    assert table.verdict.tolist() == ["undecided"] and "cannot be decided" in sentences[0]
-    _, table = ex.claims(summary, spec, tolerance=0.5)
-    assert table.verdict.tolist() == ["holds"] and table.spread_basis[0] == "the stated tolerance"
-    _, table = ex.claims(summary, spec, tolerance=2.0)
-    assert table.verdict.tolist() == ["tie"]
+def test_claims_one_seed_and_identical_differences_are_inconclusive():
+    rows = _seed_rows({"LoRSP": [80.0], "LoR-VP": [79.0]})
+    sentences, table = ex.claims(rows, [ex.Claim("LoRSP beats LoR-VP", [("LoRSP", "LoR-VP")])])
+    assert table.verdict.tolist() == ["inconclusive"] and "one seed" in sentences[0]
+    rows = _seed_rows({"LoRSP": [80.5, 78.5], "LoR-VP": [80.0, 78.0]})   # +0.5 pp on both seeds: no spread
+    sentences, table = ex.claims(rows, [ex.Claim("LoRSP beats LoR-VP", [("LoRSP", "LoR-VP")])])
+    assert table.verdict.tolist() == ["inconclusive"] and "no spread" in sentences[0]
 
 
-def test_claims_missing_method_and_where():
-    summary = pd.DataFrame(dict(label=["LoRSP", "LP", "LoRSP", "LP"], dataset=["a", "a", "b", "b"],
-                                mean=[50.0, 40.0, 40.0, 50.0], std=[1.0, 1.0, 1.0, 1.0], n=[2, 2, 2, 2]))
-    sentences, table = ex.claims(summary, [ex.Claim("on a", [("LoRSP", "LP")], where={"dataset": "a"}),
-                                          ex.Claim("on b", [("LoRSP", "LP")], where={"dataset": "b"}),
-                                          ex.Claim("vs VPT", [("LoRSP", "VPT")])])
-    assert table.verdict.tolist() == ["holds", "does not hold", "not run"]
+def test_claims_missing_method_unpaired_seeds_and_where():
+    rows = pd.concat([_seed_rows({"LoRSP": [50.0, 52.0, 51.0], "LP": [40.0, 41.5, 40.2]}, dataset="a"),
+                      _seed_rows({"LoRSP": [40.0, 41.5, 40.2], "LP": [50.0, 52.0, 51.0]}, dataset="b")])
+    rows = rows[~((rows.label == "LP") & (rows.dataset == "a") & (rows.seed == 2))]   # LP seed 2 missing on a
+    sentences, table = ex.claims(rows, [ex.Claim("on a", [("LoRSP", "LP")], where={"dataset": "a"}),
+                                        ex.Claim("on b", [("LoRSP", "LP")], where={"dataset": "b"}),
+                                        ex.Claim("vs VPT", [("LoRSP", "VPT")]),
+                                        ex.Claim("vs LP and VPT on a", [("LoRSP", "LP"), ("LoRSP", "VPT")],
+                                                 where={"dataset": "a"})])
+    assert table.verdict.tolist() == ["holds", "reversed", "not run", "holds", "not run"]
+    assert table.n.tolist()[:2] == [2, 3]                   # only the seeds both methods have are paired
     assert "was not tested" in sentences[2]
+    assert "for the 1 of 2 pairs that were run" in sentences[3]
+    with pytest.raises(KeyError, match="no 'seed' column"):
+        ex.claims(rows.drop(columns="seed"), [ex.Claim("x", [("LoRSP", "LP")])])
+
+
+def test_failed_runs_are_left_out_and_named():
+    frame = _rows([("LoRSP", 0, 60.0, {}), ("LoRSP", 1, 61.0, {}), ("LoRSP", 2, 60.5, {}),
+                   ("LP", 0, 55.0, {}), ("LP", 1, 56.5, {}), ("LP", 2, 55.2, {})])
+    frame["key"] = [f"run-{i}" for i in range(len(frame))]
+    frame["status"] = "completed"
+    frame["reason"] = None
+    frame.loc[4, ["status", "reason"]] = ["failed", "DivergenceError: loss became nan at epoch 2"]
+    frame.loc[4, ex.ACCURACY] = 99.0               # a diverged run keeps its last good epoch's number
+    frame.loc[5, ex.ACCURACY] = float("nan")       # a run without a finite accuracy
+    failed = ex.failed_runs(frame)
+    assert failed["key"].tolist() == ["run-4", "run-5"] and failed["seed"].tolist() == [1, 2]
+    summary = ex.summarise(frame, by=["label"])
+    assert summary.set_index("label").loc["LP", "n"] == 1          # 99.0 is not in the mean
+    assert summary.set_index("label").loc["LP", "mean"] == pytest.approx(55.0)
+    sentences, table = ex.chapter_claims("backbones", frame.assign(label=frame.label), scale="smoke")
+    lp = table[table.worse == "LP"].iloc[0]
+    assert lp["n"] == 1 and lp["verdict"] == "inconclusive"         # one seed left to pair
+    assert sentences[-1].startswith("Left out of means and verdicts: 2 failed or diverged runs: `run-4` (LP, "
+                                    "cifar10, seed 1; DivergenceError: loss became nan at epoch 2)")
+    assert "`run-5` (LP, cifar10, seed 2)" in sentences[-1]
+    assert ex.failed_runs(frame.iloc[:3]).empty and ex.describe_failed(ex.failed_runs(frame.iloc[:3])) == ""
 
 
 def test_summarise_and_compare():
@@ -307,56 +366,62 @@ def _rows(entries):
 
 def test_chapter_claims_sparsifiers_every_ratio():
     entries = []
-    for seed, jitter in ((0, 0.0), (1, 1.0)):
+    for seed, jitter in ((0, 0.0), (1, 1.0), (2, -0.5)):
         entries.append(("LoRSP", seed, 50.0 + jitter, {}))
-        entries.append(("LPF", seed, 49.5 + jitter, {}))
+        entries.append(("LPF", seed, 49.5 + jitter + 0.3 * seed, {}))
         for ratio in (10, 20, 50, 80):
-            entries.append((f"Top-k {ratio}%", seed, 40.0 + jitter, {}))
-            entries.append((f"Dropout {ratio}%", seed, (50.0 if ratio == 80 else 40.0) + jitter, {}))
+            entries.append((f"Top-k {ratio}%", seed, 40.0 + jitter + 0.1 * seed, {}))
+            entries.append((f"Dropout {ratio}%", seed, (50.0 if ratio == 80 else 40.0) + jitter + 0.01 * seed, {}))
     sentences, table = ex.chapter_claims("sparsifiers", _rows(entries), scale="smoke")
-    verdict = table.groupby("claim", sort=False)["verdict"].apply(ex._combine)
-    assert verdict.iloc[0] == "holds"          # Top-k: 10 pp below at every ratio, spread 0.7
-    assert verdict.iloc[1] == "tie"            # Dropout 80% equals LoRSP
-    assert verdict.iloc[2] == "tie"            # LPF 0.5 below, spread 0.7
+    verdict = table.groupby("claim", sort=False)["claim_verdict"].first()
+    assert verdict.iloc[0] == "holds"          # Top-k: 10 pp below at every ratio
+    assert verdict.iloc[1] == "inconclusive"   # Dropout 80% equals LoRSP: holds for 3 ratios, not the 4th
+    assert verdict.iloc[2] == "inconclusive"   # LPF about 0.2 pp below with a 0.3 pp spread: 3 seeds can't tell
+    assert table[table.claim == verdict.index[1]].verdict.tolist() == ["holds"] * 3 + ["equivalent"]
     paragraph = ex.closing_paragraph(sentences, table, "smoke")
-    assert "3 claims checked" in paragraph and "1 holds" in paragraph and "2 tie" in paragraph
+    assert "3 claims checked" in paragraph and "1 holds" in paragraph and "2 inconclusive" in paragraph
+    assert "Holm over 4 pairs" in paragraph and "±0.5 pp" in paragraph
 
 
 def test_ood_long_and_claims():
     frame = _rows([(m, s, 60.0, {f"{ex.ACCURACY}:gaussian noise": a, f"{ex.ACCURACY}:gaussian blur": b})
                    for m, a, b in (("LP", 30.0, 20.0), ("EVP", 31.0, 21.0), ("LoR-VP", 30.0, 20.0),
-                                   ("LoRSP", 40.0, 20.5)) for s in (0, 1)])
-    frame.loc[frame.seed == 1, f"{ex.ACCURACY}:gaussian noise"] += 1.0
+                                   ("LoRSP", 40.0, 18.0)) for s in (0, 1, 2)])
+    for seed, shift in ((1, 1.0), (2, -1.5)):
+        frame.loc[frame.seed == seed, f"{ex.ACCURACY}:gaussian noise"] += shift + 0.1 * frame.index[frame.seed == seed] % 3
+        frame.loc[frame.seed == seed, f"{ex.ACCURACY}:gaussian blur"] += shift - 0.1 * frame.index[frame.seed == seed] % 2
     long = ex.ood_long(frame)
     assert set(long.dataset) == {"cifar10 (source test)", "gaussian noise", "gaussian blur", "shifted mean"}
     lorsp_mean = long[(long.label == "LoRSP") & (long.dataset == "shifted mean") & (long.seed == 0)]
-    assert lorsp_mean[ex.ACCURACY].item() == pytest.approx(30.25)
+    assert lorsp_mean[ex.ACCURACY].item() == pytest.approx(29.0)
     _, table = ex.chapter_claims("ood", frame)
-    verdicts = table.groupby("claim", sort=False)["verdict"].apply(ex._combine).to_dict()
+    verdicts = table.groupby("claim", sort=False)["claim_verdict"].first().to_dict()
     assert verdicts["LoRSP beats LP, EVP and LoR-VP on gaussian noise"] == "holds"
-    # equal seeds (std 0): any difference decides; 20.5 is below EVP's 21.0
-    assert verdicts["LoRSP beats LP, EVP and LoR-VP on gaussian blur"] == "does not hold"
+    assert verdicts["LoRSP beats LP, EVP and LoR-VP on gaussian blur"] == "reversed"
     table_str = ex.chapter_table("ood", {"smoke": frame})
     assert ("paper (reported, %)", "imagenet-sketch") in table_str.columns
 
 
-def test_hyper_long_points_and_claims_one_seed():
+def test_hyper_long_points_and_claims():
     rows = []
-    for groups in (1, 2, 4, 8):
-        rows.append(dict(groups=groups, rank=4, tau=4.0, v_threshold=0.0, sweeps=["groups"] if groups != 4 else
-                         ["groups", "rank", "tau", "v_threshold"], accuracy_pct=40.0 + groups, sparsity=0.1))
-    for rank in (1, 2, 8):
-        rows.append(dict(groups=4, rank=rank, tau=4.0, v_threshold=0.0, sweeps=["rank"], accuracy_pct=40.0,
-                         sparsity=0.1))
-    frame = pd.DataFrame(rows).assign(label="LoRSP", seed=0, dataset="cifar10", backbone="mobilenetv2")
+    for seed in (0, 1, 2):
+        for groups in (1, 2, 4, 8):
+            rows.append(dict(groups=groups, rank=4, tau=4.0, v_threshold=0.0, seed=seed,
+                             sweeps=["groups"] if groups != 4 else ["groups", "rank", "tau", "v_threshold"],
+                             accuracy_pct=40.0 + groups + seed + 0.1 * seed * groups, sparsity=0.1))
+        for rank in (1, 2, 8):
+            rows.append(dict(groups=4, rank=rank, tau=4.0, v_threshold=0.0, seed=seed, sweeps=["rank"],
+                             accuracy_pct=40.0, sparsity=0.1))
+    frame = pd.DataFrame(rows).assign(label="LoRSP", dataset="cifar10", backbone="mobilenetv2")
     long = ex.hyper_long(frame)
     assert set(long.point) >= {"G=1", "G=4", "G=8", "r=1", "r=4", "tau=4", "V_th=0"}
-    assert len(long) == 4 + 3 + 3  # the default point appears on its 4 sweeps
+    assert len(long) == 3 * (4 + 3 + 3)  # the default point appears on its 4 sweeps
     sentences, table = ex.chapter_claims("hyperparameters", frame, scale="smoke")
-    assert set(table.verdict) <= {"undecided", "not run"}           # one seed, no tolerance
-    _, table = ex.chapter_claims("hyperparameters", frame, tolerance=1.0)
     g = table[table.claim.str.startswith("G = 4 beats")]
-    assert g.verdict.tolist() == ["holds", "holds", "does not hold"]  # G=8 is 4 pp better here
+    assert g.verdict.tolist() == ["holds", "holds", "reversed"]  # G=8 is 4 pp better here, on every seed
+    assert set(table[table.claim.str.startswith("tau")].verdict) == {"not run"}    # no tau=1.5 runs
+    one_seed, _ = ex.chapter_claims("hyperparameters", frame[frame.seed == 0], scale="smoke")
+    assert "one seed" in one_seed[0]
 
 
 def test_compare_with_larger_scale_columns():
@@ -400,3 +465,62 @@ def test_run_grid_through_the_engine(tmp_path):
     assert again[ex.ACCURACY].tolist() == frame[ex.ACCURACY].tolist()
     shifted = ex.evaluate_shifts(runs, tmp_path / "runs", shifts=["gaussian noise"])
     assert shifted[f"{ex.ACCURACY}:gaussian noise"].between(0, 100).all()
+
+
+# --- the prompt gallery's measured quantities ----------------------------------------------------------------
+def test_gallery_measures_on_constructed_prompts():
+    import torch
+    shared = torch.randn(1, 3, 4, 4).expand(5, 3, 4, 4).clone()           # one prompt for every image
+    assert ex.instance_variation(shared) == 0.0 and ex.varying_share(shared) == 0.0
+    varied = shared.clone()
+    varied[2, 0, 1, 1] += 1.0                                              # one entry of one image differs
+    assert ex.varying_share(varied) == pytest.approx(1 / 48)
+    expected = varied.std(0).mean() / varied.abs().mean()                  # std over images, over mean |δ|
+    assert ex.instance_variation(varied) == pytest.approx(float(expected)) and ex.instance_variation(varied) > 0
+    # two images with opposite prompts of size 1: std across images √2 at every entry, mean |δ| = 1
+    opposite = torch.stack([torch.ones(1, 2, 2), -torch.ones(1, 2, 2)])
+    assert ex.instance_variation(opposite) == pytest.approx(math.sqrt(2)) and ex.varying_share(opposite) == 1.0
+    assert math.isnan(ex.instance_variation(shared[:1])) and math.isnan(ex.varying_share(shared[:1]))
+    assert math.isnan(ex.instance_variation(torch.zeros(3, 1, 2, 2)))
+
+
+def test_gallery_sentences_state_the_measured_numbers():
+    import torch
+    from lorsp.prompters import prompt_sparsity
+    lorsp_delta = torch.zeros(4, 3, 4, 4)
+    lorsp_delta[:, :, :2] = torch.arange(4.0).view(4, 1, 1, 1) + 1.0          # half zeros, differs per image
+    lorvp_delta = torch.full((4, 3, 4, 4), 0.5)
+    panels = {label: ex.GalleryPanel(label, delta, delta, prompt_sparsity(delta),
+                                     torch.full((4,), 0.25) if label == "LoRSP" else None, None,
+                                     ex.instance_variation(delta), ex.varying_share(delta))
+              for label, delta in (("LoRSP", lorsp_delta), ("LoR-VP", lorvp_delta))}
+    sentences = ex.gallery_claims(ex.Gallery(torch.zeros(4, 3, 4, 4), list("abcd"), panels, "constructed"), "smoke")
+    assert "on average 50.0% of LoRSP's prompt entries are exactly zero" in sentences[0]
+    assert "fire 25.0%" in sentences[0]
+    assert "50.0% of LoRSP's prompt entries are not the same in every image" in sentences[1]
+    assert "LoR-VP at smoke scale: 0.0% of its prompt entries are exactly zero; 0.0% of them differ" in sentences[2]
+    assert "+50.0 percentage points" in sentences[3]
+    assert not any(" holds" in s for s in sentences)
+
+
+# --- what the book prints: the smoke epochs stated once, no absolute machine path ---------------------------
+def test_epochs_are_stated_once():
+    import re
+    from pathlib import Path
+    from lorsp.scale import SCALES as SCALE_DEFAULTS
+    for scale in ex.SCALES:
+        assert ex.scale_setup(scale).epochs == SCALE_DEFAULTS[scale].epochs
+    repo = Path(ex.__file__).resolve().parents[2]
+    for doc in ("README.md", "book/running.md"):
+        row = next(line for line in (repo / doc).read_text(encoding="utf8").splitlines() if line.startswith("| `smoke`"))
+        numbers = re.findall(r"(\d+)\s*(?:[–-]\s*\d+\s*)?epochs?", row)
+        assert numbers in ([], [str(SCALE_DEFAULTS["smoke"].epochs)]), f"{doc}: {row}"
+
+
+def test_shown_path_is_never_absolute(tmp_path, monkeypatch):
+    assert ex.shown_path(ex.RUNS_ROOT / "smoke") == "runs/smoke"
+    monkeypatch.setenv("LORSP_RUNS", str(tmp_path))
+    assert ex.shown_path(ex.runs_dir("smoke")) == "$LORSP_RUNS/smoke"
+    monkeypatch.delenv("LORSP_RUNS")
+    shown = ex.shown_path(tmp_path / "elsewhere")
+    assert shown == "…/elsewhere" and str(tmp_path) not in shown

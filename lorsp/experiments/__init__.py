@@ -14,9 +14,10 @@ Every experiment chapter of the book does the same four things, all from here:
 3. :func:`summarise` (mean ± std over seeds) and :func:`compare`: the paper's numbers (labelled, from
    :mod:`lorsp.paper`), ours at this scale and ours at larger scales (records committed under
    ``results/<scale>/``) side by side.
-4. :func:`claims` — which of the paper's claims hold at this scale, computed from the numbers: a
-   difference smaller than the spread over seeds is a *tie*, not a win; with a single seed the verdict is
-   *undecided* unless a tolerance is stated.
+4. :func:`claims` — which of the paper's claims hold at this scale, computed from the numbers: runs are
+   paired by seed and each pair gets :func:`lorsp.stats.paired_verdict` (95% t-interval of the paired
+   difference: holds, reversed, equivalent within ±0.5 pp, or inconclusive), a claim's pairs combined by
+   Holm's rule; failed or diverged runs are left out and named (:func:`failed_runs`).
 
 Scales (``LORSP_SCALE``, :mod:`lorsp.scale`): ``smoke`` (CPU, seconds per run, CI), ``mini`` (one GPU,
 MobileNetV2 on CIFAR-10 / Tiny-ImageNet subsets at the full protocol) and ``paper`` (the paper's
@@ -33,17 +34,19 @@ curves, what the resolution costs). Everything public is importable from ``lorsp
 """
 from __future__ import annotations
 
-from .claims import Claim, chapter_claims, claim_pairs, claims, closing_paragraph, _combine, _verdict
+from .claims import (LEVEL, MARGIN_PP, PAIR_ON, Claim, chapter_claims, claim_pairs, claims, closing_paragraph,
+                     paired_values, rule_description)
 from .evidence import (HEADLINE_SCALES, Evidence, committed_status, flattening, headline_evidence,
                        resolution_cost, training_curves)
 from .evaluation import engine_evaluate_shifts, evaluate_shifts, load_run_model, test_set_of
-from .gallery import Gallery, GalleryPanel, gallery_claims, prompt_gallery
+from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, prompt_gallery, varying_share
 from .grid import (BACKBONE_ROWS, CHAPTERS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS, OOD_ROWS, RANK_SWEEP,
-                   LP_224_LABEL, RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS, TAU_SWEEP, V_THRESHOLD_SWEEP,
-                   _config_only, chapter_facts, grid, missing_methods, run_key, runs_dir)
-from .methods import (DOWNSTREAM_FACTORS, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
+                   LP_224_LABEL, RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS, TAU_SWEEP,
+                   V_THRESHOLD_SWEEP, _config_only, chapter_facts, grid, missing_methods, run_key, runs_dir, shown_path)
+from .methods import (DOWNSTREAM_FACTORS, EVP_PAD_AT_224, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
                       TRANSFORMER_BACKBONES, label_of, method_config, not_applicable, unavailable)
-from .records import ACCURACY, _read_record, _record_path, _write_record, records_frame
+from .records import (ACCURACY, _read_record, _record_path, _write_record, describe_failed, failed_runs,
+                      records_frame, usable_rows)
 from .runner import PUBLISHED_FILES, RUN_ORDER, collect, dry_run, machine_info, main, run_grid, train_one
 from .staleness import replay_losses, stale_records
 from .scales import _REPO, DESK_DATASETS, SCALES, ScaleSetup, desk_missing, desk_setup, scale_setup
@@ -60,7 +63,8 @@ __all__ = [
     "BACKBONE_ROWS", "DOWNSTREAM_ROWS", "OOD_ROWS", "SPARSIFIER_ROWS", "PAPER_HYPER_FINDINGS", "Gallery",
     "GalleryPanel", "engine_evaluate_shifts", "main", "DOWNSTREAM_FACTORS", "OOD_FACTORS", "LORSP_LIF_DEFAULTS",
     "SPARSIFIER_RATIOS", "GROUPS_SWEEP", "RANK_SWEEP", "TAU_SWEEP", "V_THRESHOLD_SWEEP", "PAD_INNER_AT_224",
-    "TRANSFORMER_BACKBONES",
+    "TRANSFORMER_BACKBONES", "EVP_PAD_AT_224", "MARGIN_PP", "LEVEL", "PAIR_ON", "paired_values", "rule_description", "failed_runs",
+    "usable_rows", "describe_failed", "instance_variation", "varying_share", "shown_path",
     "HEADLINE_SCALES", "Evidence", "committed_status", "headline_evidence", "training_curves", "resolution_cost",
     "flattening", "LP_224_LABEL", "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS",
     "desk_missing", "desk_setup", "replay_losses", "stale_records",

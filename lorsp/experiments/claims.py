@@ -2,22 +2,28 @@
 the chapter's closing paragraph."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from ..stats import holm_verdict
 from .grid import SPARSIFIER_ROWS, V_THRESHOLD_SWEEP
-from .records import ACCURACY
-from .tables import hyper_long, ood_long, summarise
+from .records import ACCURACY, describe_failed, failed_runs, usable_rows
+from .tables import hyper_long, ood_long
+
+#: the equivalence margin (percentage points) and the confidence level of every verdict (lorsp.stats)
+MARGIN_PP = 0.5
+LEVEL = 0.95
+#: what pairs two runs of a claim: the same dataset, backbone and seed (so the same data subset)
+PAIR_ON = ("dataset", "backbone", "seed")
 
 
 @dataclass
 class Claim:
     """A claim of the paper: ``better`` beats ``worse`` (for every pair when several are given).
 
-    ``pairs``: ``[(better_label, worse_label), ...]``; ``where``: column filters on the summary (e.g.
+    ``pairs``: ``[(better_label, worse_label), ...]``; ``where``: column filters on the run rows (e.g.
     ``{"dataset": "cifar10"}``); ``text``: the claim in words, as the paper makes it.
     """
 
@@ -31,101 +37,128 @@ def claim_pairs(better: str, worse: Iterable[str]) -> list[tuple[str, str]]:
     return [(better, w) for w in worse]
 
 
-def _verdict(a_mean, a_std, a_n, b_mean, b_std, b_n, tolerance):
-    diff = a_mean - b_mean
-    stds = [s for s, n in ((a_std, a_n), (b_std, b_n)) if n is not None and n >= 2 and not pd.isna(s)]
-    if len(stds) == 2:
-        spread = max(stds)
-        basis = "the larger std over seeds"
-    elif tolerance is not None:
-        spread = float(tolerance)
-        basis = "the stated tolerance"
-    else:
-        return "undecided", diff, float("nan"), "one seed, no tolerance stated"
-    if abs(diff) <= spread:
-        return "tie", diff, spread, basis
-    return ("holds" if diff > 0 else "does not hold"), diff, spread, basis
+#: the wording of a claim's combined verdict (:func:`lorsp.stats.holm_verdict`) in its sentence
+_WORDING = {
+    "holds": "holds",
+    "reversed": "is reversed: the other method is better",
+    "equivalent": "is not supported: the methods are equivalent within the margin",
+    "inconclusive": "is inconclusive",
+    "not run": "was not tested (no runs)",
+}
 
 
-def claims(summary: pd.DataFrame, specs: Sequence[Claim], label: str = "label",
-           tolerance: float | None = None, scale: str | None = None) -> tuple[list[str], pd.DataFrame]:
-    """Which claims hold at this scale, from the numbers: ``(sentences, table)``.
+def paired_values(rows: pd.DataFrame, better: str, worse: str, label: str = "label", value: str = ACCURACY,
+                  pair_on: Sequence[str] = PAIR_ON) -> tuple[list[float], list[float], list]:
+    """Per-seed values of ``better`` and ``worse`` paired on ``pair_on`` (the columns of it that ``rows`` has:
+    same dataset, backbone and seed), failed or diverged runs left out: ``(a, b, keys)`` in the same order.
+    A pair key that only one method has is dropped; duplicates of a key are averaged."""
+    rows = usable_rows(rows, value)
+    keys = [c for c in pair_on if c in rows.columns]
+    if "seed" not in keys:
+        raise KeyError(f"claims pair runs by seed, but the rows have no 'seed' column (columns: {list(rows.columns)})")
 
-    ``summary``: :func:`summarise` output (``mean``, ``std``, ``n`` per ``label``). For each pair
-    (better, worse) the verdict is: **holds** if mean(better) − mean(worse) exceeds the spread, **does not
-    hold** if it is below −spread, **tie** if within ±spread, where the spread is the larger of the two
-    standard deviations over seeds; with fewer than two seeds on either side the spread is ``tolerance``
-    (percentage points) when given, else the verdict is **undecided**. A claim over several pairs holds
-    when every pair holds, does not hold when any pair is reversed, and is otherwise a tie (or undecided).
-    A method missing from the numbers makes the pair **not run**.
+    def side(name):
+        sub = rows[rows[label] == name]
+        return sub.assign(**{value: sub[value].astype(float)}).groupby(keys, sort=True)[value].mean()
+
+    joined = pd.concat([side(better).rename("a"), side(worse).rename("b")], axis=1, join="inner")
+    return joined["a"].tolist(), joined["b"].tolist(), list(joined.index)
+
+
+def claims(rows: pd.DataFrame, specs: Sequence[Claim], label: str = "label", value: str = ACCURACY,
+           margin: float = MARGIN_PP, level: float = LEVEL, scale: str | None = None,
+           pair_on: Sequence[str] = PAIR_ON) -> tuple[list[str], pd.DataFrame]:
+    """Which claims hold at this scale, from the per-run ``rows`` (one row per run and seed): ``(sentences,
+    table)``.
+
+    For each pair (better, worse) of a claim the runs are paired by seed (:func:`paired_values`; failed or
+    diverged runs left out) and tested by :func:`lorsp.stats.paired_verdict` (paired t-interval, ``level``,
+    equivalence ``margin`` in pp); a claim's pairs are combined by :func:`lorsp.stats.holm_verdict` (Holm's
+    step-down rule over its pairs). A pair whose methods have no common seed is **not run**; the claim's
+    verdict is over the pairs that were run. ``table``: one row per pair with the means over the paired
+    seeds, ``difference``, ``ci_low``/``ci_high``, ``detectable``, ``p_value``, ``p_holm``, the pair's
+    ``verdict`` after Holm and the claim's ``claim_verdict``.
     """
     table_rows, sentences = [], []
     for spec in specs:
-        sub = summary
+        sub = rows
         for column, wanted in spec.where.items():
             sub = sub[sub[column] == wanted]
-        verdicts = []
+        paired = {}
         for better, worse in spec.pairs:
-            a = sub[sub[label] == better]
-            b = sub[sub[label] == worse]
-            if a.empty or b.empty:
-                verdict, diff, spread, basis = "not run", float("nan"), float("nan"), "missing numbers"
-                a_mean = b_mean = float("nan")
-            else:
-                a_row, b_row = a.iloc[0], b.iloc[0]
-                a_mean, b_mean = float(a_row["mean"]), float(b_row["mean"])
-                verdict, diff, spread, basis = _verdict(a_mean, a_row["std"], a_row["n"], b_mean, b_row["std"],
-                                                        b_row["n"], tolerance)
-            verdicts.append(verdict)
-            table_rows.append(dict(claim=spec.text, better=better, worse=worse, better_mean=a_mean,
-                                   worse_mean=b_mean, difference=diff, spread=spread, spread_basis=basis,
-                                   verdict=verdict, **{f"where_{k}": v for k, v in spec.where.items()}))
-        overall = _combine(verdicts)
-        sentences.append(_sentence(spec, overall, table_rows[-len(spec.pairs):], scale))
+            a, b, _ = paired_values(sub, better, worse, label=label, value=value, pair_on=pair_on)
+            if a:
+                paired[(better, worse)] = (a, b)
+        family = holm_verdict(paired, margin=margin, level=level) if paired else None
+        by_pair = {pair.name: pair for pair in family.pairs} if family else {}
+        overall = family.verdict if family else "not run"
+        for better, worse in spec.pairs:
+            pair = by_pair.get((better, worse))
+            test = pair.test if pair else None
+            a, b = paired.get((better, worse), ([], []))
+            table_rows.append(dict(
+                claim=spec.text, better=better, worse=worse, n=test.n if test else 0,
+                better_mean=sum(a) / len(a) if a else float("nan"), worse_mean=sum(b) / len(b) if b else float("nan"),
+                difference=test.difference if test else float("nan"),
+                ci_low=test.ci[0] if test else float("nan"), ci_high=test.ci[1] if test else float("nan"),
+                detectable=test.detectable if test else float("nan"),
+                p_value=test.p_value if test else float("nan"), p_holm=pair.p_adjusted if pair else float("nan"),
+                verdict=pair.verdict if pair else "not run", claim_verdict=overall,
+                note=(test.reason if test else "no common seeds"),
+                **{f"where_{k}": v for k, v in spec.where.items()}))
+        sentences.append(_sentence(spec, overall, table_rows[-len(spec.pairs):], by_pair, scale, margin, level))
     return sentences, pd.DataFrame(table_rows)
 
 
-def _combine(verdicts: Iterable[str]) -> str:
-    """One verdict for a claim over several pairs (see :func:`claims`)."""
-    verdicts = list(verdicts)
-    if not verdicts or all(v == "not run" for v in verdicts):
-        return "not run"
-    present = [v for v in verdicts if v != "not run"]
-    if "does not hold" in present:
-        return "does not hold"
-    if all(v == "holds" for v in present):
-        return "holds" if len(present) == len(verdicts) else "holds where run"
-    if "undecided" in present:
-        return "undecided"
-    return "tie"
+def rule_description(table: pd.DataFrame, margin: float = MARGIN_PP, level: float = LEVEL) -> str:
+    """``"paired t-interval over 3 seeds, 95%, equivalence margin ±0.5 pp, Holm over 4 pairs"`` for the
+    pairs of ``table`` (one claim's rows of :func:`claims`)."""
+    seeds = sorted({int(n) for n in table["n"] if n})
+    span = "no" if not seeds else str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+    run = int((table["verdict"] != "not run").sum())
+    return (f"paired t-interval over {span} seeds, {100 * level:g}%, equivalence margin ±{margin:g} pp, "
+            f"Holm over {run} pair{'s' if run != 1 else ''}")
 
 
-def _sentence(spec: Claim, overall: str, rows: list[dict], scale: str | None) -> str:
+def _sentence(spec: Claim, overall: str, rows: list[dict], by_pair: dict, scale: str | None, margin: float,
+              level: float) -> str:
     where = f" at {scale} scale" if scale else ""
-    def spread(r):
-        return "" if math.isnan(r["spread"]) else f", spread {r['spread']:.1f} pp"
+    details = []
+    for r in rows:
+        pair = by_pair.get((r["better"], r["worse"]))
+        if pair is None:
+            details.append(f"{r['better']} vs {r['worse']}: not run")
+            continue
+        after = "" if pair.verdict == pair.test.verdict else f"; after Holm: {pair.verdict}"
+        details.append(f"{r['better']} {r['better_mean']:.1f} vs {r['worse']} {r['worse_mean']:.1f}: "
+                       f"{pair.test.describe()}{after}")
+    if overall == "not run":
+        return f"“{spec.text}” {_WORDING[overall]}{where}."
+    wording = _WORDING[overall]
+    if overall == "equivalent":
+        wording = f"is not supported: the methods are equivalent within ±{margin:g} pp"
+    missing = sum(1 for r in rows if r["verdict"] == "not run")
+    if missing:
+        wording += f" (for the {len(rows) - missing} of {len(rows)} pairs that were run)"
+    test = rule_description(pd.DataFrame(rows), margin, level)
+    return f"“{spec.text}” {wording}{where} ({test}) — " + "; ".join(details) + "."
 
-    details = "; ".join(
-        f"{r['better']} {r['better_mean']:.1f} vs {r['worse']} {r['worse_mean']:.1f} "
-        f"(Δ = {r['difference']:+.1f} pp{spread(r)}: {r['verdict']})"
-        if not math.isnan(r["difference"]) else f"{r['better']} vs {r['worse']}: {r['verdict']}"
-        for r in rows)
-    wording = {
-        "holds": "holds",
-        "holds where run": "holds for the pairs that were run",
-        "does not hold": "does not hold",
-        "tie": "is not supported: the differences are within the spread (a tie)",
-        "undecided": "cannot be decided with one seed and no stated tolerance",
-        "not run": "was not tested (no runs)",
-    }[overall]
-    return f"“{spec.text}” {wording}{where} — {details}."
 
+def chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None = None, margin: float = MARGIN_PP,
+                   level: float = LEVEL, value: str = ACCURACY) -> tuple[list[str], pd.DataFrame]:
+    """The paper's claims for ``chapter``, checked on ``frame`` (this scale's run rows): see :func:`claims`.
 
-def chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None = None,
-                   tolerance: float | None = None, value: str = ACCURACY) -> tuple[list[str], pd.DataFrame]:
-    """The paper's claims for ``chapter``, checked on ``frame`` (this scale's run rows): see :func:`claims`."""
+    Failed or diverged runs (:func:`failed_runs`) are left out of the verdicts, and the last sentence names
+    them."""
     if frame.empty:
         return ["No runs: nothing can be said at this scale."], pd.DataFrame()
+    left_out = describe_failed(failed_runs(frame, value))
+    sentences, table = _chapter_claims(chapter, usable_rows(frame, value), scale, margin, level, value)
+    return sentences + ([left_out] if left_out else []), table
+
+
+def _chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None, margin: float, level: float,
+                    value: str) -> tuple[list[str], pd.DataFrame]:
     specs: list[Claim] = []
     if chapter == "sparsifiers":
         for (dataset, backbone), _ in frame.groupby(["dataset", "backbone"], sort=False):
@@ -137,7 +170,7 @@ def chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None = None,
                       claim_pairs("LoRSP", [r for r in SPARSIFIER_ROWS if r.startswith("Dropout")]), where),
                 Claim(f"LoRSP beats LPF, its dense ablation ({backbone}, {dataset})", [("LoRSP", "LPF")], where),
             ]
-        summary = summarise(frame, by=["dataset", "backbone", "label"], value=value)
+        rows = frame
     elif chapter in ("backbones", "downstream"):
         rivals = ["LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP"] if chapter == "backbones" else \
             ["LP", "VPT", "AutoVP", "LoR-VP"]
@@ -151,7 +184,7 @@ def chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None = None,
                 specs += [Claim(f"LPF beats LP: prompt factors help ({backbone}, {dataset})", [("LPF", "LP")], where),
                           Claim(f"LoRSP beats LPF: the SNN's sparsity helps ({backbone}, {dataset})",
                                 [("LoRSP", "LPF")], where)]
-        summary = summarise(frame, by=["dataset", "backbone", "label"], value=value)
+        rows = frame
     elif chapter == "ood":
         long = ood_long(frame)
         for dataset in long["dataset"].unique():
@@ -159,10 +192,9 @@ def chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None = None,
                 continue
             specs.append(Claim(f"LoRSP beats LP, EVP and LoR-VP on {dataset}",
                                claim_pairs("LoRSP", ["LP", "EVP", "LoR-VP"]), dict(dataset=dataset)))
-        summary = summarise(long, by=["dataset", "label"], value=value)
+        rows = long
     elif chapter == "hyperparameters":
         long = hyper_long(frame)
-        acc = summarise(long, by=["sweep", "point"], value=value).rename(columns={"point": "label"})
         specs = [
             Claim("G = 4 beats G = 1, 2 and 8 (r = 4)", claim_pairs("G=4", ["G=1", "G=2", "G=8"]),
                   dict(sweep="groups")),
@@ -175,29 +207,33 @@ def chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None = None,
                                                                                  V_THRESHOLD_SWEEP if v != 0]),
                   dict(sweep="v_threshold")),
         ]
-        sentences, table = claims(acc, specs, tolerance=tolerance, scale=scale)
-        sparsity = summarise(long.assign(sparsity_pct=100.0 * long["sparsity"].astype(float)),
-                             by=["sweep", "point"], value="sparsity_pct").rename(columns={"point": "label"})
+        settings = dict(label="point", margin=margin, level=level, scale=scale)
+        sentences, table = claims(long, specs, value=value, **settings)
         higher = [f"V_th={v:g}" for v in V_THRESHOLD_SWEEP if v > 0]
-        more, more_table = claims(sparsity, [Claim("a higher threshold gives a sparser prompt (share of zeros, "
-                                                   "in percentage points)",
-                                                   claim_pairs(higher[-1], ["V_th=0"]), dict(sweep="v_threshold"))],
-                                  tolerance=tolerance, scale=scale)
+        more, more_table = claims(long.assign(sparsity_pct=100.0 * long["sparsity"].astype(float)),
+                                  [Claim("a higher threshold gives a sparser prompt (share of zeros, in percentage "
+                                         "points)", claim_pairs(higher[-1], ["V_th=0"]), dict(sweep="v_threshold"))],
+                                  value="sparsity_pct", **settings)
         return sentences + more, pd.concat([table, more_table], ignore_index=True)
     else:
         raise KeyError(f"chapter {chapter!r} has no claims; expected sparsifiers, backbones, downstream, ood or "
                        f"hyperparameters")
-    return claims(summary, specs, tolerance=tolerance, scale=scale)
+    return claims(rows, specs, value=value, margin=margin, level=level, scale=scale)
 
 
-def closing_paragraph(sentences: Sequence[str], table: pd.DataFrame, scale: str) -> str:
-    """Markdown: a count of verdicts and one bullet per claim, all generated from the numbers."""
+def closing_paragraph(sentences: Sequence[str], table: pd.DataFrame, scale: str, margin: float = MARGIN_PP,
+                      level: float = LEVEL) -> str:
+    """Markdown: a count of verdicts, the test, and one bullet per claim, all generated from the numbers."""
     if table.empty:
         return f"At `{scale}` scale there are no numbers yet, so no claim of the paper is tested here."
-    per_claim = table.groupby("claim", sort=False)["verdict"].apply(_combine)
+    per_claim = table.groupby("claim", sort=False)["claim_verdict"].first()
     counts = per_claim.value_counts()
     summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
     bullets = "\n".join(f"- {s}" for s in sentences)
     return (f"**What the numbers say at `{scale}` scale** ({len(per_claim)} claims checked: {summary}). "
-            f"A difference within the spread over seeds is a tie; one seed without a stated tolerance "
-            f"decides nothing.\n\n{bullets}")
+            f"Each pair of methods is compared seed by seed (same data subset): a claim *holds* when the "
+            f"{100 * level:g}% t-interval of the paired difference lies above zero, is *reversed* below zero, "
+            f"the methods are *equivalent* when it lies within ±{margin:g} pp, and otherwise the result is "
+            f"*inconclusive* — the seeds cannot tell the methods apart, and the 'detectable' difference says how "
+            f"large a true difference they would have caught (80% power). A claim over several pairs uses Holm's "
+            f"rule over its pairs (lorsp.stats). Failed or diverged runs are left out and named.\n\n{bullets}")

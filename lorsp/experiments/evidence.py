@@ -79,10 +79,10 @@ class Evidence:
     def banner(self):
         """The scale banner of the headline's numbers (:func:`lorsp.scale.scale_banner`)."""
         from ..scale import scale_banner
-        from .grid import chapter_facts
+        from .grid import chapter_facts, shown_path
         facts = chapter_facts(self.chapter, self.setup, self.runs)
         facts["records"] = (f"committed under results/{self.scale}/" if self.from_committed else
-                            f"trained by this page in {self.results_dir}")
+                            f"trained by this page in {shown_path(self.results_dir)}")
         return scale_banner(facts, scale=self.scale)
 
     def note(self) -> str:

@@ -207,6 +207,18 @@ def runs_dir(scale: str) -> Path:
     return root / scale
 
 
+def shown_path(path) -> str:
+    """``path`` as the book shows it, never as this machine's absolute path: relative to the repository
+    (``runs/smoke``), else relative to ``$LORSP_RUNS`` (``$LORSP_RUNS/smoke``), else ``…/<name>``."""
+    path = Path(path).resolve()
+    if path.is_relative_to(_REPO):
+        return path.relative_to(_REPO).as_posix() or "."
+    override = os.environ.get("LORSP_RUNS")
+    if override and path.is_relative_to(Path(override).resolve()):
+        return "/".join(["$LORSP_RUNS", *path.relative_to(Path(override).resolve()).parts])
+    return f"…/{path.name}"
+
+
 def chapter_facts(chapter: str, setup: ScaleSetup, runs: Sequence[dict]) -> dict[str, Any]:
     """The banner facts of a chapter: exactly which data, images, weights, resolution and epochs its runs use."""
     facts = setup.facts()
@@ -219,7 +231,7 @@ def chapter_facts(chapter: str, setup: ScaleSetup, runs: Sequence[dict]) -> dict
     facts["backbones"] = ", ".join(dict.fromkeys(r["backbone"] for r in runs))
     seeds = sorted({r["seed"] for r in runs})
     facts["seeds"] = ", ".join(map(str, seeds)) + (" (mean ± std over seeds)" if len(seeds) > 1 else
-                                                   " (one seed: claims need a stated tolerance)")
+                                                   " (one seed: the claims' verdicts are inconclusive)")
     steps = {}
     for name in datasets:
         per_class = setup.datasets[name].get("train_per_class")

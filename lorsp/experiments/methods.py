@@ -24,6 +24,8 @@ METHOD_LABELS = {
 }
 #: padding prompts: inner (image) size at 224 px — ILM-VP 32 (147K params), AutoVP 160 (74K params)
 PAD_INNER_AT_224 = {"ILM-VP": 32, "AutoVP": 160}
+#: EVP's learnable frame width at 224 px (its image shrunk to 164 px: 69,840 params); scaled with the side
+EVP_PAD_AT_224 = 30
 #: backbones that are vision transformers (VPT applies); the others are CNNs
 TRANSFORMER_BACKBONES = ("vit_b32", "vit_b16", "swin_b", "clip_vit_b32")
 
@@ -56,13 +58,15 @@ def method_config(label: str, image_size: int = 224, factors: dict | None = None
     ``label``: ``"LP"``, ``"ILM-VP"``, ``"AutoVP"``, ``"EVP"``, ``"LoR-VP"``, ``"VPT"``, ``"LPF"``,
     ``"LoRSP"``, ``"Top-k"``, ``"Dropout"``. ``factors`` (groups, rank) applies to the factor-based
     prompters (LPF, LoRSP, Top-k, Dropout; Eqs. 4–5); padding prompts get the paper's inner size scaled to
-    ``image_size`` (32 and 160 at 224 px).
+    ``image_size`` (32 and 160 at 224 px), and EVP its frame width (30 at 224 px: 9 at 64 px).
     """
     if label not in METHOD_LABELS:
         raise KeyError(f"unknown method label {label!r}; expected one of {list(METHOD_LABELS)}")
     config = dict(METHOD_LABELS[label])
     if label in PAD_INNER_AT_224:
         config["inner_size"] = max(1, round(PAD_INNER_AT_224[label] * image_size / 224))
+    if label == "EVP":  # the frame keeps EVP's proportion (30/224 of the side), as the padding prompts do
+        config["pad_size"] = round(EVP_PAD_AT_224 * image_size / 224)
     if label in ("LPF", "LoRSP", "Top-k", "Dropout"):
         config.update(factors if factors is not None else DOWNSTREAM_FACTORS)
     if label == "LoRSP":  # explicit, so that a sweep's default point is the same run as everyone's default

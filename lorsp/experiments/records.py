@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -53,7 +54,7 @@ def _write_record(record: dict, path: Path) -> None:
     write_record(record, Path(path).parent, name=Path(path).name)
 
 
-_COLUMNS = ["key", "status", "chapter", "label", "scale", "dataset", "backbone", "method", "head", "seed", "groups",
+_COLUMNS = ["key", "status", "reason", "chapter", "label", "scale", "dataset", "backbone", "method", "head", "seed", "groups",
             "rank", "tau", "v_threshold", "keep_ratio", "sweeps", ACCURACY, "best_accuracy_pct",
             "firing_rate", "sparsity", "prompt_params", "train_seconds", "weights_source"]
 
@@ -78,7 +79,7 @@ def records_frame(rows: Iterable[tuple[dict, dict]]) -> pd.DataFrame:
         final = record.get("final_accuracy")
         best = record.get("best_accuracy")
         out.append(dict(
-            key=run_key(run), status=record.get("status", "completed"), chapter=tags.get("chapter"), label=tags.get("label", label_of(config)),
+            key=run_key(run), status=record.get("status", "completed"), reason=record.get("reason"), chapter=tags.get("chapter"), label=tags.get("label", label_of(config)),
             scale=tags.get("scale"), dataset=config.get("dataset"), backbone=config.get("backbone"),
             method=config.get("method"), head=config.get("head"), seed=config.get("seed"),
             groups=config.get("groups"), rank=config.get("rank"), tau=config.get("tau"),
@@ -102,3 +103,46 @@ def records_frame(rows: Iterable[tuple[dict, dict]]) -> pd.DataFrame:
         if column not in frame:
             frame[column] = pd.Series(dtype=object)
     return frame
+
+
+def _failed_mask(frame: pd.DataFrame, value: str = ACCURACY) -> pd.Series:
+    """Rows of a failed or diverged run: record status ``"failed"``, or a missing / non-finite ``value``."""
+    if frame.empty:
+        return pd.Series(False, index=frame.index, dtype=bool)
+    failed = frame["status"].eq("failed") if "status" in frame else pd.Series(False, index=frame.index)
+    if value in frame:
+        numbers = pd.to_numeric(frame[value], errors="coerce").astype(float)
+        failed = failed | ~numbers.map(math.isfinite)
+    return failed.astype(bool)
+
+
+def usable_rows(frame: pd.DataFrame, value: str = ACCURACY) -> pd.DataFrame:
+    """``frame`` without failed or diverged runs (see :func:`failed_runs`): what means and verdicts use."""
+    return frame[~_failed_mask(frame, value)]
+
+
+def failed_runs(frame: pd.DataFrame, value: str = ACCURACY) -> pd.DataFrame:
+    """The failed or diverged runs of ``frame`` (record status ``"failed"``, or a non-finite accuracy — a
+    diverged run may keep its last good epoch's number): one row each with ``key, label, dataset, backbone,
+    seed, status, reason``. They are left out of every mean and verdict and listed by name."""
+    columns = ["key", "label", "dataset", "backbone", "seed", "status", "reason"]
+    rows = frame[_failed_mask(frame, value)]
+    out = pd.DataFrame({c: rows[c] if c in rows else pd.Series([None] * len(rows), index=rows.index, dtype=object)
+                        for c in columns})
+    return out.drop_duplicates(subset=["key"] if "key" in rows else None).reset_index(drop=True)
+
+
+def describe_failed(failed: pd.DataFrame) -> str:
+    """One sentence naming each failed run: ``"Left out of means and verdicts: 1 failed or diverged run:
+    <key> (LoRSP, cifar10, seed 1; DivergenceError: ...)."``; empty when there is none."""
+    if failed.empty:
+        return ""
+    names = []
+    for _, row in failed.iterrows():
+        detail = ", ".join(str(row[c]) if c != "seed" else f"seed {row[c]}"
+                           for c in ("label", "dataset", "seed") if pd.notna(row[c]))
+        reason = f"; {str(row['reason']).splitlines()[0][:120]}" if pd.notna(row["reason"]) and row["reason"] else ""
+        names.append(f"`{row['key']}` ({detail}{reason})" if pd.notna(row["key"]) else f"({detail}{reason})")
+    count = len(names)
+    return (f"Left out of means and verdicts: {count} failed or diverged run{'s' if count > 1 else ''}: "
+            + "; ".join(names) + ".")

@@ -106,7 +106,7 @@ def scale_setup(scale: str | None = None, data_root=None, require_data: bool = T
     """The setup of ``scale`` (default ``LORSP_SCALE`` via :func:`lorsp.scale.current_scale`).
 
     ``smoke``: CPU, MobileNetV2 with the ImageNet-1k weights of the data root and real CIFAR-10 (20 train
-    / 20 test images per class) and Tiny-ImageNet (4 / 2 per class) at 64 px, 3 epochs, 2 seeds. Without
+    / 20 test images per class) and Tiny-ImageNet (4 / 2 per class) at 64 px, 2 seeds. Without
     the local data or weights it falls back to the ``synthetic`` dataset and random initialisation, and
     says so in ``notes`` (and the banner).
     ``mini``: one GPU, MobileNetV2 on CIFAR-10 (500 / 100 per class) and Tiny-ImageNet (100 / 50 per
@@ -114,12 +114,15 @@ def scale_setup(scale: str | None = None, data_root=None, require_data: bool = T
     ``desk``: a 2-core CPU, the real MobileNetV2 weights and real CIFAR-10 / Tiny-ImageNet at 64 px
     (:func:`desk_setup`); no fallbacks (``require_data=False`` lists its runs without the data).
     ``paper``: the paper's five backbones and datasets at its protocol, 1 seed (the paper reports one run).
+    The epochs of every scale come from :data:`lorsp.scale.SCALES` (``Scale.epochs``), the one place they are set.
     """
     if scale is None:
         from ..scale import current_scale
         scale = current_scale()
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {SCALES} (LORSP_SCALE)")
+    from ..scale import SCALES as SCALE_DEFAULTS
+    epochs = SCALE_DEFAULTS[scale].epochs          # stated once, in lorsp.scale
     if scale == "smoke":
         cifar, tiny, weights = _has_real_smoke_data(data_root)
         notes, fallbacks = [], []
@@ -141,11 +144,11 @@ def scale_setup(scale: str | None = None, data_root=None, require_data: bool = T
             fallbacks.append("no pretrained MobileNetV2 weights in the data root, so the backbone is randomly "
                              "initialised; prompting a random network tests the code, not the method.")
         notes.append("At 64 px the padding prompts keep the paper's proportions: ILM-VP's inner image is "
-                     "32/224 of the side, AutoVP's 160/224. A smoke run makes only a few dozen optimisation "
+                     "32/224 of the side, AutoVP's 160/224, and EVP's frame 30/224 (9 px). A smoke run makes only a few dozen optimisation "
                      "steps (see 'steps'), so the prompts move little from their zero start: smoke checks that "
                      "the whole pipeline runs on real data, and its differences are mostly ties.")
         return ScaleSetup(
-            scale="smoke", backbones=("mobilenetv2",), datasets=datasets, image_size=64, epochs=3,
+            scale="smoke", backbones=("mobilenetv2",), datasets=datasets, image_size=64, epochs=epochs,
             batch_size=32, lr=0.01, seeds=(0, 1), device="cpu", random_init=not weights,
             real_data=cifar or tiny, weights_note=weights_note, notes=notes, fallbacks=fallbacks,
             table2_datasets=(source,), table3_datasets=tuple(datasets), ood_source=source,
@@ -159,7 +162,7 @@ def scale_setup(scale: str | None = None, data_root=None, require_data: bool = T
             scale="mini", backbones=("mobilenetv2",),
             datasets={"cifar10": dict(train_per_class=500, test_per_class=100),
                       "tiny-imagenet": dict(train_per_class=100, test_per_class=50)},
-            image_size=224, epochs=20, batch_size=256, lr=0.01, seeds=(0, 1, 2), device="cuda",
+            image_size=224, epochs=epochs, batch_size=256, lr=0.01, seeds=(0, 1, 2), device="cuda",
             weights_note="MobileNetV2 (1.0, 224) ImageNet-1k weights from the data root, else timm's "
                          "mobilenetv2_100.ra_in1k",
             notes=["Tiny-ImageNet: the local archive holds the first 100 train images per class and the whole "
@@ -174,9 +177,9 @@ def scale_setup(scale: str | None = None, data_root=None, require_data: bool = T
         scale="paper", backbones=("resnet50", "vit_b32", "vit_b16", "swin_b", "clip_vit_b32"),
         datasets={name: dict(train_per_class=None, test_per_class=None)
                   for name in dict.fromkeys(table3 + ("imagenet",))},
-        image_size=224, epochs=20, batch_size=256, lr=0.01, seeds=(0,), device="cuda",
+        image_size=224, epochs=epochs, batch_size=256, lr=0.01, seeds=(0,), device="cuda",
         weights_note="the paper's pretrained timm weights (Table I)",
-        notes=["One seed per run, as the paper reports; claims then need a stated tolerance."],
+        notes=["One seed per run, as the paper reports; a paired verdict needs at least two seeds, so the claims are inconclusive."],
         table2_datasets=("tiny-imagenet", "cifar100"), table3_datasets=table3, ood_source="imagenet",
         ood_targets=("imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r"),
         hyper_backbones=("vit_b16", "resnet50"), hyper_seeds=(0,),

@@ -10,18 +10,19 @@ import pandas as pd
 from .grid import (BACKBONE_ROWS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_ROWS, RANK_SWEEP, RESULTS_ROOT, SPARSIFIER_ROWS,
                    TAU_SWEEP, V_THRESHOLD_SWEEP, grid)
 from .methods import not_applicable
-from .records import ACCURACY
+from .records import ACCURACY, usable_rows
 from .runner import collect
 from .scales import SCALES
 
 
 def summarise(frame: pd.DataFrame, by: Sequence[str] = ("dataset", "backbone", "label"),
               value: str = ACCURACY) -> pd.DataFrame:
-    """Mean, std (over seeds; NaN with one seed) and n of ``value`` per group ``by``."""
+    """Mean, std (over seeds; NaN with one seed) and n of ``value`` per group ``by``; failed or diverged runs
+    (:func:`failed_runs`) are left out."""
     by = list(by)
     if frame.empty:
         return pd.DataFrame(columns=by + ["mean", "std", "n"])
-    grouped = frame.dropna(subset=[value]).groupby(by, sort=False, dropna=False)[value]
+    grouped = usable_rows(frame, value).groupby(by, sort=False, dropna=False)[value]
     out = grouped.agg(mean="mean", std="std", n="count").reset_index()
     return out
 

@@ -419,7 +419,7 @@ def build_prompter_for(config: TrainConfig):
 
 def build_run_model(config: TrainConfig, num_classes: int):
     """Backbone + prompter + head as a :class:`lorsp.model.PromptedModel`; returns ``(model, backbone_info)``."""
-    from .backbones import create_backbone
+    from .backbones import create_backbone, fold_frozen_backbone
     common = dict(weights=config.weights, random_init=config.random_init, data_root=config.data_root)
     backbone_kwargs = dict(config.backbone_kwargs)
     if "img_size" not in backbone_kwargs:
@@ -434,6 +434,7 @@ def build_run_model(config: TrainConfig, num_classes: int):
             backbone, info = create_backbone(config.backbone, **common, **backbone_kwargs)
     else:
         backbone, info = create_backbone(config.backbone, **common, **backbone_kwargs)
+    fold_frozen_backbone(backbone, config.image_size)  # the same outputs, cheaper (benchmarks/README.md)
     return _compose(config, backbone, info, num_classes)
 
 
@@ -466,10 +467,8 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _backbone_fingerprint(model: nn.Module) -> float:
-    backbone = getattr(model, "backbone", model)
-    with torch.no_grad():
-        return float(sum(p.detach().double().abs().sum().item() for p in backbone.parameters()
-                         if not p.requires_grad))
+    from .backbones import weights_fingerprint
+    return weights_fingerprint(getattr(model, "backbone", model))
 
 
 def _build_optimizer(config: TrainConfig, model: nn.Module, params: list[nn.Parameter]):
@@ -969,6 +968,7 @@ class _Run:
             self.test_loader = DataLoader(test_data, batch_size=eval_batch, sampler=test_sampler, **loader_kw)
         self.steps_per_epoch = len(self.train_loader)
         self.ddp_module = distrib.wrap_ddp(self.step_module, ctx, self.device)
+        _plan_prompter(model, config.epochs * self.steps_per_epoch, self.device, self.record)
 
     def _cached_feature_sets(self):
         """Linear probing: the frozen backbone's features of the train and test images, computed once."""
@@ -1125,6 +1125,16 @@ class _Run:
             if self.config.results_dir:
                 record["results_path"] = str(write_record(record, self.config.results_dir))
         return record
+
+
+def _plan_prompter(model: nn.Module, steps: int, device: torch.device, record: dict) -> None:
+    """Tell the prompter how many steps the whole run takes (``plan_run``; LoRSP's ``backend="auto"`` compiles on a
+    CPU only for long runs): the planned length, not ``max_steps``, so that a shortened re-run computes alike."""
+    prompter = getattr(model, "prompter", None)
+    if callable(getattr(prompter, "plan_run", None)):
+        prompter.plan_run(steps)
+    if callable(getattr(prompter, "lif_backend", None)):
+        record["lif_backend"] = prompter.lif_backend(device)
 
 
 def _describe_model(record: dict, model: nn.Module, info, config: TrainConfig) -> None:

@@ -378,7 +378,11 @@ class StaticPadConv2d(nn.Conv2d):
 
 def _input_sizes(model: nn.Module, names: set, image_size: int) -> dict:
     sizes = {}
-    hooks = [m.register_forward_pre_hook(lambda module, args, name=n: sizes.setdefault(name, args[0].shape[-2:]))
+
+    def remember(module, args, name):  # returns None: the arguments go on unchanged
+        sizes.setdefault(name, tuple(args[0].shape[-2:]))
+
+    hooks = [m.register_forward_pre_hook(lambda module, args, name=n: remember(module, args, name))
              for n, m in model.named_modules() if n in names]
     try:
         parameter = next(model.parameters())

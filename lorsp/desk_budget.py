@@ -190,15 +190,16 @@ def format_plan(rows: Iterable[dict], done: set[str] | frozenset = frozenset(),
         by_chapter.setdefault(row["chapter"], []).append(row)
     lines = [f"{'chapter':<16} {'runs':>5} {'done':>5} {'planned h':>10} {'left h':>8}"]
     total = left = 0.0
+    count_runs = count_done = 0
     for chapter, items in by_chapter.items():
         hours = sum(r["seconds"] for r in items) / 3600
         todo = sum(r["seconds"] for r in items if r["key"] not in done) / 3600
         total, left = total + hours, left + todo
-        n_done = sum(r["key"] in done for r in items)
-        lines.append(f"{chapter:<16} {len(items):>5} {n_done:>5} {hours:>10.2f} {todo:>8.2f}")
-    lines.append(f"{'all':<16} {sum(len(v) for v in by_chapter.values()):>5} "
-                 f"{sum(sum(r['key'] in done for r in v) for v in by_chapter.values()):>5} {total:>10.2f} "
-                 f"{left:>8.2f}")
+        runs = [r for r in items if not r["key"].endswith(":shifted")]
+        n_done = sum(r["key"] in done for r in runs)
+        count_runs, count_done = count_runs + len(runs), count_done + n_done
+        lines.append(f"{chapter:<16} {len(runs):>5} {n_done:>5} {hours:>10.2f} {todo:>8.2f}")
+    lines.append(f"{'all':<16} {count_runs:>5} {count_done:>5} {total:>10.2f} {left:>8.2f}")
     return "\n".join(lines)
 
 

@@ -196,7 +196,8 @@ def dry_run(chapters: dict[str, list[dict]], results_dir, costs=None, out=None) 
     out = out or _line
     costs = costs or load_costs()
     rows = plan(chapters, costs, key=run_key)
-    done = {row["key"] for row in rows if _is_done(Path(results_dir) / row["key"].split(":")[0] / "record.json")}
+    done = {row["key"] for row in rows if not row["key"].endswith(":shifted")
+            and _is_done(Path(results_dir) / row["key"] / "record.json")}
     for row in rows:
         out(f"{row['chapter']:<16} {row['key']:<56} {str(row['label']):<24} {_duration(row['seconds']):>9}"
             f"{'  done' if row['key'] in done else ''}")

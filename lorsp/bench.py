@@ -2,12 +2,17 @@
 
 For each backbone the *floor* is the cheapest step any input-level prompt can have: the frozen backbone's
 forward on the normalised image plus the backward to the input (``x.requires_grad_()``), no prompt, no head.
+The backbone is built as the trainer builds it (:func:`lorsp.backbones.fold_frozen_backbone`: batch norms
+folded, "same" padding fixed for the image size), so the floor and every step use the same backbone.
 Each method's step is a full training step of :class:`lorsp.model.PromptedModel` (prompt → normalise → frozen
 backbone in eval mode → linear head): forward, cross-entropy, backward to the prompt and head parameters, SGD
 step (momentum 0.9, method.md).
 
 Methods (``--methods``): any registered prompter (``lorsp``, ``lorvp``, ``lpf``, …; ``lorsp`` is the
-prompter's default: fused, ``backend="auto"``, i.e. compiled on CUDA and eager elsewhere); ``lorsp-reference``
+prompter's default: fused, ``backend="auto"``, i.e. compiled on CUDA, and on a CPU compiled for runs planned to
+take at least ``CPU_COMPILE_MIN_STEPS`` steps, else eager: the bench tells the prompters its own length,
+``warmup + steps``, or ``--run-steps N`` to stand for a run of N steps; each row says its ``lif_backend``);
+``lorsp-reference``
 (LoRSP with ``fused=False``: autograd through every LIF step); ``lorsp-fused`` (``backend="eager"``: the fused
 G-step LIF recomputed in backward, as PyTorch operations, :func:`lorsp.prompters.fused.fused_lorsp_prompt`);
 ``lorsp-compiled`` (``backend="compile"``: torch.compile fuses the loop; compiled during warm-up, so give it
@@ -212,13 +217,14 @@ def _peak_memory_mb(run_step, device: torch.device) -> float | None:
 def _create_backbone(name: str, image_size: int, random_init: bool, data_root=None):
     """``(model, info, note)`` from :func:`lorsp.backbones.create_backbone`; real weights when present (data
     root, timm cache), else random weights with a note. ViT-style models get ``img_size=image_size``."""
-    from .backbones import WeightsUnavailableError, create_backbone
+    from .backbones import WeightsUnavailableError, create_backbone, fold_frozen_backbone
 
     def make(random):
         try:
-            return create_backbone(name, random_init=random, data_root=data_root, img_size=image_size)
+            model, info = create_backbone(name, random_init=random, data_root=data_root, img_size=image_size)
         except TypeError:  # models without an img_size argument (CNNs)
-            return create_backbone(name, random_init=random, data_root=data_root)
+            model, info = create_backbone(name, random_init=random, data_root=data_root)
+        return fold_frozen_backbone(model, image_size), info  # as the trainer runs it
 
     if random_init:
         model, info = make(True)
@@ -384,13 +390,15 @@ def bench_meta(device) -> dict:
 def run_bench(methods=DEFAULT_METHODS, backbones=("mobilenetv2",),
               batch_size=32, image_size=128, device="cpu", steps=10, warmup=3, random_init=False,
               dtype="auto", num_classes=10, prompter_kwargs=None, data_root=None, seed=0,
-              progress: bool = False) -> list[dict]:
+              progress: bool = False, run_steps: int | None = None) -> list[dict]:
     """Benchmark ``methods`` × ``backbones`` × ``batch_size`` × ``image_size`` (each a value or a list) on
     ``device``; returns one row dict per configuration (see the module docstring for the keys).
 
     ``random_init``: random backbone weights (else real ones when the data root or timm's cache has them,
     falling back to random weights with a note in the row). ``dtype``: autocast dtype (``auto`` = bf16 on
-    CUDA, float32 on CPU). ``prompter_kwargs``: ``{method: {kwarg: value}}`` for the prompters.
+    CUDA, float32 on CPU). ``prompter_kwargs``: ``{method: {kwarg: value}}`` for the prompters. ``run_steps``:
+    the run length the prompters are told (``plan_run``; default ``warmup + steps``, what the bench runs), on
+    which LoRSP's ``backend="auto"`` depends on a CPU (it compiles for long runs).
     """
     methods = _split(methods)
     if not methods:
@@ -402,6 +410,9 @@ def run_bench(methods=DEFAULT_METHODS, backbones=("mobilenetv2",),
     steps, warmup = int(steps), int(warmup)
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    if run_steps is not None and (isinstance(run_steps, bool) or not isinstance(run_steps, int) or run_steps < 1):
+        raise ValueError(f"run_steps must be None or an integer >= 1, got {run_steps!r}")
+    run_steps = warmup + steps if run_steps is None else run_steps
     device = _resolve_device(device)
     amp_dtype = _resolve_dtype(dtype, device)
     prompter_kwargs = dict(prompter_kwargs or {})
@@ -416,12 +427,12 @@ def run_bench(methods=DEFAULT_METHODS, backbones=("mobilenetv2",),
             for batch in batch_sizes:
                 rows.extend(_bench_one(methods, backbone, info, weights_note, batch, size, device, amp_dtype,
                                        steps, warmup, num_classes, prompter_kwargs, seed, channels_last,
-                                       progress))
+                                       progress, run_steps))
     return rows
 
 
 def _bench_one(methods, backbone, info, weights_note, batch, size, device, amp_dtype, steps, warmup,
-               num_classes, prompter_kwargs, seed, channels_last, progress) -> list[dict]:
+               num_classes, prompter_kwargs, seed, channels_last, progress, run_steps) -> list[dict]:
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, 3, size, size, generator=generator).to(device)
     if channels_last:
@@ -433,6 +444,8 @@ def _bench_one(methods, backbone, info, weights_note, batch, size, device, amp_d
     for method in methods:
         torch.manual_seed(seed)
         prompter, prompter_source = _build_prompter(method, size, prompter_kwargs)
+        if callable(getattr(prompter, "plan_run", None)):
+            prompter.plan_run(run_steps)  # as the trainer does for a run of that length
         model = _build_model(backbone, info, prompter, num_classes).to(device)
         configs.append(_Config(method, model, prompter, x, y, device, amp_dtype,
                                {"prompter": prompter_source, "model": "lorsp.model.PromptedModel"}, channels_last))
@@ -471,6 +484,8 @@ def _bench_one(methods, backbone, info, weights_note, batch, size, device, amp_d
             "prompt_params": prompter.num_prompt_params() if prompter is not None and hasattr(
                 prompter, "num_prompt_params") else 0,
             "channels_last": channels_last, **config.sources, **floor_row_extra,
+            "run_steps": getattr(prompter, "planned_steps", None),
+            "lif_backend": prompter.lif_backend(device) if callable(getattr(prompter, "lif_backend", None)) else None,
         }
         if config.method == "lp":
             lp_ms = step_ms
@@ -566,6 +581,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default: %(default)s)")
+    parser.add_argument("--run-steps", type=int, default=None, metavar="N",
+                        help="tell the prompters the run takes N training steps (default: warmup + steps); on a "
+                             "CPU LoRSP's default backend compiles for runs of at least "
+                             "lorsp.prompters.fused.CPU_COMPILE_MIN_STEPS steps")
     parser.add_argument("--random-init", action="store_true",
                         help="random backbone weights (timing does not depend on the weights)")
     parser.add_argument("--data-root", default=None, help="data root for local weights / datasets")
@@ -598,7 +617,7 @@ def main(args) -> int:
     load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     rows = run_bench(args.methods, args.backbones, args.batch_size, args.image_size, args.device, args.steps,
                      args.warmup, args.random_init, dtype=args.dtype, data_root=args.data_root,
-                     progress=not args.quiet)
+                     progress=not args.quiet, run_steps=args.run_steps)
     meta = bench_meta(args.device)
     meta["loadavg_after"] = meta.pop("loadavg_before", None)
     meta["loadavg_before"] = load_before

@@ -161,6 +161,15 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=_int_range(0, 2**31 - 1), default=0, help="random seed (default 0)")
     g.add_argument("--max-grad-norm", type=_float_range(0, None, low_open=True), default=None,
                    help="clip the gradient norm (default: no clipping)")
+    g.add_argument("--eval-every", type=_int_range(1, None), default=1, metavar="N",
+                   help="evaluate on the test split after every N-th epoch and after the last (default 1)")
+    g.add_argument("--eval-batch-size", type=_int_range(1, 1 << 20), default=None,
+                   help="evaluation batch (default: twice --batch-size)")
+    g.add_argument("--max-steps", type=_int_range(1, None), default=None, metavar="K",
+                   help="stop after K optimisation steps in all (the schedule stays the whole run's), evaluate "
+                        "and write the record: re-run the first steps of a run")
+    g.add_argument("--trace-steps", type=_int_range(0, None), default=32, metavar="K",
+                   help="the record's loss_trace keeps the loss of the first K steps (default 32)")
     g.add_argument("--label-mapping-interval", type=_int_range(1, None), default=1,
                    help="epochs between label-mapping updates of mapping heads (ILM: 1)")
     g = p.add_argument_group("weights, data, device")
@@ -356,7 +365,8 @@ def config_from_args(args):
         prompter_kwargs=_prompter_kwargs(args), backbone_kwargs=dict(args.backbone_options),
         num_workers=args.num_workers, loader=args.loader, amp=args.amp, channels_last=args.channels_last,
         bad_image_policy=args.bad_image_policy, label_mapping_interval=args.label_mapping_interval,
-        max_grad_norm=args.max_grad_norm, cache_features=args.cache_features, data_root=args.data_root,
+        max_grad_norm=args.max_grad_norm, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
+        max_steps=args.max_steps, trace_steps=args.trace_steps, cache_features=args.cache_features, data_root=args.data_root,
         download=args.download, results_dir=args.results_dir)
 
 

@@ -9,8 +9,11 @@ schedule stepped every iteration, batch 256, 20 epochs, 224×224 images; cross-e
 
 What the trainer guarantees:
 
-- **Evaluation each epoch**: test accuracy and loss; for prompters, the mean firing rate and the prompt
-  sparsity over the test set (``prompter.stats(x)``).
+- **Evaluation** after every ``eval_every``-th epoch and the last (default: every epoch), without autograd
+  (``torch.inference_mode``) at ``eval_batch_size``: test accuracy and loss; for prompters, the mean firing rate
+  and the prompt sparsity over the test set (``prompter.stats(x)``). The record lists ``evaluated_epochs``.
+- **A loss trace**: ``loss_trace``, the training loss of the first ``trace_steps`` steps, and ``max_steps`` to
+  stop a run early: re-running the first steps of a recorded run (``--deterministic``) checks it is current.
 - **Atomic checkpoints** each epoch (:mod:`lorsp.checkpoint`) and ``resume=True``: the run continues
   after the last complete epoch and ends with the metrics of an uninterrupted run (CPU, deterministic
   mode), because everything random in an epoch (data order, dropout masks) is drawn from generators seeded
@@ -64,8 +67,10 @@ LOADERS = ("auto", "dataloader", "device")
 DEVICE_LOADER_AUTO_MAX_BYTES = 4 << 30  # loader="auto" decodes a dataset once on CUDA up to this many uint8 bytes
 FEATURES_ON_DEVICE_MAX_BYTES = 2 << 30  # LP feature caches larger than this live in host memory
 # Config fields that may differ between an interrupted run and its resumption.
+# eval_every and eval_batch_size only decide which epochs are evaluated and in how large batches: every epoch
+# reseeds from (seed, epoch, rank) before it trains, so evaluating (or not) changes nothing of the training.
 RESUME_FREE_FIELDS = frozenset({"resume", "output", "num_workers", "device", "results_dir", "fault_injection",
-                                "data_root", "cache_features", "loader"})
+                                "data_root", "cache_features", "loader", "eval_every", "eval_batch_size"})
 
 
 class DivergenceError(RuntimeError):
@@ -87,7 +92,16 @@ class TrainConfig:
     keep it as uint8, resize on the training device: :mod:`lorsp.data.gpu_pipeline`; the same batches to
     floating-point rounding) or ``"auto"`` (``device`` on CUDA when the decoded images would take at most
     :data:`DEVICE_LOADER_AUTO_MAX_BYTES`, as CIFAR and Tiny-ImageNet do, else ``dataloader``). ``results_dir``
-    receives an extra copy of the record under a unique name. ``fault_injection`` is a test hook
+    receives an extra copy of the record under a unique name.
+
+    ``eval_every``: evaluate on the test split after epoch e (1-based) when e % eval_every == 0, and always after
+    the last epoch (the record's ``evaluated_epochs``; other epochs' rows have no test metrics).
+    ``eval_batch_size``: the evaluation batch (global; default twice ``batch_size``: evaluation keeps no
+    activations for backward). ``max_steps``: stop after that many optimisation steps in all (the schedule
+    stays that of the whole run), evaluate and write the record as usual: re-running the first steps of a
+    run. ``trace_steps``: the record's ``loss_trace`` keeps the training loss of the first that many steps.
+
+    ``fault_injection`` is a test hook
     (``{"nonfinite_loss_at": [epoch, step]}``, ``{"sleep_per_batch": s}``, ``{"raise_after_epoch": k}``); the
     environment variable ``LORSP_FAULT_INJECTION`` (JSON) adds to it, e.g. ``'{"sleep_per_batch": 0.5}'`` to slow
     a CLI run down for a SIGKILL test; ``LORSP_FAULT_CHECKPOINT_SLEEP`` (seconds) pauses inside each checkpoint write,
@@ -123,6 +137,10 @@ class TrainConfig:
     bad_image_policy: str = "error"
     label_mapping_interval: int = 1
     max_grad_norm: float | None = None
+    eval_every: int = 1
+    eval_batch_size: int | None = None
+    max_steps: int | None = None
+    trace_steps: int = 32
     cache_features: str = "auto"
     data_root: str | None = None
     download: bool = False
@@ -164,6 +182,14 @@ class TrainConfig:
             fail("weight_decay", "a number in [0, 1]")
         if self.max_grad_norm is not None and (not is_num(self.max_grad_norm) or self.max_grad_norm <= 0):
             fail("max_grad_norm", "None or a number > 0")
+        if not is_int(self.eval_every) or self.eval_every < 1:
+            fail("eval_every", "an integer >= 1 (evaluate after every N-th epoch and after the last)")
+        for name in ("eval_batch_size", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and (not is_int(value) or value < 1):
+                fail(name, "None or an integer >= 1")
+        if not is_int(self.trace_steps) or self.trace_steps < 0:
+            fail("trace_steps", "an integer >= 0")
         if not is_int(self.num_workers) or self.num_workers < 0:
             fail("num_workers", "an integer >= 0")
         choices = {"schedule": SCHEDULES, "amp": AMP_MODES, "cache_features": CACHE_MODES,
@@ -393,7 +419,7 @@ def build_prompter_for(config: TrainConfig):
 
 def build_run_model(config: TrainConfig, num_classes: int):
     """Backbone + prompter + head as a :class:`lorsp.model.PromptedModel`; returns ``(model, backbone_info)``."""
-    from .backbones import create_backbone
+    from .backbones import create_backbone, fold_frozen_backbone
     common = dict(weights=config.weights, random_init=config.random_init, data_root=config.data_root)
     backbone_kwargs = dict(config.backbone_kwargs)
     if "img_size" not in backbone_kwargs:
@@ -408,6 +434,7 @@ def build_run_model(config: TrainConfig, num_classes: int):
             backbone, info = create_backbone(config.backbone, **common, **backbone_kwargs)
     else:
         backbone, info = create_backbone(config.backbone, **common, **backbone_kwargs)
+    fold_frozen_backbone(backbone, config.image_size)  # the same outputs, cheaper (benchmarks/README.md)
     return _compose(config, backbone, info, num_classes)
 
 
@@ -440,10 +467,8 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _backbone_fingerprint(model: nn.Module) -> float:
-    backbone = getattr(model, "backbone", model)
-    with torch.no_grad():
-        return float(sum(p.detach().double().abs().sum().item() for p in backbone.parameters()
-                         if not p.requires_grad))
+    from .backbones import weights_fingerprint
+    return weights_fingerprint(getattr(model, "backbone", model))
 
 
 def _build_optimizer(config: TrainConfig, model: nn.Module, params: list[nn.Parameter]):
@@ -622,34 +647,25 @@ def _tqdm(iterable, enabled: bool, **kwargs):
 # one epoch, evaluation
 # ---------------------------------------------------------------------------------------------------------
 def _train_epoch(step_model, loader, optimizer, scheduler, params, config, device, amp_dtype, ctx, epoch,
-                 faults, progress, on_batch_end) -> dict[str, float]:
+                 faults, progress, on_batch_end, first_step=0, loss_trace=None) -> dict[str, float]:
+    """One epoch of optimisation steps. ``first_step``: the steps the run made before this epoch; the epoch
+    ends early once the run has made ``config.max_steps``; ``loss_trace`` (a list) receives the loss of each of
+    the run's first ``config.trace_steps`` steps (the mean over processes)."""
     loss_sum = correct = count = 0.0
+    steps = 0
     start = time.perf_counter()
     bar = _tqdm(loader, progress, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
-    loss_at = faults.get("nonfinite_loss_at")
     sleep = float(faults.get("sleep_per_batch", 0) or 0)
     for step, (x, y) in enumerate(bar):
         x = x.to(device, non_blocking=True)
         y = torch.as_tensor(y).to(device, non_blocking=True)
         if device.type == "cuda" and config.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp_dtype):
-            logits = step_model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        if loss_at is not None and [epoch, step] == list(loss_at):
-            loss = loss * float("nan")
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise DivergenceError(
-                f"non-finite training loss ({loss_value}) at epoch {epoch}, step {step} (method "
-                f"{config.method!r}, lr {config.lr}); the run stopped, its last good checkpoint is kept. "
-                "Try a lower --lr or --max-grad-norm.")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
+        loss_value, logits = _train_step(step_model, x, y, optimizer, scheduler, params, config, device, amp_dtype,
+                                         epoch, step, faults.get("nonfinite_loss_at"))
+        steps += 1
+        if loss_trace is not None and first_step + step < config.trace_steps:
+            loss_trace.append(_mean_over_ranks(loss_value, ctx, device))
         n = y.shape[0]
         loss_sum += loss_value * n
         correct += float((logits.detach().argmax(1) == y).sum())
@@ -662,14 +678,46 @@ def _train_epoch(step_model, loader, optimizer, scheduler, params, config, devic
             on_batch_end(epoch, step, loss_value)
         if sleep:
             time.sleep(sleep)
+        if config.max_steps is not None and first_step + steps >= config.max_steps:
+            break
     seconds = time.perf_counter() - start
     loss_sum, correct, count = distrib.all_reduce_sums([loss_sum, correct, count], ctx, device)
     return {"train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1),
-            "train_images": int(count), "train_seconds": seconds,
+            "train_images": int(count), "train_steps": steps, "train_seconds": seconds,
             "images_per_second": count / max(seconds, 1e-9), "lr": optimizer.param_groups[0]["lr"]}
 
 
-@torch.no_grad()
+def _train_step(step_model, x, y, optimizer, scheduler, params, config, device, amp_dtype, epoch, step,
+                nonfinite_loss_at=None) -> tuple[float, torch.Tensor]:
+    """One optimisation step (Eqs. 10–12, cross-entropy, SGD, the schedule); returns ``(loss, logits)``; a
+    non-finite loss raises :class:`DivergenceError`."""
+    with _autocast(device, amp_dtype):
+        logits = step_model(x)
+    loss = F.cross_entropy(logits.float(), y)
+    if nonfinite_loss_at is not None and [epoch, step] == list(nonfinite_loss_at):
+        loss = loss * float("nan")
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        raise DivergenceError(
+            f"non-finite training loss ({loss_value}) at epoch {epoch}, step {step} (method "
+            f"{config.method!r}, lr {config.lr}); the run stopped, its last good checkpoint is kept. "
+            "Try a lower --lr or --max-grad-norm.")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return loss_value, logits
+
+
+def _mean_over_ranks(value: float, ctx: distrib.DistContext, device) -> float:
+    if ctx.world_size == 1:
+        return value
+    return distrib.all_reduce_sums([value], ctx, device)[0] / ctx.world_size
+
+
+@torch.inference_mode()
 def evaluate(model, loader, device, amp_dtype=None, ctx=None, logit_indices=None, prompt_stats=True,
              channels_last=False, progress=False, features_mode=False) -> dict[str, float | None]:
     """Test loss and accuracy, and the prompt's mean firing rate and sparsity over the images
@@ -744,6 +792,8 @@ def save_prompt_weights(model: nn.Module, path, config: TrainConfig) -> Path | N
 # ---------------------------------------------------------------------------------------------------------
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path) -> None:
     current = config.to_dict()
+    defaults = TrainConfig().to_dict()  # fields newer than the checkpoint compare at their defaults
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     different = sorted(k for k in set(saved) | set(current)
                        if k not in RESUME_FREE_FIELDS and saved.get(k) != current.get(k))
     if different:
@@ -785,185 +835,20 @@ def train(config: TrainConfig, progress: bool | None = None,
 
 def _run(config: TrainConfig, ctx: distrib.DistContext, device: torch.device, progress: bool, faults: dict,
          on_epoch_end, on_batch_end) -> dict[str, Any]:
-    started = time.time()
-    t0 = time.perf_counter()
-    run_dir = Path(config.output) if config.output else None
-    checkpoint = None
-    if config.resume:
-        try:
-            checkpoint = load_checkpoint(run_dir)
-        except FileNotFoundError:
-            checkpoint = None  # nothing finished yet: start from the beginning
-        if checkpoint is not None:
-            _check_resumable(checkpoint["config"], config, run_dir)
-    elif run_dir is not None and ctx.is_main and (run_dir / "checkpoint.pt").exists():
-        raise ValueError(f"{run_dir} already holds a checkpoint; pass --resume to continue it, or choose "
-                         "another --output directory")
-
-    record: dict[str, Any] = {
-        "run_id": uuid.uuid4().hex[:12], "status": "running", "reason": None, "config": config.to_dict(),
-        "versions": versions(), "git_commit": git_commit(), "device": str(device),
-        "device_name": _device_name(device), "world_size": ctx.world_size, "started_at": _utc(started),
-        **host_info(),
-    }
-    if faults:
-        record["fault_injection"] = faults  # test hooks in effect (config or LORSP_FAULT_INJECTION)
-    metrics: list[dict[str, Any]] = []
+    """The steps of one run (:class:`_Run`); a failure after the data were built still writes a record."""
+    run = _Run(config, ctx, device, progress, faults)
+    checkpoint = run.open_checkpoint()
     try:
-        seed_everything(config.seed)
-        train_set, test_set = build_datasets(config)
-        num_classes = getattr(train_set, "num_classes", None) or len(train_set.classes)
-        record["data"] = {"dataset": config.dataset, "n_train": len(train_set), "n_test": len(test_set),
-                          "num_classes": num_classes, "skipped_train": _skipped(train_set),
-                          "skipped_test": _skipped(test_set), "skipped": _skipped(train_set) + _skipped(test_set),
-                          "path": None if getattr(train_set, "root", None) is None else str(train_set.root)}
-        if len(train_set) == 0 or len(test_set) == 0:
-            raise ValueError(f"dataset {config.dataset!r} has {len(train_set)} train and {len(test_set)} test "
-                             "images; both must be non-empty")
-        seed_everything(config.seed)
-        model, info = build_run_model(config, num_classes)
-        source = str(getattr(info, "weights_source", "unknown"))
-        record.update({
-            "weights_source": source, "random_weights": source == "random",
-            "backbone_info": {k: to_jsonable(getattr(info, k, None)) for k in
-                              ("name", "timm_name", "num_features", "num_classes", "mean", "std",
-                               "input_size")},
-        })
-        prompter = getattr(model, "prompter", None)
-        record["prompt_params"] = int(prompter.num_prompt_params()) if isinstance(prompter, nn.Module) else 0
-        record["prompter_class"] = type(prompter).__name__ if prompter is not None else None
-        if prompter is not None:
-            try:  # the closed form (Eqs. 13–15 for LoRSP) beside the count on the module
-                from .prompters import prompt_param_count
-                record["prompt_params_closed_form"] = int(prompt_param_count(
-                    config.method, image_size=config.image_size, **config.prompter_kwargs))
-            except (TypeError, ValueError, NotImplementedError):
-                record["prompt_params_closed_form"] = None
-        head = getattr(model, "head", None)
-        record["head_params"] = (sum(p.numel() for p in head.parameters() if p.requires_grad)
-                                 if isinstance(head, nn.Module) else 0)
-        model.to(device)
-        if device.type == "cuda" and config.channels_last:
-            model.to(memory_format=torch.channels_last)
-        amp_dtype = _amp_dtype(config.amp, device)
-        record["amp"] = str(amp_dtype).replace("torch.", "") if amp_dtype else None
-        params = _trainable_parameters(model)
-        record["trainable_params"] = sum(p.numel() for p in params)
-        record["backbone_fingerprint"] = _backbone_fingerprint(model)
-
-        # Linear probing on cached features?
-        use_cache = (config.is_linear_probe and config.cache_features != "off" and prompter is None
-                     and config.head == "linear" and hasattr(model, "features") and isinstance(head, nn.Module))
-        record["features_cached"] = bool(use_cache)
-        per_rank_batch = config.batch_size // ctx.world_size
-        if config.batch_size % ctx.world_size:
-            raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes "
-                             f"({ctx.world_size})")
-        cache_seconds = None
-        if use_cache:
-            model.eval()
-            tc = time.perf_counter()
-            train_feats, train_labels = _cached_features(model, train_set, "train", config, info, device, amp_dtype,
-                                                         ctx, progress, run_dir)
-            test_feats, test_labels = _cached_features(model, test_set, "test", config, info, device, amp_dtype,
-                                                       ctx, progress, run_dir)
-            cache_seconds = time.perf_counter() - tc
-            train_data = TensorDataset(train_feats, train_labels.to(train_feats.device))
-            test_data = TensorDataset(test_feats, test_labels.to(test_feats.device))
-            step_module = _HeadOnly(head)
-            eval_module = step_module
-            loader_kw = dict(num_workers=0)
-        else:
-            train_data, test_data = train_set, test_set
-            step_module = model
-            eval_module = model
-            loader_kw = dict(num_workers=config.num_workers, pin_memory=device.type == "cuda",
-                             worker_init_fn=_worker_init, persistent_workers=False)
-        loader = "dataloader" if use_cache else choose_loader(config.loader, device, train_set, test_set)
-        record["loader"] = loader
-        train_sampler = EpochSampler(len(train_data), config.seed, True, ctx.rank, ctx.world_size)
-        test_sampler = EpochSampler(len(test_data), config.seed, False, ctx.rank, ctx.world_size)
-        if loader == "device":
-            tb = time.perf_counter()
-            train_loader = _device_loader(train_set, train_sampler, per_rank_batch, config.image_size, device)
-            test_loader = _device_loader(test_set, test_sampler, per_rank_batch, config.image_size, device)
-            record["loader_decode_seconds"] = time.perf_counter() - tb
-        else:
-            train_loader = DataLoader(train_data, batch_size=per_rank_batch, sampler=train_sampler,
-                                      generator=torch.Generator().manual_seed(config.seed), **loader_kw)
-            test_loader = DataLoader(test_data, batch_size=per_rank_batch, sampler=test_sampler, **loader_kw)
-        steps_per_epoch = len(train_loader)
-        ddp_module = distrib.wrap_ddp(step_module, ctx, device)
-
-        optimizer = _build_optimizer(config, model, params)
-        scheduler = _build_scheduler(config, optimizer, steps_per_epoch)
-        start_epoch = 0
-        if checkpoint is not None:
-            if abs(checkpoint.get("backbone_fingerprint", record["backbone_fingerprint"])
-                   - record["backbone_fingerprint"]) > 1e-6 * max(1.0, abs(record["backbone_fingerprint"])):
-                raise ValueError(f"cannot resume {run_dir}: the backbone weights differ from the checkpoint's "
-                                 "(another weights file or random init?)")
-            expected = set(_trainable_state(model))
-            missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
-            missing = [k for k in missing if k in expected]
-            if unexpected or missing:
-                raise ValueError(f"cannot resume {run_dir}: the checkpoint does not fit the model (keys not in the "
-                                 f"model: {unexpected[:5]}; model keys not in the checkpoint: {missing[:5]})")
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            set_rng_state(checkpoint["rng"])
-            metrics = list(checkpoint["metrics"])
-            start_epoch = int(checkpoint["epoch"])
-            record["resumed_from_epoch"] = start_epoch
-            record["run_id"] = checkpoint.get("run_id", record["run_id"])
-        record["steps_per_epoch"] = steps_per_epoch
-
-        epoch_bar = _tqdm(range(start_epoch + 1, config.epochs + 1), progress, desc="epochs", unit="epoch",
-                          initial=start_epoch, total=config.epochs)
-        for epoch in epoch_bar:
-            te = time.perf_counter()
-            # Everything random in this epoch comes from (seed, epoch, rank): exact resume, any world size.
-            seed_everything(_mix_seed(config.seed, epoch, ctx.rank) % 2**31)
-            train_sampler.set_epoch(epoch)
-            if isinstance(train_loader, DataLoader):
-                train_loader.generator.manual_seed(_mix_seed(config.seed, epoch, 31))  # worker seeds of this epoch
-            if not use_cache and _label_mapping_due(model, config, epoch):
-                _update_label_mapping(model, train_set, config, device, amp_dtype, epoch, ctx, progress,
-                                      bank=getattr(train_loader, "bank", None))
-            step_module.train()
-            _freeze_backbone_mode(model)
-            row = {"epoch": epoch}
-            row.update(_train_epoch(ddp_module, train_loader, optimizer, scheduler, params, config, device,
-                                    amp_dtype, ctx, epoch, faults, progress, on_batch_end))
-            row.update(evaluate(eval_module, test_loader, device, amp_dtype, ctx, _logit_indices(test_set),
-                                channels_last=device.type == "cuda" and config.channels_last and not use_cache,
-                                features_mode=use_cache))
-            row["epoch_seconds"] = time.perf_counter() - te
-            metrics.append(to_jsonable(row))
-            if run_dir is not None and ctx.is_main:
-                save_checkpoint(run_dir, {
-                    "epoch": epoch, "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng_state(), "metrics": metrics,
-                    "config": config.to_dict(), "run_id": record["run_id"],
-                    "backbone_fingerprint": record["backbone_fingerprint"], "num_classes": num_classes})
-            distrib.barrier(ctx)
-            if progress:
-                epoch_bar.set_postfix(test_acc=f"{row['test_accuracy']:.3f}", loss=f"{row['train_loss']:.4f}")
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, dict(row))
-            if faults.get("raise_after_epoch") == epoch:
-                raise InjectedFault(f"fault injection: interrupted after epoch {epoch}")
-        record["status"] = "completed"
-        if run_dir is not None and ctx.is_main:
-            record["prompt_weights"] = str(save_prompt_weights(model, run_dir / PROMPT_WEIGHTS_NAME, config))
-        return _finish(record, metrics, config, run_dir, ctx, started, t0, cache_seconds)
+        run.build_data()
+        run.build_model()
+        run.build_loaders()
+        run.resume(checkpoint)
+        run.epoch_loop(on_epoch_end, on_batch_end)
+        return run.complete()
     except Exception as error:
         if isinstance(error, InjectedFault):
             raise  # a simulated kill leaves no record, like a real one
-        record["status"] = "failed"
-        record["reason"] = f"{type(error).__name__}: {error}"
-        if "data" in record:  # failures before the data were built are configuration errors: no record
-            _finish(record, metrics, config, run_dir, ctx, started, t0, None)
+        run.fail(error)
         raise
 
 
@@ -971,30 +856,308 @@ def _utc(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def _finish(record, metrics, config, run_dir, ctx, started, t0, cache_seconds) -> dict[str, Any]:
-    record["metrics"] = metrics  # per-epoch rows (config "epochs" is the planned count)
-    final = metrics[-1] if metrics else {}
-    accuracies = [m["test_accuracy"] for m in metrics if m.get("test_accuracy") is not None]
-    record["final_accuracy"] = final.get("test_accuracy")
-    record["best_accuracy"] = max(accuracies) if accuracies else None
-    record["best_epoch"] = (metrics[accuracies.index(max(accuracies))]["epoch"] if accuracies else None)
-    record["final_test_loss"] = final.get("test_loss")
-    record["final_train_loss"] = final.get("train_loss")
-    record["firing_rate"] = final.get("firing_rate")
-    record["sparsity"] = final.get("sparsity")
-    record["epochs_completed"] = len(metrics)
-    record["timings"] = {"total_seconds": time.perf_counter() - t0,
-                         "epoch_seconds": [m.get("epoch_seconds") for m in metrics],
-                         "feature_cache_seconds": cache_seconds}
-    record["finished_at"] = _utc(time.time())
-    record["run_dir"] = str(run_dir) if run_dir is not None else None
-    record = to_jsonable(record)
-    if ctx.is_main:
-        if run_dir is not None:
-            record["record_path"] = str(write_record(record, run_dir, name=RECORD_NAME))
-        if config.results_dir:
-            record["results_path"] = str(write_record(record, config.results_dir))
-    return record
+class _Run:
+    """One training run, step by step (:func:`_run`): open the run directory, build the data, the model and the
+    loaders, resume, the epoch loop, finish. Each step sets the attributes the later ones read, and fills in
+    :attr:`record`."""
+
+    def __init__(self, config: TrainConfig, ctx: distrib.DistContext, device: torch.device, progress: bool,
+                 faults: dict):
+        self.config, self.ctx, self.device, self.progress, self.faults = config, ctx, device, progress, faults
+        self.started, self.t0 = time.time(), time.perf_counter()
+        self.run_dir = Path(config.output) if config.output else None
+        self.metrics: list[dict[str, Any]] = []
+        self.loss_trace: list[float] = []
+        self.start_epoch = self.steps_done = 0
+        self.cache_seconds = None
+        self.record: dict[str, Any] = {
+            "run_id": uuid.uuid4().hex[:12], "status": "running", "reason": None, "config": config.to_dict(),
+            "versions": versions(), "git_commit": git_commit(), "device": str(device),
+            "device_name": _device_name(device), "world_size": ctx.world_size, "started_at": _utc(self.started),
+            **host_info(),
+        }
+        if faults:
+            self.record["fault_injection"] = faults  # test hooks in effect (config or LORSP_FAULT_INJECTION)
+
+    def open_checkpoint(self) -> dict | None:
+        """The checkpoint to resume from (None: start from the beginning); a run directory that already holds
+        one without ``resume``, or a checkpoint of another config, is a ValueError."""
+        config, run_dir = self.config, self.run_dir
+        if config.resume:
+            try:
+                checkpoint = load_checkpoint(run_dir)
+            except FileNotFoundError:
+                return None  # nothing finished yet: start from the beginning
+            _check_resumable(checkpoint["config"], config, run_dir)
+            return checkpoint
+        if run_dir is not None and self.ctx.is_main and (run_dir / "checkpoint.pt").exists():
+            raise ValueError(f"{run_dir} already holds a checkpoint; pass --resume to continue it, or choose "
+                             "another --output directory")
+        return None
+
+    def build_data(self) -> None:
+        """The train and test datasets (seeded by the run's seed), described in the record."""
+        config = self.config
+        seed_everything(config.seed)
+        train_set, test_set = build_datasets(config)
+        self.num_classes = getattr(train_set, "num_classes", None) or len(train_set.classes)
+        self.record["data"] = {
+            "dataset": config.dataset, "n_train": len(train_set), "n_test": len(test_set),
+            "num_classes": self.num_classes, "skipped_train": _skipped(train_set), "skipped_test": _skipped(test_set),
+            "skipped": _skipped(train_set) + _skipped(test_set),
+            "path": None if getattr(train_set, "root", None) is None else str(train_set.root)}
+        if len(train_set) == 0 or len(test_set) == 0:
+            raise ValueError(f"dataset {config.dataset!r} has {len(train_set)} train and {len(test_set)} test "
+                             "images; both must be non-empty")
+        self.train_set, self.test_set = train_set, test_set
+
+    def build_model(self) -> None:
+        """Backbone, prompter and head on the device (seeded by the run's seed), described in the record."""
+        config, record, device = self.config, self.record, self.device
+        seed_everything(config.seed)
+        model, info = build_run_model(config, self.num_classes)
+        _describe_model(record, model, info, config)
+        model.to(device)
+        if device.type == "cuda" and config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.amp_dtype = _amp_dtype(config.amp, device)
+        record["amp"] = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None
+        self.params = _trainable_parameters(model)
+        record["trainable_params"] = sum(p.numel() for p in self.params)
+        record["backbone_fingerprint"] = _backbone_fingerprint(model)
+        self.model, self.info = model, info
+
+    def build_loaders(self) -> None:
+        """The train and test loaders: over the images (a DataLoader, or the decode-once device loader) or, for
+        linear probing, over the frozen backbone's features computed once."""
+        config, ctx, model = self.config, self.ctx, self.model
+        head = getattr(model, "head", None)
+        self.use_cache = (config.is_linear_probe and config.cache_features != "off"
+                          and getattr(model, "prompter", None) is None and config.head == "linear"
+                          and hasattr(model, "features") and isinstance(head, nn.Module))
+        self.record["features_cached"] = bool(self.use_cache)
+        if config.batch_size % ctx.world_size:
+            raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes "
+                             f"({ctx.world_size})")
+        batch = config.batch_size // ctx.world_size
+        eval_batch = max(1, (config.eval_batch_size or 2 * config.batch_size) // ctx.world_size)
+        self.record["eval_batch_size"] = eval_batch * ctx.world_size
+        if self.use_cache:
+            train_data, test_data = self._cached_feature_sets()
+            self.step_module = self.eval_module = _HeadOnly(head)
+            loader_kw = dict(num_workers=0)
+        else:
+            train_data, test_data = self.train_set, self.test_set
+            self.step_module = self.eval_module = model
+            loader_kw = dict(num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
+                             worker_init_fn=_worker_init, persistent_workers=False)
+        loader = "dataloader" if self.use_cache else choose_loader(config.loader, self.device, self.train_set,
+                                                                   self.test_set)
+        self.record["loader"] = loader
+        self.train_sampler = EpochSampler(len(train_data), config.seed, True, ctx.rank, ctx.world_size)
+        test_sampler = EpochSampler(len(test_data), config.seed, False, ctx.rank, ctx.world_size)
+        if loader == "device":
+            tb = time.perf_counter()
+            self.train_loader = _device_loader(self.train_set, self.train_sampler, batch, config.image_size,
+                                               self.device)
+            self.test_loader = _device_loader(self.test_set, test_sampler, eval_batch, config.image_size, self.device)
+            self.record["loader_decode_seconds"] = time.perf_counter() - tb
+        else:
+            self.train_loader = DataLoader(train_data, batch_size=batch, sampler=self.train_sampler,
+                                           generator=torch.Generator().manual_seed(config.seed), **loader_kw)
+            self.test_loader = DataLoader(test_data, batch_size=eval_batch, sampler=test_sampler, **loader_kw)
+        self.steps_per_epoch = len(self.train_loader)
+        self.ddp_module = distrib.wrap_ddp(self.step_module, ctx, self.device)
+        _plan_prompter(model, config.epochs * self.steps_per_epoch, self.device, self.record)
+
+    def _cached_feature_sets(self):
+        """Linear probing: the frozen backbone's features of the train and test images, computed once."""
+        args = (self.config, self.info, self.device, self.amp_dtype, self.ctx, self.progress, self.run_dir)
+        self.model.eval()
+        tc = time.perf_counter()
+        train_feats, train_labels = _cached_features(self.model, self.train_set, "train", *args)
+        test_feats, test_labels = _cached_features(self.model, self.test_set, "test", *args)
+        self.cache_seconds = time.perf_counter() - tc
+        return (TensorDataset(train_feats, train_labels.to(train_feats.device)),
+                TensorDataset(test_feats, test_labels.to(test_feats.device)))
+
+    def resume(self, checkpoint: dict | None) -> None:
+        """The optimizer and schedule, and with a checkpoint its state: trainable weights, optimizer, schedule,
+        random state, metrics and loss trace, after its last complete epoch."""
+        config, model, record = self.config, self.model, self.record
+        self.optimizer = _build_optimizer(config, model, self.params)
+        self.scheduler = _build_scheduler(config, self.optimizer, self.steps_per_epoch)
+        record["steps_per_epoch"] = self.steps_per_epoch
+        if checkpoint is None:
+            return
+        fingerprint = record["backbone_fingerprint"]
+        if abs(checkpoint.get("backbone_fingerprint", fingerprint) - fingerprint) > 1e-6 * max(1.0, abs(fingerprint)):
+            raise ValueError(f"cannot resume {self.run_dir}: the backbone weights differ from the checkpoint's "
+                             "(another weights file or random init?)")
+        expected = set(_trainable_state(model))
+        missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
+        missing = [k for k in missing if k in expected]
+        if unexpected or missing:
+            raise ValueError(f"cannot resume {self.run_dir}: the checkpoint does not fit the model (keys not in the "
+                             f"model: {unexpected[:5]}; model keys not in the checkpoint: {missing[:5]})")
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        set_rng_state(checkpoint["rng"])
+        self.metrics = list(checkpoint["metrics"])
+        self.start_epoch = int(checkpoint["epoch"])
+        self.steps_done = int(checkpoint.get("steps_completed", self.start_epoch * self.steps_per_epoch))
+        self.loss_trace = list(checkpoint.get("loss_trace", []))
+        record["resumed_from_epoch"] = self.start_epoch
+        record["run_id"] = checkpoint.get("run_id", record["run_id"])
+
+    def epoch_loop(self, on_epoch_end, on_batch_end) -> None:
+        """Train the remaining epochs; evaluate where due (:meth:`evaluation_due`); checkpoint each complete
+        epoch; stop after ``max_steps`` optimisation steps."""
+        config = self.config
+        epoch_bar = _tqdm(range(self.start_epoch + 1, config.epochs + 1), self.progress, desc="epochs",
+                          unit="epoch", initial=self.start_epoch, total=config.epochs)
+        for epoch in epoch_bar:
+            te = time.perf_counter()
+            row = {"epoch": epoch, **self.train_epoch(epoch, on_batch_end)}
+            stopped = config.max_steps is not None and self.steps_done >= config.max_steps
+            if stopped or self.evaluation_due(epoch):
+                row.update(self.evaluate())
+            row["epoch_seconds"] = time.perf_counter() - te
+            self.metrics.append(to_jsonable(row))
+            if row["train_steps"] == self.steps_per_epoch:  # a complete epoch (max_steps may end one early)
+                self.save_checkpoint(epoch)
+            distrib.barrier(self.ctx)
+            if self.progress:
+                accuracy = row.get("test_accuracy")
+                epoch_bar.set_postfix(test_acc="–" if accuracy is None else f"{accuracy:.3f}",
+                                      loss=f"{row['train_loss']:.4f}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, dict(row))
+            if self.faults.get("raise_after_epoch") == epoch:
+                raise InjectedFault(f"fault injection: interrupted after epoch {epoch}")
+            if stopped:
+                self.record["stopped_at_max_steps"] = True
+                break
+
+    def evaluation_due(self, epoch: int) -> bool:
+        """After every ``eval_every``-th epoch (1-based) and after the last."""
+        return epoch % self.config.eval_every == 0 or epoch == self.config.epochs
+
+    def train_epoch(self, epoch: int, on_batch_end) -> dict[str, Any]:
+        """One epoch; everything random in it comes from (seed, epoch, rank): exact resume, any world size."""
+        config, ctx = self.config, self.ctx
+        seed_everything(_mix_seed(config.seed, epoch, ctx.rank) % 2**31)
+        self.train_sampler.set_epoch(epoch)
+        if isinstance(self.train_loader, DataLoader):
+            self.train_loader.generator.manual_seed(_mix_seed(config.seed, epoch, 31))  # worker seeds of this epoch
+        if not self.use_cache and _label_mapping_due(self.model, config, epoch):
+            _update_label_mapping(self.model, self.train_set, config, self.device, self.amp_dtype, epoch, ctx,
+                                  self.progress, bank=getattr(self.train_loader, "bank", None))
+        self.step_module.train()
+        _freeze_backbone_mode(self.model)
+        row = _train_epoch(self.ddp_module, self.train_loader, self.optimizer, self.scheduler, self.params, config,
+                           self.device, self.amp_dtype, ctx, epoch, self.faults, self.progress, on_batch_end,
+                           first_step=self.steps_done, loss_trace=self.loss_trace)
+        self.steps_done += row["train_steps"]
+        return row
+
+    def evaluate(self) -> dict[str, Any]:
+        """Test metrics of the model as it is now (:func:`evaluate`)."""
+        config, use_cache = self.config, self.use_cache
+        return evaluate(self.eval_module, self.test_loader, self.device, self.amp_dtype, self.ctx,
+                        _logit_indices(self.test_set),
+                        channels_last=self.device.type == "cuda" and config.channels_last and not use_cache,
+                        features_mode=use_cache)
+
+    def save_checkpoint(self, epoch: int) -> None:
+        if self.run_dir is None or not self.ctx.is_main:
+            return
+        save_checkpoint(self.run_dir, {
+            "epoch": epoch, "model": _trainable_state(self.model), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "metrics": self.metrics,
+            "config": self.config.to_dict(), "run_id": self.record["run_id"],
+            "backbone_fingerprint": self.record["backbone_fingerprint"], "num_classes": self.num_classes,
+            "steps_completed": self.steps_done, "loss_trace": self.loss_trace})
+
+    def complete(self) -> dict[str, Any]:
+        """The completed run's record (and its prompt weights, with a run directory)."""
+        self.record["status"] = "completed"
+        if self.run_dir is not None and self.ctx.is_main:
+            self.record["prompt_weights"] = str(save_prompt_weights(self.model, self.run_dir / PROMPT_WEIGHTS_NAME,
+                                                                    self.config))
+        return self.finish()
+
+    def fail(self, error: Exception) -> None:
+        """Record a failed run; failures before the data were built are configuration errors: no record."""
+        self.record["status"] = "failed"
+        self.record["reason"] = f"{type(error).__name__}: {error}"
+        self.cache_seconds = None
+        if "data" in self.record:
+            self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """The record's summary of the epochs (test metrics from the last evaluated one), written atomically."""
+        record, metrics = self.record, self.metrics
+        record["metrics"] = metrics  # per-epoch rows (config "epochs" is the planned count)
+        evaluated = [m for m in metrics if m.get("test_accuracy") is not None]
+        final = evaluated[-1] if evaluated else {}
+        accuracies = [m["test_accuracy"] for m in evaluated]
+        record["evaluated_epochs"] = [m["epoch"] for m in evaluated]
+        record["final_accuracy"] = final.get("test_accuracy")
+        record["best_accuracy"] = max(accuracies) if accuracies else None
+        record["best_epoch"] = evaluated[accuracies.index(max(accuracies))]["epoch"] if accuracies else None
+        record["final_test_loss"] = final.get("test_loss")
+        record["final_train_loss"] = metrics[-1].get("train_loss") if metrics else None
+        record["firing_rate"] = final.get("firing_rate")
+        record["sparsity"] = final.get("sparsity")
+        record["epochs_completed"] = len(metrics)
+        record["steps_completed"] = self.steps_done
+        record["loss_trace"] = list(self.loss_trace)
+        record["timings"] = {"total_seconds": time.perf_counter() - self.t0,
+                             "epoch_seconds": [m.get("epoch_seconds") for m in metrics],
+                             "feature_cache_seconds": self.cache_seconds}
+        record["finished_at"] = _utc(time.time())
+        record["run_dir"] = str(self.run_dir) if self.run_dir is not None else None
+        record = to_jsonable(record)
+        if self.ctx.is_main:
+            if self.run_dir is not None:
+                record["record_path"] = str(write_record(record, self.run_dir, name=RECORD_NAME))
+            if self.config.results_dir:
+                record["results_path"] = str(write_record(record, self.config.results_dir))
+        return record
+
+
+def _plan_prompter(model: nn.Module, steps: int, device: torch.device, record: dict) -> None:
+    """Tell the prompter how many steps the whole run takes (``plan_run``; LoRSP's ``backend="auto"`` compiles on a
+    CPU only for long runs): the planned length, not ``max_steps``, so that a shortened re-run computes alike."""
+    prompter = getattr(model, "prompter", None)
+    if callable(getattr(prompter, "plan_run", None)):
+        prompter.plan_run(steps)
+    if callable(getattr(prompter, "lif_backend", None)):
+        record["lif_backend"] = prompter.lif_backend(device)
+
+
+def _describe_model(record: dict, model: nn.Module, info, config: TrainConfig) -> None:
+    """Weights source, backbone, prompt and head sizes of a built model, into the run record."""
+    source = str(getattr(info, "weights_source", "unknown"))
+    record.update({
+        "weights_source": source, "random_weights": source == "random",
+        "backbone_info": {k: to_jsonable(getattr(info, k, None)) for k in
+                          ("name", "timm_name", "num_features", "num_classes", "mean", "std", "input_size")},
+    })
+    prompter = getattr(model, "prompter", None)
+    record["prompt_params"] = int(prompter.num_prompt_params()) if isinstance(prompter, nn.Module) else 0
+    record["prompter_class"] = type(prompter).__name__ if prompter is not None else None
+    if prompter is not None:
+        try:  # the closed form (Eqs. 13–15 for LoRSP) beside the count on the module
+            from .prompters import prompt_param_count
+            record["prompt_params_closed_form"] = int(prompt_param_count(
+                config.method, image_size=config.image_size, **config.prompter_kwargs))
+        except (TypeError, ValueError, NotImplementedError):
+            record["prompt_params_closed_form"] = None
+    head = getattr(model, "head", None)
+    record["head_params"] = (sum(p.numel() for p in head.parameters() if p.requires_grad)
+                             if isinstance(head, nn.Module) else 0)
 
 
 # ---------------------------------------------------------------------------------------------------------

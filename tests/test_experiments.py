@@ -116,7 +116,7 @@ def _smoke_setup():
 @pytest.mark.parametrize("scale", ex.SCALES)
 @pytest.mark.parametrize("chapter", ex.CHAPTERS)
 def test_grids_well_formed(scale, chapter):
-    setup = ex.scale_setup(scale)
+    setup = ex.scale_setup(scale, require_data=False)
     runs = ex.grid(chapter, setup=setup)
     assert runs, f"{chapter}@{scale} is empty"
     required = {"backbone", "dataset", "method", "head", "epochs", "batch_size", "lr", "image_size",
@@ -325,7 +325,7 @@ def test_run_grid_skips_existing_records(tmp_path, monkeypatch):
     runs = ex.grid("prompt_gallery", "smoke")
     calls = []
 
-    def fake_train_one(run, results_dir):
+    def fake_train_one(run, results_dir, work_dir=None):
         calls.append(ex.run_key(run))
         record = {"config": ex._config_only(run), "final_accuracy": 0.5, "best_accuracy": 0.6,
                   "status": "completed"}

@@ -164,6 +164,41 @@ def test_backend_option_is_checked_and_resolved():
     assert LoRSPPrompter(image_size=8, shared_basis=False).lif_backend("cuda") == "eager"
 
 
+def test_auto_compiles_on_a_cpu_only_for_runs_planned_long_enough(monkeypatch):
+    from lorsp.prompters import fused
+
+    monkeypatch.setattr(fused, "_COMPILE_FAILED", False)
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/" + name)  # a C++ compiler is there
+    auto = LoRSPPrompter(image_size=8)
+    for steps, expected in ((None, "eager"), (24, "eager"), (fused.CPU_COMPILE_MIN_STEPS - 1, "eager"),
+                            (fused.CPU_COMPILE_MIN_STEPS, "compile")):
+        auto.plan_run(steps)
+        assert auto.lif_backend("cpu") == expected, steps
+    assert LoRSPPrompter(image_size=8, backend="eager").lif_backend("cpu") == "eager"
+    with pytest.raises(ValueError, match="steps must be None or an integer"):
+        auto.plan_run(-1)
+    monkeypatch.setattr("shutil.which", lambda name: None)  # no compiler: eager whatever the plan
+    assert auto.lif_backend("cpu") == "eager"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/inductor")
+    assert fused.compile_cache_dir() == "/somewhere/inductor"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/home/reader/.cache")
+    assert fused.compile_cache_dir() == "/home/reader/.cache/lorsp/inductor"
+
+
+def test_the_trainer_plans_the_whole_run(monkeypatch):
+    import _train_helpers as helpers
+    from lorsp.prompters import lowrank_sparse
+    from lorsp.train import train
+
+    short = train(helpers.tiny_config(epochs=1), progress=False)
+    assert short["lif_backend"] == "eager"  # 5 steps: far below CPU_COMPILE_MIN_STEPS
+    planned = []
+    monkeypatch.setattr(lowrank_sparse, "auto_backend", lambda device, steps: planned.append(steps) or "eager")
+    cut = train(helpers.tiny_config(epochs=2, max_steps=3), progress=False)
+    assert cut["steps_completed"] == 3 and set(planned) == {2 * cut["steps_per_epoch"]}  # the whole run's length
+
+
 def _broken_compiler(monkeypatch):
     from lorsp.prompters import fused
 

@@ -35,6 +35,8 @@ def _metrics(record):
     ("schedule", "linear", "cosine"), ("amp", "fp8", "bf16"), ("train_per_class", 0, "integer >= 1"),
     ("seed", -1, "[0, 2**31)"), ("bad_image_policy", "ignore", "skip"), ("image_size", 0, "integer >= 1"),
     ("max_grad_norm", 0.0, "> 0"), ("device", "tpu", "cuda"), ("loader", "gpu", "dataloader"),
+    ("eval_every", 0, "integer >= 1"), ("eval_batch_size", 0, "None or an integer >= 1"),
+    ("max_steps", 2.5, "None or an integer >= 1"), ("trace_steps", -1, "integer >= 0"),
 ])
 def test_config_validation_names_field_and_range(field, value, words):
     config = TrainConfig(**{field: value})
@@ -231,6 +233,64 @@ def test_interrupted_run_resumes_to_the_uninterrupted_metrics(tmp_path):
     assert resumed["resumed_from_epoch"] == 1 and resumed["status"] == "completed"
     assert _metrics(resumed) == _metrics(full)
     assert resumed["final_accuracy"] == full["final_accuracy"]
+
+
+def test_eval_every_evaluates_every_nth_and_the_last_epoch_and_resumes_exactly(tmp_path):
+    every = train(tiny_config(epochs=3, eval_every=2, deterministic=True), progress=False)
+    assert every["evaluated_epochs"] == [2, 3] and every["eval_batch_size"] == 16  # twice the batch of 8
+    assert "test_accuracy" not in every["metrics"][0] and "test_loss" not in every["metrics"][0]
+    assert every["final_accuracy"] == every["metrics"][-1]["test_accuracy"]
+    always = train(tiny_config(epochs=3, deterministic=True, eval_batch_size=8), progress=False)
+    assert always["evaluated_epochs"] == [1, 2, 3]
+    # evaluating (or not, at any batch) changes nothing of the training; the evaluations agree
+    train_keys = ("train_loss", "train_accuracy", "lr", "train_steps")
+    assert [[row[k] for k in train_keys] for row in every["metrics"]] == \
+        [[row[k] for k in train_keys] for row in always["metrics"]]
+    assert every["final_accuracy"] == always["final_accuracy"]
+    assert every["final_test_loss"] == pytest.approx(always["final_test_loss"], rel=1e-5)
+    # eval_every may change on resumption (a resume-free field): the training stays exact
+    run_dir = tmp_path / "cut"
+    with pytest.raises(InjectedFault):
+        train(tiny_config(epochs=3, eval_every=2, deterministic=True, output=str(run_dir),
+                          fault_injection={"raise_after_epoch": 1}), progress=False)
+    resumed = train(tiny_config(epochs=3, eval_every=1, deterministic=True, output=str(run_dir), resume=True),
+                    progress=False)
+    assert resumed["evaluated_epochs"] == [2, 3] and _metrics(resumed) == _metrics(every)
+
+
+def test_loss_trace_and_max_steps_rerun_the_first_steps_exactly(tmp_path):
+    losses = []
+    full = train(tiny_config(epochs=2, trace_steps=7, deterministic=True),
+                 on_batch_end=lambda epoch, step, loss: losses.append(loss), progress=False)
+    steps = full["steps_per_epoch"]  # 40 train images / batch 8: 5 steps per epoch
+    assert full["steps_completed"] == 2 * steps == len(losses) and 2 * steps > 7
+    assert full["loss_trace"] == losses[:7]
+    first = train(tiny_config(epochs=2, trace_steps=7, deterministic=True, max_steps=steps + 1,
+                              output=str(tmp_path)), progress=False)
+    assert first["status"] == "completed" and first["stopped_at_max_steps"]
+    assert first["steps_completed"] == steps + 1 and [row["train_steps"] for row in first["metrics"]] == [steps, 1]
+    assert first["evaluated_epochs"] == [1, 2] and first["final_accuracy"] is not None
+    assert first["loss_trace"] == full["loss_trace"][:steps + 1]  # the same steps, the same losses
+    assert first["metrics"][0]["lr"] == full["metrics"][0]["lr"]  # the schedule is the whole run's
+    assert load_checkpoint(tmp_path)["epoch"] == 1  # the cut epoch is not checkpointed as complete
+    no_trace = train(tiny_config(epochs=1, trace_steps=0), progress=False)
+    assert no_trace["loss_trace"] == []
+
+
+def test_a_checkpoint_older_than_new_config_fields_resumes(tmp_path):
+    with pytest.raises(InjectedFault):
+        train(tiny_config(output=str(tmp_path), fault_injection={"raise_after_epoch": 1}), progress=False)
+    from lorsp.checkpoint import save_checkpoint
+    checkpoint = load_checkpoint(tmp_path)
+    for key in ("eval_every", "eval_batch_size", "max_steps", "trace_steps"):
+        checkpoint["config"].pop(key)
+    for key in ("steps_completed", "loss_trace"):
+        checkpoint.pop(key)
+    save_checkpoint(tmp_path, checkpoint)
+    with pytest.raises(ValueError, match="trace_steps"):  # a new field at another value than its default
+        train(tiny_config(output=str(tmp_path), resume=True, trace_steps=3), progress=False)
+    resumed = train(tiny_config(output=str(tmp_path), resume=True), progress=False)
+    assert resumed["status"] == "completed" and resumed["steps_completed"] == 2 * resumed["steps_per_epoch"]
 
 
 def test_resume_refuses_another_config(tmp_path):

@@ -29,23 +29,27 @@ labels and their engine configs), :mod:`.grid` (each chapter's runs, run keys, t
 facts), :mod:`.records` (run records and their rows), :mod:`.runner` (training through the engine, the
 command line ``python -m lorsp.experiments``), :mod:`.evaluation` (shifted test sets, trained models),
 :mod:`.tables` (summaries and side-by-side tables), :mod:`.claims` (the paper's claims checked on the
-numbers) and :mod:`.gallery` (Fig. 5). Everything public is importable from ``lorsp.experiments``.
+numbers), :mod:`.gallery` (Fig. 5) and :mod:`.evidence` (which scale a chapter's headline comes from, training
+curves, what the resolution costs). Everything public is importable from ``lorsp.experiments``.
 """
 from __future__ import annotations
 
 from .claims import (LEVEL, MARGIN_PP, PAIR_ON, Claim, chapter_claims, claim_pairs, claims, closing_paragraph,
                      paired_values, rule_description)
+from .evidence import (HEADLINE_SCALES, Evidence, committed_status, flattening, headline_evidence,
+                       resolution_cost, training_curves)
 from .evaluation import engine_evaluate_shifts, evaluate_shifts, load_run_model, test_set_of
 from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, prompt_gallery, varying_share
 from .grid import (BACKBONE_ROWS, CHAPTERS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS, OOD_ROWS, RANK_SWEEP,
-                   RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS, TAU_SWEEP, V_THRESHOLD_SWEEP,
-                   _config_only, chapter_facts, grid, missing_methods, run_key, runs_dir, shown_path)
+                   LP_224_LABEL, RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS, TAU_SWEEP,
+                   V_THRESHOLD_SWEEP, _config_only, chapter_facts, grid, missing_methods, run_key, runs_dir, shown_path)
 from .methods import (DOWNSTREAM_FACTORS, EVP_PAD_AT_224, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
                       TRANSFORMER_BACKBONES, label_of, method_config, not_applicable, unavailable)
 from .records import (ACCURACY, _read_record, _record_path, _write_record, describe_failed, failed_runs,
                       records_frame, usable_rows)
-from .runner import collect, main, run_grid, train_one
-from .scales import _REPO, SCALES, ScaleSetup, scale_setup
+from .runner import PUBLISHED_FILES, RUN_ORDER, collect, dry_run, machine_info, main, run_grid, train_one
+from .staleness import replay_losses, stale_records
+from .scales import _REPO, DESK_DATASETS, SCALES, ScaleSetup, desk_missing, desk_setup, scale_setup
 from .tables import (PAPER_HYPER_FINDINGS, chapter_table, compare, hyper_long, larger_scales, load_larger,
                      ood_long, style_compare, summarise, sweep_frame)
 
@@ -61,4 +65,7 @@ __all__ = [
     "SPARSIFIER_RATIOS", "GROUPS_SWEEP", "RANK_SWEEP", "TAU_SWEEP", "V_THRESHOLD_SWEEP", "PAD_INNER_AT_224",
     "TRANSFORMER_BACKBONES", "EVP_PAD_AT_224", "MARGIN_PP", "LEVEL", "PAIR_ON", "paired_values", "rule_description", "failed_runs",
     "usable_rows", "describe_failed", "instance_variation", "varying_share", "shown_path",
+    "HEADLINE_SCALES", "Evidence", "committed_status", "headline_evidence", "training_curves", "resolution_cost",
+    "flattening", "LP_224_LABEL", "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS",
+    "desk_missing", "desk_setup", "replay_losses", "stale_records",
 ]

@@ -40,22 +40,40 @@ def evaluate_shifts(runs: Sequence[dict], results_dir, shifts: Sequence[str] | N
 
 
 def load_run_model(run: dict, results_dir, device: str = "cpu"):
-    """The trained model of ``run`` (backbone + prompter + head from its checkpoint) and its TrainConfig.
+    """The trained model of ``run`` (backbone + prompter + head) and its TrainConfig.
 
-    Built with the engine's :func:`lorsp.train.build_run_model`; the checkpoint holds the prompter and head
-    (the frozen backbone is rebuilt from its weights). The model is in eval mode on ``device``.
+    Built with the engine's :func:`lorsp.train.build_run_model` (the frozen backbone is rebuilt from its
+    weights) and filled from the run folder's checkpoint when there is one, else from its committed
+    ``record.json`` (the config) and ``prompt.safetensors`` (the trained prompter and head), which is all a
+    results folder keeps. The model is in eval mode on ``device``.
     """
     engine = _engine()
     import dataclasses
-    from ..checkpoint import load_checkpoint
     run_dir = Path(results_dir) / run_key(run)
-    checkpoint = load_checkpoint(run_dir)
-    config = engine.TrainConfig.from_dict(checkpoint["config"])
+    if (run_dir / "checkpoint.pt").is_file():
+        from ..checkpoint import load_checkpoint
+        checkpoint = load_checkpoint(run_dir)
+        values, num_classes, state = checkpoint["config"], int(checkpoint["num_classes"]), checkpoint["model"]
+        source = run_dir / "checkpoint.pt"
+    else:
+        from safetensors.torch import load_file
+        record_path, weights = run_dir / "record.json", run_dir / engine.PROMPT_WEIGHTS_NAME
+        for path in (record_path, weights):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: {run_dir} has neither a checkpoint nor a record with "
+                                        f"its trained prompt, so the run's model cannot be rebuilt")
+        record = _read_record(record_path)
+        values, num_classes, state = record["config"], int(record["data"]["num_classes"]), load_file(weights)
+        source = weights
+    config = engine.TrainConfig.from_dict(values)
     config = dataclasses.replace(config, device=device, resume=False, output=None)
-    model, info = engine.build_run_model(config, int(checkpoint["num_classes"]))
-    _, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
-    if unexpected:
-        raise ValueError(f"{run_dir}: checkpoint keys {unexpected[:5]} do not fit the rebuilt model")
+    engine.seed_everything(config.seed)  # as the engine does before building: a random-init backbone is the same
+    model, info = engine.build_run_model(config, num_classes)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k.startswith(("prompter.", "head."))]
+    if unexpected or missing:
+        raise ValueError(f"{source}: keys {unexpected[:5]} do not fit the rebuilt model, and its trained keys "
+                         f"{missing[:5]} are missing")
     return model.to(device).eval(), config
 
 

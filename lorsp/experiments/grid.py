@@ -63,15 +63,20 @@ def grid(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None
       run whose ``tags["sweeps"]`` lists every sweep it lies on (see :func:`sweep_frame`).
     - ``prompt_gallery`` (Fig. 5): LoR-VP and LoRSP on the gallery dataset (their trained prompters are
       drawn on real test images).
+
+    A scale may shrink or grow a chapter (:class:`ScaleSetup`): ``headline_seeds`` (the backbones chapter;
+    5 at ``desk``), ``sparsifier_ratios`` and ``sweep_points`` (fewer points at ``desk``), and
+    ``reference_224`` (LP with cached features at 224 px on the same images, :data:`LP_224_LABEL`, beside
+    LP in the backbones and downstream chapters).
     """
-    setup = setup or scale_setup(scale)
+    setup = setup or scale_setup(scale, require_data=False)  # listing runs needs no data
     runs: list[dict[str, Any]] = []
     if chapter == "sparsifiers":
         backbones = setup.backbones if setup.scale != "paper" else ("vit_b32", "resnet50")
         dataset = setup.table2_datasets[0]
         for backbone in backbones:
             for seed in setup.seeds:
-                for ratio in SPARSIFIER_RATIOS:
+                for ratio in setup.sparsifier_ratios or SPARSIFIER_RATIOS:
                     for label in ("Top-k", "Dropout"):
                         runs.append(_run(setup, chapter, label, dataset, backbone, seed, keep_ratio=ratio,
                                          tags=dict(keep_ratio=ratio)))
@@ -80,9 +85,11 @@ def grid(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None
     elif chapter == "backbones":
         for dataset in setup.table2_datasets:
             for backbone in setup.backbones:
-                for seed in setup.seeds:
+                for seed in setup.headline_seeds or setup.seeds:
                     for label in ("LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP"):
                         runs.append(_run(setup, chapter, label, dataset, backbone, seed))
+                    if setup.reference_224 and seed in setup.seeds:
+                        runs.append(_reference_224(setup, chapter, dataset, backbone, seed))
     elif chapter == "downstream":
         backbone = "vit_b32" if setup.scale == "paper" else setup.backbones[0]
         for dataset in setup.table3_datasets:
@@ -91,6 +98,8 @@ def grid(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None
                     if not_applicable(label, backbone):
                         continue
                     runs.append(_run(setup, chapter, label, dataset, backbone, seed))
+                if setup.reference_224:
+                    runs.append(_reference_224(setup, chapter, dataset, backbone, seed))
     elif chapter == "ood":
         backbone = "vit_b32" if setup.scale == "paper" else setup.backbones[0]
         for seed in setup.seeds:
@@ -103,10 +112,12 @@ def grid(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None
         by_key: dict[str, dict[str, Any]] = {}
         for backbone in setup.hyper_backbones:
             for seed in setup.hyper_seeds:
-                points = ([("groups", dict(factors=dict(groups=g, rank=4))) for g in GROUPS_SWEEP]
-                          + [("rank", dict(factors=dict(groups=4, rank=r))) for r in RANK_SWEEP]
-                          + [("tau", dict(tau=t, v_threshold=0.0)) for t in TAU_SWEEP]
-                          + [("v_threshold", dict(tau=4.0, v_threshold=v)) for v in V_THRESHOLD_SWEEP])
+                sweep = dict(groups=GROUPS_SWEEP, rank=RANK_SWEEP, tau=TAU_SWEEP, v_threshold=V_THRESHOLD_SWEEP)
+                sweep.update(setup.sweep_points or {})
+                points = ([("groups", dict(factors=dict(groups=g, rank=4))) for g in sweep["groups"]]
+                          + [("rank", dict(factors=dict(groups=4, rank=r))) for r in sweep["rank"]]
+                          + [("tau", dict(tau=t, v_threshold=0.0)) for t in sweep["tau"]]
+                          + [("v_threshold", dict(tau=4.0, v_threshold=v)) for v in sweep["v_threshold"]])
                 for sweep, kwargs in points:
                     run = _run(setup, chapter, "LoRSP", dataset, backbone, seed, tags=dict(sweeps=[sweep]),
                                **kwargs)
@@ -125,6 +136,20 @@ def grid(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None
     return [run for run in runs if unavailable(_label_key(run)) is None]
 
 
+#: the label of the reference runs: LP with features cached at 224 px on the same images as the scale's LP
+LP_224_LABEL = "LP · 224 px (cached)"
+
+
+def _reference_224(setup: ScaleSetup, chapter: str, dataset: str, backbone: str, seed: int) -> dict[str, Any]:
+    """LP on the same images (same dataset subset and seed) at 224 px, its features cached once: what the
+    scale's lower resolution costs LP (:data:`LP_224_LABEL`)."""
+    run = _run(setup, chapter, "LP", dataset, backbone, seed, tags=dict(reference="224 px"))
+    run.update(image_size=224, cache_features="memory")
+    run.pop("eval_every", None)
+    run["tags"]["label"] = LP_224_LABEL
+    return run
+
+
 def _label_key(run: dict) -> str:
     label = run["tags"]["label"]
     return label.split()[0] if label.startswith(("Top-k", "Dropout")) else label
@@ -133,7 +158,7 @@ def _label_key(run: dict) -> str:
 def missing_methods(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None) -> dict[str, str]:
     """Methods of ``chapter`` left out of its grid at this scale, with the reason (VPT on a CNN, a prompter
     missing from this installation)."""
-    setup = setup or scale_setup(scale)
+    setup = setup or scale_setup(scale, require_data=False)  # listing runs needs no data
     labels = {"sparsifiers": ["Top-k", "Dropout", "LPF", "LoRSP"], "backbones": BACKBONE_ROWS,
               "downstream": DOWNSTREAM_ROWS, "ood": OOD_ROWS, "hyperparameters": ["LoRSP"],
               "prompt_gallery": ["LoR-VP", "LoRSP"]}[chapter]
@@ -212,7 +237,8 @@ def chapter_facts(chapter: str, setup: ScaleSetup, runs: Sequence[dict]) -> dict
         per_class = setup.datasets[name].get("train_per_class")
         classes = {"cifar10": 10, "cifar100": 100, "tiny-imagenet": 200, "synthetic": 10}.get(name)
         if per_class and classes:
-            steps[name] = setup.epochs * math.ceil(per_class * classes / setup.batch_size)
+            epochs = setup.datasets[name].get("epochs", setup.epochs)
+            steps[name] = epochs * math.ceil(per_class * classes / setup.batch_size)
     if steps:
         facts["steps"] = "; ".join(f"{name}: {n} optimisation steps per run" for name, n in steps.items())
     unique = len({run_key(r) for r in runs})

@@ -1,7 +1,18 @@
 """Training a chapter's runs through the engine (:func:`train_one`, :func:`run_grid`, :func:`collect`)
-and the command line ``python -m lorsp.experiments`` (:func:`main`)."""
+and the command line ``python -m lorsp.experiments`` (:func:`main`).
+
+Where files go: the engine trains each run in a *work* folder (``runs/<scale>/<run key>/``, git-ignored:
+checkpoints, feature caches), and the *results* folder (``results/<scale>/<run key>/``, committed) receives
+only what a reader needs — ``record.json`` and the small trained prompt and head (``prompt.safetensors``).
+A run whose record is in the results folder is done; a run cut mid-way resumes from its work folder's
+last checkpoint.
+"""
 from __future__ import annotations
 
+import os
+import platform
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -32,17 +43,33 @@ def _train_config(run: dict, output: Path):
     return engine.TrainConfig(**kwargs)
 
 
-def train_one(run: dict, results_dir) -> dict:
-    """Train one run with ``lorsp.train.train`` in ``<results_dir>/<run_key>/`` and return its record.
+#: what the results folder of a run receives (everything else stays in the work folder)
+PUBLISHED_FILES = ("record.json", "prompt.safetensors")
+#: the order ``--chapter all`` trains in: the headline chapter (Tables II and V) first
+RUN_ORDER = ("backbones", "sparsifiers", "downstream", "ood", "hyperparameters", "prompt_gallery")
 
-    The run directory holds the engine's checkpoint, prompt weights and ``record.json``; the record gets an
-    ``"experiment"`` entry (key, tags, run) so the book finds it again. A run that diverges (non-finite loss)
-    keeps its failed record (``status: "failed"``) and is shown as such, not retried.
+
+def machine_info() -> dict:
+    """Where a run was trained: platform, processor, CPU count, torch threads and version."""
+    import torch
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def train_one(run: dict, results_dir, work_dir=None) -> dict:
+    """Train one run with ``lorsp.train.train`` and return its record.
+
+    The engine works in ``<work_dir>/<run_key>/`` (checkpoint, feature cache, prompt weights, record); without
+    ``work_dir`` that is ``<results_dir>/<run_key>/`` itself. The record gets an ``"experiment"`` entry (key,
+    tags, run, wall seconds, machine) and is written as ``<results_dir>/<run_key>/record.json``, beside a copy
+    of the trained prompt (:data:`PUBLISHED_FILES`): nothing else reaches the results folder. A run that
+    diverges (non-finite loss) keeps its failed record (``status: "failed"``) and is shown as such, not retried.
     """
     engine = _engine()
     results_dir = Path(results_dir)
     key = run_key(run)
-    output = results_dir / key
+    output = Path(work_dir if work_dir is not None else results_dir) / key
     start = time.perf_counter()
     try:
         record = dict(engine.train(_train_config(run, output), progress=False))
@@ -52,20 +79,37 @@ def train_one(run: dict, results_dir) -> dict:
             raise
         record = _read_record(path)
     record["experiment"] = dict(key=key, tags=run.get("tags", {}), run=_config_only(run),
-                                wall_seconds=time.perf_counter() - start)
+                                wall_seconds=time.perf_counter() - start, machine=machine_info())
+    target = results_dir / key
+    if work_dir is not None:
+        weights = output / PUBLISHED_FILES[1]
+        if weights.is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(weights, target / PUBLISHED_FILES[1])
+            record["prompt_weights"] = PUBLISHED_FILES[1]
+        record["run_dir"] = None  # the work folder is local to the machine that trained the run
     _write_record(record, _record_path(results_dir, run))
     return record
 
 
+def _line(text: str) -> None:
+    print(text, flush=True)
+
+
 def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: bool = False,
-             train: bool = True) -> pd.DataFrame:
+             train: bool = True, work_dir=None, log=None, planned=None,
+             max_seconds: float | None = None, max_runs: int | None = None) -> pd.DataFrame:
     """Train every run of ``runs`` not yet done and return one row per run (see :func:`records_frame`).
 
     A run whose record ``<results_dir>/<run_key(run)>/record.json`` is final is skipped when ``resume``
     (so an interrupted chapter resumes where it stopped — a run cut mid-way continues from its last
     checkpoint — and a run shared by chapters is trained once). With ``train=False`` nothing is trained:
     only the existing records are collected (see :func:`collect`). Duplicate runs are trained once.
-    ``progress`` shows a tqdm bar over the runs. ``frame.attrs`` holds ``trained`` (runs trained now),
+    ``work_dir``: where the engine trains (see :func:`train_one`). ``progress`` shows a tqdm bar over the
+    runs; ``log`` (e.g. ``print``) gets one line per run instead, with the planned seconds ``planned(run)``
+    and an estimate of the time left (the plan scaled by how long the runs so far took against their
+    plan). ``max_seconds``: start no run whose plan would end past that many seconds from now; ``max_runs``:
+    train at most that many runs now; the runs left are listed in ``frame.attrs["left"]``. ``frame.attrs`` also holds ``trained`` (runs trained now),
     ``reused`` (records found) and ``seconds``.
     """
     results_dir = Path(results_dir)
@@ -75,10 +119,13 @@ def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: b
     rows, seen = [], {}
     done = {run_key(run): _is_done(_record_path(results_dir, run)) for run in runs}
     todo = [key for key, finished in done.items() if not (resume and finished)]
+    plan = {run_key(run): float(planned(run)) if planned else None for run in runs}
     bar = None
-    if progress and train and todo:
+    if progress and train and todo and log is None:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(todo), desc=f"training ({len(done) - len(todo)} runs already done)", unit="run")
+    spent = planned_spent = 0.0
+    trained, left = 0, []
     for run in runs:
         key = run_key(run)
         if key in seen:
@@ -86,9 +133,26 @@ def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: b
         elif resume and done[key]:
             record = _read_record(_record_path(results_dir, run))
         elif train:
-            record = train_one(run, results_dir)
+            elapsed = time.perf_counter() - started
+            over_time = max_seconds is not None and plan[key] is not None and elapsed + plan[key] > max_seconds
+            if over_time or (max_runs is not None and trained >= max_runs):
+                left.append(key)
+                continue
+            t0 = time.perf_counter()
+            record = train_one(run, results_dir, work_dir=work_dir)
+            seconds = time.perf_counter() - t0
+            trained += 1
             if bar is not None:
                 bar.update(1)
+            if log is not None:
+                spent += seconds
+                planned_spent += plan[key] or 0.0
+                rest = sum(plan[k] or 0.0 for k in todo[trained:] if k not in left)
+                pace = spent / planned_spent if planned_spent else 1.0
+                planned_text = f" (planned {_duration(plan[key])})" if plan[key] else ""
+                log(f"[{trained}/{len(todo)}] {key} {run.get('tags', {}).get('label', '')}: "
+                    f"{record.get('status', 'completed')}, accuracy {_pct(record.get('final_accuracy'))}, "
+                    f"{_duration(seconds)}{planned_text}; left about {_duration(rest * pace)}")
         else:
             continue
         seen[key] = record
@@ -96,9 +160,21 @@ def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: b
     if bar is not None:
         bar.close()
     frame = records_frame(rows)
-    frame.attrs.update(trained=len(todo) if train else 0, reused=len(done) - len(todo) if train else len(seen),
-                       seconds=time.perf_counter() - started)
+    frame.attrs.update(trained=trained if train else 0, reused=len(done) - len(todo) if train else len(seen),
+                       seconds=time.perf_counter() - started, left=left)
     return frame
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * float(value):.2f}%"
 
 
 def collect(runs: Sequence[dict], results_dir) -> pd.DataFrame:
@@ -108,27 +184,83 @@ def collect(runs: Sequence[dict], results_dir) -> pd.DataFrame:
     return run_grid(runs, results_dir, resume=True, progress=False, train=False)
 
 
+def chapter_runs(chapters: Sequence[str], setup) -> dict[str, list[dict]]:
+    """``{chapter: runs}`` in the given order (a run shared with an earlier chapter is listed by both)."""
+    return {chapter: grid(chapter, setup=setup) for chapter in chapters}
+
+
+def dry_run(chapters: dict[str, list[dict]], results_dir, costs=None, out=None) -> list[dict]:
+    """Print the planned runs (key, label, planned time, done or not) and the planned hours per chapter, from
+    the measured per-image costs (:mod:`lorsp.desk_budget`); return the plan's rows."""
+    from ..desk_budget import format_plan, load_costs, plan
+    out = out or _line
+    costs = costs or load_costs()
+    rows = plan(chapters, costs, key=run_key)
+    done = {row["key"] for row in rows if not row["key"].endswith(":shifted")
+            and _is_done(Path(results_dir) / row["key"] / "record.json")}
+    for row in rows:
+        out(f"{row['chapter']:<16} {row['key']:<56} {str(row['label']):<24} {_duration(row['seconds']):>9}"
+            f"{'  done' if row['key'] in done else ''}")
+    out("")
+    out(f"planned time on an unloaded 2-core CPU, from {costs.source} (see lorsp.desk_budget):")
+    out(format_plan(rows, done, chapters=list(chapters)))
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lorsp.experiments --scale mini --chapter all --out results/mini``: run chapters' grids
-    (and the OOD chapter's shifted evaluations) outside the notebooks, e.g. on a GPU machine."""
+    """``python -m lorsp.experiments --scale desk --chapter backbones --out results/desk``: train chapters'
+    grids (and the OOD chapter's shifted evaluations) outside the notebooks, in the background or on a GPU
+    machine; one line per run with the time left; a killed run resumes where it stopped."""
     import argparse
     parser = argparse.ArgumentParser(prog="python -m lorsp.experiments", description=main.__doc__)
     parser.add_argument("--scale", choices=SCALES, default=None, help="default: $LORSP_SCALE or smoke")
-    parser.add_argument("--chapter", choices=CHAPTERS + ("all",), default="all")
-    parser.add_argument("--out", default=None, help="results folder (default runs/<scale>)")
+    parser.add_argument("--chapter", choices=CHAPTERS + ("all",), default="all",
+                        help=f"one chapter, or all of them in the order {', '.join(RUN_ORDER)}")
+    parser.add_argument("--out", default=None,
+                        help="results folder: record.json and prompt.safetensors per run (default runs/<scale>)")
+    parser.add_argument("--work", default=None,
+                        help="where the engine trains (checkpoints, feature caches; default runs/<scale>)")
     parser.add_argument("--list", action="store_true", help="only list the runs")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the planned runs and hours per chapter (from measured costs); train nothing")
+    parser.add_argument("--max-hours", type=float, default=None,
+                        help="start no run whose planned time would end after this many hours")
+    parser.add_argument("--max-runs", type=int, default=None, help="train at most this many runs, then stop")
     args = parser.parse_args(argv)
-    setup = scale_setup(args.scale)
-    out = Path(args.out) if args.out else runs_dir(setup.scale)
-    chapters = CHAPTERS if args.chapter == "all" else (args.chapter,)
-    for chapter in chapters:
-        runs = grid(chapter, setup=setup)
-        if args.list:
+    setup = scale_setup(args.scale, require_data=not (args.list or args.dry_run))
+    work = Path(args.work) if args.work else runs_dir(setup.scale)
+    out = Path(args.out) if args.out else work
+    work_dir = None if out.resolve() == work.resolve() else work
+    chapters = RUN_ORDER if args.chapter == "all" else (args.chapter,)
+    by_chapter = chapter_runs(chapters, setup)
+    if args.dry_run:
+        dry_run(by_chapter, out)
+        return 0
+    if args.list:
+        for chapter, runs in by_chapter.items():
             for run in runs:
                 print(chapter, run_key(run), run["tags"].get("label"))
-            continue
-        frame = run_grid(runs, out)
+        return 0
+    from ..desk_budget import load_costs, run_seconds
+    try:
+        costs = load_costs()
+        planned = lambda run: run_seconds(run, costs)  # noqa: E731
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        print(f"no time plan: {error}", file=sys.stderr)
+        planned = None
+    budget = None if args.max_hours is None else 3600.0 * args.max_hours
+    started, trained = time.perf_counter(), 0
+    for chapter, runs in by_chapter.items():
+        _line(f"== {chapter}: {len({run_key(r) for r in runs})} runs, results in {out}"
+              + (f", work folder {work_dir}" if work_dir else ""))
+        remaining = None if budget is None else budget - (time.perf_counter() - started)
+        runs_left = None if args.max_runs is None else max(0, args.max_runs - trained)
+        frame = run_grid(runs, out, work_dir=work_dir, log=_line, planned=planned, max_seconds=remaining,
+                         max_runs=runs_left)
+        now, left = frame.attrs.get("trained", 0), frame.attrs.get("left") or []
+        trained += now
         if chapter == "ood":
             frame = evaluate_shifts(runs, out)
-        print(f"{chapter}: {len(frame)} runs in {out}")
+        _line(f"== {chapter}: {len(frame)} runs recorded, {now} trained now"
+              + (f"; {len(left)} left for later (--max-hours / --max-runs)" if left else ""))
     return 0

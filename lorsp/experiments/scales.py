@@ -1,11 +1,11 @@
-"""What each scale (``smoke``, ``mini``, ``paper``) runs: :class:`ScaleSetup` and :func:`scale_setup`."""
+"""What each scale (``smoke``, ``desk``, ``mini``, ``paper``) runs: :class:`ScaleSetup` and :func:`scale_setup`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCALES = ("smoke", "mini", "paper")
+SCALES = ("smoke", "desk", "mini", "paper")
 #: the repository root (this file is lorsp/experiments/scales.py)
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -37,13 +37,23 @@ class ScaleSetup:
     hyper_seeds: tuple[int, ...] = ()
     gallery_dataset: str = ""
     gallery_backbone: str = ""
+    # where a scale's grid is smaller or larger than the defaults (desk); None/() means the default
+    headline_seeds: tuple[int, ...] = ()                     # the backbones chapter (Tables II/V); default seeds
+    sparsifier_ratios: tuple[float, ...] | None = None       # default SPARSIFIER_RATIOS
+    sweep_points: dict[str, tuple] | None = None             # sweep -> values; default the full sweeps
+    reference_224: bool = False                              # LP with cached features at 224 px beside LP
 
     def train_kwargs(self, dataset: str) -> dict[str, Any]:
+        """The TrainConfig fields of a run on ``dataset``. A dataset's entry may set its own ``epochs`` and
+        ``eval_every`` (evaluate after every eval_every-th epoch and the last; only set where a scale uses it)."""
         counts = self.datasets[dataset]
-        return dict(dataset=dataset, image_size=self.image_size, epochs=self.epochs,
-                    batch_size=self.batch_size, lr=self.lr,
-                    train_per_class=counts.get("train_per_class"), test_per_class=counts.get("test_per_class"),
-                    device=self.device, random_init=self.random_init)
+        kwargs = dict(dataset=dataset, image_size=self.image_size, epochs=counts.get("epochs", self.epochs),
+                      batch_size=self.batch_size, lr=self.lr,
+                      train_per_class=counts.get("train_per_class"), test_per_class=counts.get("test_per_class"),
+                      device=self.device, random_init=self.random_init)
+        if counts.get("eval_every") is not None:
+            kwargs["eval_every"] = counts["eval_every"]
+        return kwargs
 
     def facts(self) -> dict[str, Any]:
         """Plain facts for :func:`lorsp.scale.scale_banner`."""
@@ -56,7 +66,7 @@ class ScaleSetup:
             "weights": self.weights_note,
             "data": data,
             "resolution": f"{self.image_size}×{self.image_size} px",
-            "epochs": self.epochs,
+            "epochs": _epochs_text(self),
             "batch size": self.batch_size,
             "learning rate": self.lr,
             "seeds": ", ".join(map(str, self.seeds)),
@@ -72,7 +82,14 @@ def _count(value) -> str:
     return "all" if value is None else str(value)
 
 
-def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
+def _epochs_text(setup: "ScaleSetup") -> str:
+    own = {name: c["epochs"] for name, c in setup.datasets.items() if c.get("epochs") is not None}
+    if not own or set(own.values()) == {setup.epochs}:
+        return str(setup.epochs)
+    return "; ".join(f"{name}: {own.get(name, setup.epochs)}" for name in setup.datasets)
+
+
+def scale_setup(scale: str | None = None, data_root=None, require_data: bool = True) -> ScaleSetup:
     """The setup of ``scale`` (default ``LORSP_SCALE`` via :func:`lorsp.scale.current_scale`).
 
     ``smoke``: CPU, MobileNetV2 with the ImageNet-1k weights of the data root and real CIFAR-10 (20 train
@@ -81,6 +98,8 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
     says so in ``notes`` (and the banner).
     ``mini``: one GPU, MobileNetV2 on CIFAR-10 (500 / 100 per class) and Tiny-ImageNet (100 / 50 per
     class: all the local data) at the paper's protocol (224 px, 20 epochs, batch 256, lr 0.01), 3 seeds.
+    ``desk``: a 2-core CPU, the real MobileNetV2 weights and real CIFAR-10 / Tiny-ImageNet at 64 px
+    (:func:`desk_setup`); no fallbacks (``require_data=False`` lists its runs without the data).
     ``paper``: the paper's five backbones and datasets at its protocol, 1 seed (the paper reports one run).
     The epochs of every scale come from :data:`lorsp.scale.SCALES` (``Scale.epochs``), the one place they are set.
     """
@@ -125,6 +144,8 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
             ood_targets=("edge-map sketch", "gaussian noise", "gaussian blur", "colour shift"),
             hyper_backbones=("mobilenetv2",), hyper_seeds=(0, 1),
             gallery_dataset="tiny-imagenet" if tiny else source, gallery_backbone="mobilenetv2")
+    if scale == "desk":
+        return desk_setup(data_root, require_data=require_data)
     if scale == "mini":
         return ScaleSetup(
             scale="mini", backbones=("mobilenetv2",),
@@ -152,3 +173,65 @@ def scale_setup(scale: str | None = None, data_root=None) -> ScaleSetup:
         ood_targets=("imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r"),
         hyper_backbones=("vit_b16", "resnet50"), hyper_seeds=(0,),
         gallery_dataset="flowers102", gallery_backbone="vit_b32")
+
+
+# ----------------------------------------------------------------------------------------------------
+# desk: real evidence on a 2-core CPU (issue 15)
+# ----------------------------------------------------------------------------------------------------
+#: the files the desk scale cannot run without (relative to the data root), and what each one is
+DESK_REQUIRED = {
+    "weights/mobilenetv2_100_tflite_in1k.safetensors": "the MobileNetV2 ImageNet-1k weights",
+    "cifar10/train": "CIFAR-10's training images",
+    "cifar10/test": "CIFAR-10's test images",
+    "tiny-imagenet-200/train": "Tiny-ImageNet's training images",
+    "tiny-imagenet-200/val": "Tiny-ImageNet's validation images",
+}
+#: the desk protocol, chosen from measured costs (benchmarks/cpu-desk-costs.json, book/running.md): 64 px
+#: and the paper's learning rate; CIFAR-10 with many images and few epochs (more images rather than more
+#: passes over few), Tiny-ImageNet with all the local images; evaluation after the last epoch only (the book
+#: plots the training loss per epoch, which needs no evaluation)
+DESK_DATASETS = {
+    "cifar10": dict(train_per_class=1600, test_per_class=500, epochs=3, eval_every=3),
+    "tiny-imagenet": dict(train_per_class=100, test_per_class=50, epochs=3, eval_every=3),
+}
+
+
+def desk_missing(data_root=None) -> list[str]:
+    """The files of :data:`DESK_REQUIRED` missing from the data root, as sentences naming each path."""
+    from ..data import data_root as resolve
+    root = Path(resolve(data_root))
+    return [f"{root / rel} ({what})" for rel, what in DESK_REQUIRED.items() if not (root / rel).exists()]
+
+
+def desk_setup(data_root=None, require_data: bool = True) -> ScaleSetup:
+    """The ``desk`` scale: the real MobileNetV2 weights and the real CIFAR-10 and Tiny-ImageNet of the data
+    root, trained on a CPU (see :data:`DESK_DATASETS`); the headline chapter (backbones) with 5 seeds, every
+    other run with 3. No fallbacks: without the weights or the data it raises ``FileNotFoundError`` naming
+    what is missing and how to import it (``require_data=False`` only lists the runs, e.g. to count committed
+    records on a machine without the data)."""
+    missing = desk_missing(data_root) if require_data else []
+    if missing:
+        raise FileNotFoundError(
+            "the desk scale trains only on the real data and weights, and the data root lacks: "
+            + "; ".join(missing) + ". Import them with `lorsp data import PATH` (e.g. `lorsp data import "
+            "../shared/data`; see data/README.md), or set LORSP_DATA to a data root that has them.")
+    return ScaleSetup(
+        scale="desk", backbones=("mobilenetv2",), datasets={k: dict(v) for k, v in DESK_DATASETS.items()},
+        image_size=64, epochs=3, batch_size=64, lr=0.01, seeds=(0, 1, 2), device="cpu",
+        weights_note="MobileNetV2 (1.0, 224) ImageNet-1k weights from the data root "
+                     "(weights/mobilenetv2_100_tflite_in1k.safetensors); no fallback",
+        notes=["Departures from the paper's protocol: 64×64 px instead of 224 (CIFAR-10 is upsampled from 32 px, "
+               "Tiny-ImageNet is native 64 px), subsets of the training images, 3 epochs instead of 20, batch 64 "
+               "instead of 256; the learning rate (0.01), momentum, weight decay and cosine schedule are the "
+               "paper's. The padding prompts keep the paper's proportions (ILM-VP 32/224 and AutoVP 160/224 of "
+               "the side, EVP's border 30/224). LP with cached features at 224 px on the same images is run "
+               "beside LP, to show what the lower resolution costs.",
+               "Tiny-ImageNet: the local archive holds the first 100 training images per class and the whole "
+               "validation set (50 per class)."],
+        table2_datasets=("cifar10",), table3_datasets=("cifar10", "tiny-imagenet"), ood_source="cifar10",
+        ood_targets=("edge-map sketch", "gaussian noise", "gaussian blur", "colour shift"),
+        hyper_backbones=("mobilenetv2",), hyper_seeds=(0, 1, 2),
+        gallery_dataset="tiny-imagenet", gallery_backbone="mobilenetv2",
+        headline_seeds=(0, 1, 2, 3, 4), sparsifier_ratios=(0.1, 0.5),
+        sweep_points={"groups": (1, 4, 8), "rank": (1, 4), "tau": (1.5, 4.0), "v_threshold": (0.0, 0.05)},
+        reference_224=True)

@@ -30,7 +30,8 @@ surrogate Θ'(u) ≈ α σ(αu)(1 − σ(αu)), u = H_t − V_th, and the reset 
 ``fused_lorsp_prompt(..., backend="compile")`` runs the same recurrence through ``torch.compile``: one fused
 kernel for δ, one for ∂L/∂F_1..F_G (the LIF recomputed, backwards in time) and ∂A, then ∂B as a matmul
 (:func:`_store_factor_grads`). :class:`~lorsp.prompters.lowrank_sparse.LoRSPPrompter` picks the backend with
-its ``backend`` option (:data:`LIF_BACKENDS`; ``auto`` compiles on CUDA, with an eager fallback).
+its ``backend`` option (:data:`LIF_BACKENDS`; ``auto`` compiles on CUDA and for long CPU runs, with an eager
+fallback, :func:`auto_backend`).
 
 :func:`lif_gate_spikes` returns the spikes and δ of the same fused forward loop (no autograd), for checks.
 :func:`saved_tensor_bytes` measures what a computation keeps for backward, device-independently.
@@ -45,7 +46,8 @@ import torch
 from ..lif import validate_lif_settings
 
 __all__ = ["fused_lif_gate", "fused_lorsp_prompt", "lif_gate_spikes", "saved_tensor_bytes", "SavedTensorMeter",
-           "compile_available", "LIF_BACKENDS"]
+           "compile_available", "LIF_BACKENDS",
+           "CPU_COMPILE_MIN_STEPS", "auto_backend", "compile_cache_dir", "use_persistent_compile_cache"]
 
 
 def _check_factors(factors: torch.Tensor) -> None:
@@ -326,8 +328,9 @@ def _lif_constants(like: torch.Tensor, tau, v_threshold, v_reset, alpha) -> torc
     pixel and step (exactly the same for τ a power of two, else within a rounding of the eager path)."""
     key = (like.device, tau, v_threshold, v_reset, alpha)
     if key not in _CONSTANTS:
-        _CONSTANTS[key] = torch.tensor([1.0 / tau, v_threshold, 0.0 if v_reset is None else v_reset, alpha],
-                                       dtype=torch.float32, device=like.device)
+        with torch.inference_mode(False):  # a normal tensor even when first made during evaluation
+            _CONSTANTS[key] = torch.tensor([1.0 / tau, v_threshold, 0.0 if v_reset is None else v_reset, alpha],
+                                           dtype=torch.float32, device=like.device)
     return _CONSTANTS[key]
 
 
@@ -397,8 +400,32 @@ _IMPLS = {"forward": _compiled_forward_impl, "backward": _compiled_grad_impl}
 
 def _compiled(kind: str):
     if kind not in _COMPILED:
+        use_persistent_compile_cache()
         _COMPILED[kind] = torch.compile(_IMPLS[kind], dynamic=False)
     return _COMPILED[kind]
+
+
+def compile_cache_dir() -> str:
+    """Where inductor keeps its compiled kernels between processes: ``$TORCHINDUCTOR_CACHE_DIR`` when set, else
+    ``$XDG_CACHE_HOME/lorsp/inductor`` (``~/.cache/lorsp/inductor``), which outlives ``/tmp``."""
+    import os
+
+    configured = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if configured:
+        return configured
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lorsp", "inductor")
+
+
+def use_persistent_compile_cache() -> str:
+    """Point inductor's caches (its FX-graph and AOT-autograd caches, on by default) at :func:`compile_cache_dir`
+    unless ``TORCHINDUCTOR_CACHE_DIR`` is set: a later run or process that compiles the same shapes loads the
+    kernels instead of compiling them again (``benchmarks/compile_cache.py`` measures both)."""
+    import os
+
+    path = compile_cache_dir()
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", path)
+    return path
 
 
 class _CompiledLowRankLIFGate(torch.autograd.Function):
@@ -456,8 +483,25 @@ def _compiled_backward(projected, basis, grad_delta, groups, rank, tau, v_thresh
 
 
 LIF_BACKENDS = ("auto", "eager", "compile")
-"""How LoRSP runs its fused LIF gate (``LoRSPPrompter(backend=...)``): ``auto`` compiles on CUDA (falling back to
-``eager`` if compiling fails) and runs ``eager`` elsewhere."""
+"""How LoRSP runs its fused LIF gate (``LoRSPPrompter(backend=...)``): ``auto`` compiles on CUDA, and on a CPU
+for a run planned to take at least :data:`CPU_COMPILE_MIN_STEPS` steps (:func:`auto_backend`); it falls back to
+``eager`` if compiling fails, and runs ``eager`` otherwise."""
+
+CPU_COMPILE_MIN_STEPS = 1000
+"""``backend="auto"`` compiles on a CPU only for runs planned (``LoRSPPrompter.plan_run``) to take at least this
+many training steps: there a first compile costs tens of seconds per batch shape, and the compiled gate saves
+tens of milliseconds per step (``benchmarks/README.md``), so it repays itself after roughly a thousand steps
+when the kernels are not cached yet."""
+
+
+def auto_backend(device: torch.device | str, planned_steps: int | None = None) -> str:
+    """What ``backend="auto"`` runs on ``device`` for a run of ``planned_steps`` training steps (None: unknown,
+    i.e. short): ``"compile"`` on CUDA, and on a CPU from :data:`CPU_COMPILE_MIN_STEPS` planned steps on, where
+    :func:`compile_available`; else ``"eager"``."""
+    device = torch.device(device)
+    if device.type == "cpu" and (planned_steps is None or planned_steps < CPU_COMPILE_MIN_STEPS):
+        return "eager"
+    return "compile" if compile_available(device) else "eager"
 
 
 def _compile_failed(error: Exception) -> None:
@@ -471,9 +515,15 @@ def _compile_failed(error: Exception) -> None:
 
 
 def compile_available(device: torch.device | str) -> bool:
-    """Whether ``backend="auto"`` compiles on ``device``: CUDA with Triton importable, and no earlier failure."""
-    if torch.device(device).type != "cuda" or _COMPILE_FAILED:
+    """Whether torch.compile can build the gate on ``device``: CUDA with Triton importable, or a CPU with a C++
+    compiler on the PATH; and no earlier failure in this process."""
+    device_type = torch.device(device).type
+    if _COMPILE_FAILED or device_type not in ("cuda", "cpu"):
         return False
+    if device_type == "cpu":
+        import shutil
+
+        return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
     try:
         import triton  # noqa: F401
     except ImportError:

@@ -17,7 +17,7 @@ import torch
 
 from ..lif import LIF
 from .factors import PromptFactors, factor_param_count
-from .fused import LIF_BACKENDS, compile_available, fused_lorsp_prompt
+from .fused import LIF_BACKENDS, auto_backend, fused_lorsp_prompt
 from .registry import Prompter, prompt_sparsity, register_prompter
 
 __all__ = ["LowRankPrompter", "LoRSPPrompter", "LPFPrompter", "TopKPrompter", "DropoutPrompter",
@@ -93,9 +93,11 @@ class LoRSPPrompter(LowRankPrompter):
 
     ``backend`` (fused only): ``"eager"`` runs the fused loop as PyTorch operations; ``"compile"`` has
     ``torch.compile`` fuse the G-step loop into a few kernels (much faster, but the first call of each new
-    batch shape compiles, tens of seconds on CPU); ``"auto"`` (default) compiles on CUDA,
-    falling back to ``"eager"`` with a warning if compiling fails, and runs ``"eager"`` on other devices.
-    Benchmarks: ``benchmarks/README.md``.
+    batch shape compiles, tens of seconds on CPU, cached between processes); ``"auto"`` (default) compiles on
+    CUDA, and on a CPU when the run is planned (:meth:`plan_run`) to take at least
+    :data:`~lorsp.prompters.fused.CPU_COMPILE_MIN_STEPS` steps, which repays the compiling; it falls back to
+    ``"eager"`` with a warning if compiling fails, and runs ``"eager"`` otherwise (short runs, the tests, the
+    smoke book). Benchmarks: ``benchmarks/README.md``.
     """
 
     def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
@@ -112,12 +114,20 @@ class LoRSPPrompter(LowRankPrompter):
             raise ValueError("backend='compile' supports the shared basis only; use backend='eager' with "
                              "shared_basis=False")
         self.backend = backend
+        self.planned_steps: int | None = None
+
+    def plan_run(self, steps: int | None) -> None:
+        """Say how many training steps the run will take (the trainer and ``lorsp bench`` do): ``backend="auto"``
+        compiles on a CPU only for long runs (:func:`~lorsp.prompters.fused.auto_backend`)."""
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+            raise ValueError(f"steps must be None or an integer >= 0, got {steps!r}")
+        self.planned_steps = steps
 
     def lif_backend(self, device) -> str:
         """The fused backend that runs on ``device``: ``backend``, with ``"auto"`` resolved (see the class)."""
         if self.backend != "auto":
             return self.backend
-        return "compile" if self.factors.shared_basis and compile_available(device) else "eager"
+        return auto_backend(device, self.planned_steps) if self.factors.shared_basis else "eager"
 
     def gate(self, factors: torch.Tensor, return_trace: bool = False):
         """Eqs. 6–9 on precomputed factors ``[G, N, C, H, W]``: returns δ (and the LIF trace)."""

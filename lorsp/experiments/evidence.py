@@ -1,0 +1,201 @@
+"""Which numbers a chapter shows as its headline, and the desk scale's own evidence of training.
+
+A chapter's headline table, figures and verdicts come from the **largest scale whose committed records are
+complete** (``results/<scale>/``: ``paper``, then ``mini``, then ``desk``); when none is complete they come
+from the runs the chapter trains now (``smoke`` in CI), and the chapter says how many records of each
+larger scale exist (:func:`headline_evidence`). Beside them: the training loss per epoch of LP and LoRSP
+(:func:`training_curves`: is training long enough to flatten?) and LP at the scale's resolution beside LP
+with cached features at 224 px on the same images (:func:`resolution_cost`: what the lower resolution costs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .grid import LP_224_LABEL, grid, run_key
+from .records import _is_done, _read_record, _record_path
+from .runner import collect
+from .scales import ScaleSetup, scale_setup
+
+#: the committed scales a headline may come from, the largest first
+HEADLINE_SCALES = ("paper", "mini", "desk")
+
+
+def _results_root(results_root=None) -> Path:
+    from .grid import RESULTS_ROOT
+    return Path(results_root) if results_root is not None else RESULTS_ROOT
+
+
+def committed_status(chapter: str, scale: str, results_root=None) -> tuple[int, int]:
+    """``(records found, runs in the grid)`` of ``chapter`` at ``scale`` under ``results/<scale>/``."""
+    folder = _results_root(results_root) / scale
+    runs = {run_key(r): r for r in grid(chapter, scale)}
+    if not folder.is_dir():
+        return 0, len(runs)
+    return sum(_complete(folder, r) for r in runs.values()), len(runs)
+
+
+def _complete(folder: Path, run: dict) -> bool:
+    """The run's record is final and, for the OOD chapter, holds its accuracy on every shifted test set."""
+    path = _record_path(folder, run)
+    if not _is_done(path):
+        return False
+    targets = run.get("tags", {}).get("eval_on") or []
+    if not targets:
+        return True
+    shifted = (_read_record(path).get("experiment") or {}).get("shifted") or {}
+    return all(t in shifted for t in targets)
+
+
+@dataclass
+class Evidence:
+    """The numbers a chapter's headline shows: ``frame`` (rows of :func:`records_frame`) at ``scale``."""
+
+    chapter: str
+    scale: str
+    frame: pd.DataFrame
+    results_dir: Path
+    committed: dict[str, tuple[int, int]] = field(default_factory=dict)
+    from_committed: bool = False
+
+    @property
+    def setup(self) -> ScaleSetup:
+        return scale_setup(self.scale, require_data=False)
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        return grid(self.chapter, self.scale)
+
+    def sources(self, scale: str, ours: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """The "ours" columns of a side-by-side table: the headline's scale first, then this page's own runs
+        (``ours`` at ``scale``) labelled as the check that the code runs today."""
+        if not self.from_committed:
+            return {scale: ours}
+        return {self.scale: self.frame, f"{scale}: the check that the code runs today": ours}
+
+    def banner(self):
+        """The scale banner of the headline's numbers (:func:`lorsp.scale.scale_banner`)."""
+        from ..scale import scale_banner
+        from .grid import chapter_facts, shown_path
+        facts = chapter_facts(self.chapter, self.setup, self.runs)
+        facts["records"] = (f"committed under results/{self.scale}/" if self.from_committed else
+                            f"trained by this page in {shown_path(self.results_dir)}")
+        return scale_banner(facts, scale=self.scale)
+
+    def note(self) -> str:
+        """Markdown: where the headline comes from, and how complete each larger scale's records are."""
+        status = "; ".join(f"`{s}`: {found} of {total} runs" for s, (found, total) in self.committed.items())
+        if self.from_committed:
+            return (f"**The headline numbers below come from the committed `{self.scale}` records** "
+                    f"(`results/{self.scale}/`, all {len(self.frame)} runs of this chapter's `{self.scale}` grid). "
+                    f"Committed records per scale: {status}.")
+        incomplete = [f"`{s}` records are incomplete: {found} of {total} runs"
+                      for s, (found, total) in self.committed.items() if found]
+        why = ("; ".join(incomplete) if incomplete else "no larger scale has committed records yet")
+        return (f"**The headline numbers below come from the `{self.scale}` runs executed with this page** "
+                f"({why}), so they only show that the code runs today; they cannot confirm or refute the paper.")
+
+
+def headline_evidence(chapter: str, scale: str, frame: pd.DataFrame, results_dir, results_root=None) -> Evidence:
+    """The evidence a chapter shows: the largest of :data:`HEADLINE_SCALES` whose committed records of
+    ``chapter`` are complete, else this page's own runs (``frame`` at ``scale``, trained in ``results_dir``)."""
+    root = _results_root(results_root)
+    committed = {}
+    for larger in HEADLINE_SCALES:
+        if larger == scale:
+            continue
+        found, total = committed_status(chapter, larger, root)
+        committed[larger] = (found, total)
+    for larger in HEADLINE_SCALES:
+        found, total = committed.get(larger, (0, 0))
+        if total and found == total:
+            rows = collect(grid(chapter, larger), root / larger)
+            return Evidence(chapter, larger, rows, root / larger, committed, from_committed=True)
+    return Evidence(chapter, scale, frame, Path(results_dir), committed, from_committed=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# is training long enough? what does the resolution cost?
+# ----------------------------------------------------------------------------------------------------
+def _datasets(chapter: str, scale: str) -> list[str]:
+    return list(dict.fromkeys(r["dataset"] for r in grid(chapter, scale)))
+
+
+def _companion_runs(chapter: str, scale: str) -> list[dict]:
+    """The chapter's runs plus the LP, LoRSP and LP-at-224-px runs of the backbones and downstream chapters on
+    the chapter's datasets (the chapters that train them)."""
+    datasets = set(_datasets(chapter, scale))
+    runs = {}
+    for name in (chapter, "backbones", "downstream"):
+        for run in grid(name, scale):
+            if run["dataset"] in datasets:
+                runs.setdefault(run_key(run), run)
+    return list(runs.values())
+
+
+def training_curves(chapter: str, scale: str, results_dir, labels: Sequence[str] = ("LP", "LoRSP")) -> pd.DataFrame:
+    """The per-epoch training loss of the ``labels`` runs on the chapter's datasets, from their records:
+    one row per (run, epoch) with label, dataset, seed, epoch, train_loss, train_accuracy (empty when no
+    record exists)."""
+    rows = []
+    for run in _companion_runs(chapter, scale):
+        label = run["tags"]["label"]
+        if label not in labels:
+            continue
+        path = _record_path(Path(results_dir), run)
+        if not path.is_file():
+            continue
+        record = _read_record(path)
+        for metric in record.get("metrics") or []:
+            rows.append(dict(label=label, dataset=run["dataset"], seed=run["seed"], epoch=metric.get("epoch"),
+                             train_loss=metric.get("train_loss"), train_accuracy=metric.get("train_accuracy"),
+                             key=run_key(run)))
+    return pd.DataFrame(rows, columns=["label", "dataset", "seed", "epoch", "train_loss", "train_accuracy", "key"])
+
+
+def resolution_cost(chapter: str, scale: str, results_dir) -> pd.DataFrame:
+    """LP at the scale's resolution beside LP with cached features at 224 px on the same images (same seeds),
+    per dataset of the chapter: mean ± std over the seeds both have, and the mean paired difference (pp)."""
+    frame = collect([r for r in _companion_runs(chapter, scale) if r["tags"]["label"] in ("LP", LP_224_LABEL)],
+                    results_dir)
+    out = []
+    if frame.empty:
+        return pd.DataFrame(columns=["dataset", "LP", LP_224_LABEL, "paired difference (pp)", "seeds"])
+    for dataset, part in frame.groupby("dataset", sort=False):
+        low = part[part["label"] == "LP"].set_index("seed")["accuracy_pct"]
+        high = part[part["label"] == LP_224_LABEL].set_index("seed")["accuracy_pct"]
+        seeds = sorted(set(low.dropna().index) & set(high.dropna().index))
+        if not seeds:
+            continue
+        low, high = low.loc[seeds].astype(float), high.loc[seeds].astype(float)
+        diff = (high - low)
+        out.append({"dataset": dataset, "LP": _fmt(low), LP_224_LABEL: _fmt(high),
+                    "paired difference (pp)": f"{diff.mean():+.2f}" + (f" ± {diff.std():.2f}" if len(diff) > 1 else ""),
+                    "seeds": len(seeds)})
+    return pd.DataFrame(out, columns=["dataset", "LP", LP_224_LABEL, "paired difference (pp)", "seeds"])
+
+
+def _fmt(values: pd.Series) -> str:
+    if len(values) > 1:
+        return f"{values.mean():.2f} ± {values.std():.2f}"
+    return f"{values.mean():.2f}"
+
+
+def flattening(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per label and dataset: the mean training loss at the first and the last epoch and the drop over the
+    last epoch as a share of the whole drop (small: the loss has flattened)."""
+    if curves.empty:
+        return pd.DataFrame(columns=["label", "dataset", "first epoch loss", "last epoch loss",
+                                     "last epoch's share of the drop"])
+    out = []
+    for (label, dataset), part in curves.groupby(["label", "dataset"], sort=False):
+        mean = part.groupby("epoch")["train_loss"].mean().sort_index()
+        first, last = float(mean.iloc[0]), float(mean.iloc[-1])
+        whole = first - last
+        share = (float(mean.iloc[-2]) - last) / whole if len(mean) > 1 and whole > 0 else float("nan")
+        out.append({"label": label, "dataset": dataset, "first epoch loss": first, "last epoch loss": last,
+                    "last epoch's share of the drop": share})
+    return pd.DataFrame(out)

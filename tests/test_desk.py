@@ -1,0 +1,202 @@
+"""The desk scale (issue 15): its grids, its refusal to run without the real data, the runner's work/results
+split and resume, the dry run's plan, and which scale a chapter's headline comes from."""
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from lorsp import experiments as ex
+from lorsp.experiments.grid import _config_only
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _desk():
+    return ex.scale_setup("desk", require_data=False)
+
+
+def _seed_groups(runs):
+    groups = defaultdict(set)
+    for run in runs:
+        config = {k: v for k, v in _config_only(run).items() if k != "seed"}
+        groups[json.dumps(config, sort_keys=True, default=str)].add(run["seed"])
+    return groups
+
+
+def test_desk_grid_seeds_headline_five_every_other_run_three():
+    setup = _desk()
+    headline = ex.grid("backbones", setup=setup)
+    labels = {r["tags"]["label"] for r in headline}
+    assert {"LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP"} <= labels
+    for seeds in _seed_groups([r for r in headline if r["tags"]["label"] != ex.LP_224_LABEL]).values():
+        assert len(seeds) == 5
+    for chapter in ex.CHAPTERS:
+        runs = ex.grid(chapter, setup=setup)
+        assert runs, chapter
+        # the gallery draws seed 0 of runs that the downstream chapter trains with 3 seeds
+        pool = runs if chapter != "prompt_gallery" else ex.grid("downstream", setup=setup)
+        counts = _seed_groups(pool)
+        for run in runs:
+            config = {k: v for k, v in _config_only(run).items() if k != "seed"}
+            assert len(counts[json.dumps(config, sort_keys=True, default=str)]) >= 3, (chapter, run["tags"])
+        assert all(r["device"] == "cpu" and r["image_size"] in (64, 224) and not r["random_init"] for r in runs)
+        assert all(r["dataset"] in ("cifar10", "tiny-imagenet") for r in runs)
+
+
+def test_desk_grid_smaller_sweeps_and_references_on_the_same_images():
+    setup = _desk()
+    sparsifiers = ex.grid("sparsifiers", setup=setup)
+    assert {r["keep_ratio"] for r in sparsifiers if "keep_ratio" in r} == set(setup.sparsifier_ratios)
+    assert len(ex.grid("sparsifiers", setup=setup)) < len(ex.grid("sparsifiers", "mini"))
+    assert len(ex.grid("hyperparameters", setup=setup)) < len(ex.grid("hyperparameters", "mini"))
+    for chapter in ("backbones", "downstream"):
+        runs = ex.grid(chapter, setup=setup)
+        lp = {(r["dataset"], r["seed"]): r for r in runs if r["tags"]["label"] == "LP"}
+        refs = [r for r in runs if r["tags"]["label"] == ex.LP_224_LABEL]
+        assert refs
+        for ref in refs:
+            twin = lp[(ref["dataset"], ref["seed"])]
+            assert ref["image_size"] == 224 and ref["method"] == "none" and ref["cache_features"] == "memory"
+            same = ("dataset", "train_per_class", "test_per_class", "seed", "epochs", "lr", "batch_size")
+            assert {k: ref[k] for k in same} == {k: twin[k] for k in same}
+            assert ex.run_key(ref) != ex.run_key(twin)
+    # the headline's shared runs are trained once: OOD's LP, EVP and LoR-VP are the backbones chapter's
+    keys = {ex.run_key(r) for r in ex.grid("backbones", setup=setup)}
+    ood = [r for r in ex.grid("ood", setup=setup) if r["tags"]["label"] in ("LP", "EVP", "LoR-VP")]
+    assert ood and all(ex.run_key(r) in keys for r in ood)
+
+
+def test_desk_refuses_to_run_without_the_real_data(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        ex.scale_setup("desk", data_root=tmp_path)
+    message = str(error.value)
+    assert "mobilenetv2_100_tflite_in1k.safetensors" in message and "cifar10" in message
+    assert "lorsp data import" in message
+    assert ex.scale_setup("desk", data_root=tmp_path, require_data=False).fallbacks == []
+    from lorsp.scale import SCALES
+    assert SCALES["desk"].allow_fallbacks is False and SCALES["desk"].device == "cpu"
+
+
+def test_dry_run_plans_every_chapter_within_ten_hours(capsys):
+    assert ex.main(["--scale", "desk", "--chapter", "all", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("chapter "):].splitlines()
+    rows = {line.split()[0]: line.split() for line in table[1:] if line.strip()}
+    assert set(ex.RUN_ORDER) | {"all"} <= set(rows)
+    assert list(rows)[0] == "backbones"  # the headline chapter first
+    planned = {name: float(row[3]) for name, row in rows.items()}
+    assert 0 < planned["all"] <= 10.0
+    assert planned["all"] == pytest.approx(sum(v for k, v in planned.items() if k != "all"), abs=0.05)
+
+
+def test_results_folder_is_not_ignored_by_git():
+    paths = ["results/desk/cifar10-x/record.json", "results/desk/cifar10-x/prompt.safetensors"]
+    result = subprocess.run(["git", "check-ignore", *paths], cwd=REPO, capture_output=True, text=True)
+    if result.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert result.stdout.strip() == "", f"git ignores {result.stdout.split()}"
+
+
+# --- the runner: work folder vs results folder, resume after a kill -------------------------------------------
+def _tiny_setup(tmp_path):
+    setup = ex.scale_setup("smoke", data_root=tmp_path / "no-data")   # synthetic + random init
+    setup.datasets = {"synthetic": dict(train_per_class=2, test_per_class=2)}
+    setup.image_size, setup.epochs, setup.batch_size = 32, 2, 8
+    return setup
+
+
+def test_runner_resumes_after_a_kill_and_publishes_only_record_and_prompt(tmp_path, monkeypatch):
+    for module in ("lorsp.train", "lorsp.data", "lorsp.backbones"):
+        pytest.importorskip(module)
+    setup = _tiny_setup(tmp_path)
+    runs = [r for r in ex.grid("ood", setup=setup) if r["seed"] == 0 and r["method"] in ("none", "lorsp")]
+    results, work = tmp_path / "results", tmp_path / "work"
+    # the second run is killed after its first epoch: the first one's record is kept, the second resumes
+    lines = []
+    monkeypatch.setenv("LORSP_FAULT_INJECTION", json.dumps({"raise_after_epoch": 1}))
+    with pytest.raises(Exception, match="fault injection"):
+        ex.run_grid(runs[1:], results, work_dir=work, log=lines.append)
+    monkeypatch.delenv("LORSP_FAULT_INJECTION")
+    key = ex.run_key(runs[1])
+    assert (work / key / "checkpoint.pt").is_file() and not (results / key / "record.json").exists()
+    frame = ex.run_grid(runs, results, work_dir=work, log=lines.append, planned=lambda run: 1.0)
+    assert frame["status"].tolist() == ["completed", "completed"] and frame.attrs["trained"] == 2
+    record = json.loads((results / key / "record.json").read_text())
+    assert record["resumed_from_epoch"] == 1 and record["epochs_completed"] == 2
+    assert record["experiment"]["machine"]["cpu_count"] >= 1 and record["experiment"]["wall_seconds"] > 0
+    assert record["git_commit"] is None or len(record["git_commit"]) >= 40
+    assert record["versions"]["torch"] and record["run_dir"] is None
+    for run in runs:
+        published = sorted(p.name for p in (results / ex.run_key(run)).iterdir())
+        expected = ["prompt.safetensors", "record.json"] if run["method"] != "none" else ["record.json"]
+        assert published == expected or published == ["prompt.safetensors", "record.json"]
+    assert any("left about" in line and key in line for line in lines)
+    mtimes = {p: p.stat().st_mtime_ns for p in results.rglob("record.json")}
+    again = ex.run_grid(runs, results, work_dir=work, log=lines.append)   # nothing left to train
+    assert again.attrs["trained"] == 0 and {p: p.stat().st_mtime_ns for p in results.rglob("record.json")} == mtimes
+    # a run's model comes back from the results folder alone (record + prompt), as from its checkpoint
+    import torch
+    from_results, config = ex.load_run_model(runs[1], results)
+    from_work, _ = ex.load_run_model(runs[1], work)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(from_results(x), from_work(x))
+    shifted = ex.evaluate_shifts(runs, results, shifts=["gaussian noise"])
+    assert shifted[f"{ex.ACCURACY}:gaussian noise"].between(0, 100).all()
+
+
+def test_max_hours_starts_no_run_past_the_budget(tmp_path):
+    setup = _tiny_setup(tmp_path)
+    runs = [r for r in ex.grid("ood", setup=setup) if r["seed"] == 0][:2]
+    frame = ex.run_grid(runs, tmp_path / "results", work_dir=tmp_path / "work", log=lambda line: None,
+                        planned=lambda run: 3600.0, max_seconds=1800.0)
+    assert frame.attrs["trained"] == 0 and len(frame.attrs["left"]) == 2 and frame.empty
+
+
+# --- which numbers the book shows -----------------------------------------------------------------------------
+def _fake_record(folder: Path, run: dict, accuracy: float, losses=(2.0, 1.2, 1.0)):
+    path = folder / ex.run_key(run) / "record.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metrics = [{"epoch": e + 1, "train_loss": loss, "train_accuracy": 0.5} for e, loss in enumerate(losses)]
+    path.write_text(json.dumps({"status": "completed", "final_accuracy": accuracy, "best_accuracy": accuracy,
+                                "config": _config_only(run), "metrics": metrics,
+                                "experiment": {"key": ex.run_key(run), "tags": run["tags"]}}))
+
+
+def test_headline_comes_from_complete_committed_records_only(tmp_path):
+    import pandas as pd
+    root = tmp_path / "results"
+    smoke = pd.DataFrame({"label": ["LoRSP"], "accuracy_pct": [10.0]})
+    runs = ex.grid("prompt_gallery", "desk")
+    _fake_record(root / "desk", runs[0], 0.5)
+    evidence = ex.headline_evidence("prompt_gallery", "smoke", smoke, tmp_path / "runs", results_root=root)
+    assert not evidence.from_committed and evidence.scale == "smoke" and evidence.frame is smoke
+    assert "`desk` records are incomplete: 1 of 2 runs" in evidence.note()
+    assert list(evidence.sources("smoke", smoke)) == ["smoke"]
+    _fake_record(root / "desk", runs[1], 0.6)
+    evidence = ex.headline_evidence("prompt_gallery", "smoke", smoke, tmp_path / "runs", results_root=root)
+    assert evidence.from_committed and evidence.scale == "desk" and len(evidence.frame) == 2
+    assert "committed `desk` records" in evidence.note()
+    assert list(evidence.sources("smoke", smoke)) == ["desk", "smoke: the check that the code runs today"]
+    assert "desk" in str(evidence.banner())
+
+
+def test_training_curves_and_resolution_cost_from_records(tmp_path):
+    folder = tmp_path / "desk"
+    runs = ex.grid("backbones", "desk")
+    for run in runs:
+        label = run["tags"]["label"]
+        if label in ("LP", "LoRSP", ex.LP_224_LABEL) and run["seed"] < 3:
+            accuracy = {"LP": 0.60, "LoRSP": 0.61, ex.LP_224_LABEL: 0.80}[label] + 0.001 * run["seed"]
+            _fake_record(folder, run, accuracy, losses=(1.7, 0.9, 0.85))
+    curves = ex.training_curves("sparsifiers", "desk", folder)   # LP comes from the backbones chapter
+    assert set(curves["label"]) == {"LP", "LoRSP"} and sorted(curves["epoch"].unique()) == [1, 2, 3]
+    flat = ex.flattening(curves)
+    assert flat["last epoch's share of the drop"].iloc[0] == pytest.approx(0.05 / 0.85)
+    cost = ex.resolution_cost("backbones", "desk", folder)
+    assert cost["dataset"].tolist() == ["cifar10"] and cost["seeds"].tolist() == [3]
+    assert cost["paired difference (pp)"].iloc[0].startswith("+20.00")

@@ -1,0 +1,55 @@
+"""Committed records stay true (issue 15): the first steps of a recorded run, re-run now, give the losses its
+record keeps (``loss_trace``); a mismatch names the records to regenerate."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lorsp.experiments import desk_missing
+from lorsp.experiments.staleness import compare_trace, replay_losses, replayable, stale_records
+
+REPO = Path(__file__).resolve().parent.parent
+COMMITTED = sorted((REPO / "results" / "desk").glob("*/record.json"))
+
+
+def _tiny_record(tmp_path) -> Path:
+    from lorsp.train import TrainConfig, train
+    config = TrainConfig(dataset="synthetic", method="lorsp", epochs=2, batch_size=8, image_size=32,
+                         train_per_class=4, test_per_class=1, device="cpu", random_init=True, seed=3,
+                         prompter_kwargs=dict(groups=2, rank=2), output=str(tmp_path / "run"), trace_steps=8)
+    record = train(config, progress=False)
+    assert len(record["loss_trace"]) == 8
+    return Path(record["record_path"])
+
+
+def test_replay_matches_a_fresh_record_and_a_changed_run_is_named(tmp_path):
+    path = _tiny_record(tmp_path)
+    record = json.loads(path.read_text())
+    assert replayable(record)
+    losses = replay_losses(record, steps=3)
+    assert len(losses) == 3 and compare_trace(record, losses) is None
+    assert stale_records([path], steps=3) == ([], [path])
+    # what training produces changes (here: the learning rate the record says it used) -> named as stale
+    record["config"]["lr"] = record["config"]["lr"] * 10
+    path.write_text(json.dumps(record))
+    problems, replayed = stale_records([path], steps=3)
+    assert replayed == [path] and len(problems) == 1
+    assert str(path) in problems[0] and "regenerate" in problems[0] and "step 1" in problems[0]
+
+
+def test_committed_desk_records_are_reproduced():
+    if not COMMITTED:
+        pytest.skip("no committed results/desk records yet")
+    for path in COMMITTED:
+        record = json.loads(path.read_text())
+        assert record.get("loss_trace"), f"{path} has no loss_trace: regenerate it with python -m lorsp.experiments"
+        assert record.get("git_commit") and record.get("versions", {}).get("torch"), path
+    missing = desk_missing()
+    if missing:
+        pytest.skip(f"the data root lacks what the desk records were trained on: {'; '.join(missing)}")
+    problems, replayed = stale_records(COMMITTED, steps=3, budget_seconds=40)
+    assert not problems, "\n".join(problems)
+    if any(replayable(json.loads(p.read_text())) for p in COMMITTED):
+        assert replayed

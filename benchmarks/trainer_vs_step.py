@@ -90,27 +90,36 @@ def main() -> int:
                 rounds[size][kind].append(kinds[kind](size))
                 print(f"round {r + 1} {size} px {kind}: {rounds[size][kind][-1]['images_per_s']:.1f} images/s",
                       file=sys.stderr, flush=True)
-    summary = []
-    for size in sizes:
-        per = rounds[size]
-        row = {"image_size": size, **{f"{k}_images_per_s": statistics.median(v["images_per_s"] for v in per[k])
-                                      for k in per}}
-        row["train_over_step_paired"] = statistics.median(
-            t["images_per_s"] / s["images_per_s"] for t, s in zip(per["train"], per["step"]))
-        if "train_before" in per:
-            row["before_over_step_paired"] = statistics.median(
-                t["images_per_s"] / s["images_per_s"] for t, s in zip(per["train_before"], per["step"]))
-            row["after_over_before_paired"] = statistics.median(
-                a["images_per_s"] / b["images_per_s"] for a, b in zip(per["train"], per["train_before"]))
-        summary.append(row)
-    result = {"meta": {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_before": load_before,
-                       "loadavg_after": list(os.getloadavg()), "cpu_count": os.cpu_count(),
-                       "command": " ".join(sys.argv), "options": vars(opts)},
-              "summary": summary, "rounds": {str(k): v for k, v in rounds.items()}}
-    print(json.dumps(summary, indent=1))
+                result = _result(rounds, opts, load_before, complete=False)
+                if opts.output:  # what is measured so far, in case the run is cut short
+                    Path(opts.output).write_text(json.dumps(result, indent=1) + "\n")
+    result = _result(rounds, opts, load_before, complete=True)
+    print(json.dumps(result["summary"], indent=1))
     if opts.output:
         Path(opts.output).write_text(json.dumps(result, indent=1) + "\n")
     return 0
+
+
+def _paired(first, second) -> float | None:
+    ratios = [a["images_per_s"] / b["images_per_s"] for a, b in zip(first, second)]
+    return statistics.median(ratios) if ratios else None
+
+
+def _result(rounds, opts, load_before, complete: bool) -> dict:
+    summary = []
+    for size, per in rounds.items():
+        row = {"image_size": size, "rounds_done": {k: len(v) for k, v in per.items()},
+               **{f"{k}_images_per_s": statistics.median(x["images_per_s"] for x in v) if v else None
+                  for k, v in per.items()},
+               "train_over_step_paired": _paired(per["train"], per["step"])}
+        if "train_before" in per:
+            row["before_over_step_paired"] = _paired(per["train_before"], per["step"])
+            row["after_over_before_paired"] = _paired(per["train"], per["train_before"])
+        summary.append(row)
+    return {"meta": {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_before": load_before,
+                     "loadavg_after": list(os.getloadavg()), "cpu_count": os.cpu_count(), "complete": complete,
+                     "command": " ".join(sys.argv), "options": vars(opts)},
+            "summary": summary, "rounds": {str(k): v for k, v in rounds.items()}}
 
 
 if __name__ == "__main__":

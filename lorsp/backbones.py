@@ -478,16 +478,30 @@ def weights_fingerprint(model: nn.Module) -> float:
         return float(sum(p.detach().double().abs().sum().item() for p in model.parameters() if not p.requires_grad))
 
 
-def fold_frozen_backbone(model: nn.Module, image_size: int | None = None) -> nn.Module:
+def _to_channels_last(module: nn.Module, args):
+    x = args[0]
+    if isinstance(x, torch.Tensor) and x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last):
+        return (x.contiguous(memory_format=torch.channels_last), *args[1:])
+    return None
+
+
+def fold_frozen_backbone(model: nn.Module, image_size: int | None = None, channels_last: bool = True) -> nn.Module:
     """A frozen backbone made cheaper with the same outputs (to float rounding), in place: batch norms folded
     into their convolutions (:func:`fold_batchnorm`) and, given the input ``image_size``, TensorFlow-style "same"
-    padding fixed for it (:func:`static_same_padding`). The model must stay frozen and in eval mode; its
-    :func:`weights_fingerprint` is that of the weights as loaded. ``benchmarks/README.md`` has the timings."""
+    padding fixed for it (:func:`static_same_padding`). Where that folded anything (timm's EfficientNet family:
+    MobileNetV2), ``channels_last`` also stores the weights channels-last and turns each input so (a forward
+    pre-hook on the first convolution), which oneDNN's depthwise convolutions run much faster on a CPU. The model must stay frozen and
+    in eval mode; its :func:`weights_fingerprint` is that of the weights as loaded. ``benchmarks/README.md`` has
+    the timings (``benchmarks/backbone_variants.py``)."""
     model.lorsp_weights_fingerprint = weights_fingerprint(model)
     model.eval()
-    fold_batchnorm(model)
+    folded = fold_batchnorm(model)
     if image_size is not None:
         static_same_padding(model, int(image_size))
+    if folded and channels_last:
+        model.to(memory_format=torch.channels_last)
+        stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))  # the first layer (also when called
+        stem.register_forward_pre_hook(_to_channels_last)                     # through forward_features)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model

@@ -155,7 +155,9 @@ def test_folded_backbone_keeps_the_outputs_and_input_gradients(image_size):
     import timm
 
     torch.manual_seed(0)
-    model = timm.create_model("mobilenetv2_100", pad_type="same", num_classes=0).eval()
+    # SiLU instead of ReLU6: its kinks (0 and 6) would let a rounding flip a unit and with it whole input-gradient
+    # regions; the folding does not depend on the activation
+    model = timm.create_model("mobilenetv2_100", pad_type="same", num_classes=0, act_layer=torch.nn.SiLU).eval()
     for module in model.modules():  # batch norms with statistics that matter
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
@@ -163,18 +165,19 @@ def test_folded_backbone_keeps_the_outputs_and_input_gradients(image_size):
     model.requires_grad_(False)
     fast = backbones.fold_frozen_backbone(copy.deepcopy(model), image_size)
     assert backbones.weights_fingerprint(fast) == pytest.approx(backbones.weights_fingerprint(model), rel=1e-12)
+    assert fast.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
     kinds = [type(m).__name__ for m in fast.modules()]
     assert "Conv2dSame" not in kinds and "BatchNormAct2d" not in kinds and "BatchNorm2d" not in kinds
     x = torch.rand(2, 3, image_size, image_size)
     grads = []
     for net in (model, fast):
         inputs = x.clone().requires_grad_()
-        out = net(inputs)
+        out = net.forward_head(net.forward_features(inputs), pre_logits=True)  # as PromptedModel.features
         out.square().sum().backward()
         grads.append((out.detach(), inputs.grad))
     (ref, ref_grad), (got, got_grad) = grads
     assert torch.allclose(got, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
-    assert torch.allclose(got_grad, ref_grad, rtol=1e-3, atol=1e-4 * float(ref_grad.abs().max()))
+    assert torch.allclose(got_grad, ref_grad, rtol=1e-3, atol=1e-5 * float(ref_grad.abs().max()))
     if image_size % 2 == 0:  # the asymmetric padding is fixed for this size only
         with pytest.raises(ValueError, match="fixed for"):
             fast(torch.rand(1, 3, image_size + 2, image_size + 2))

@@ -41,6 +41,9 @@ def test_rows_have_the_required_keys(rows):
         assert by_method[method]["prompt_ms"] > 0 and by_method[method]["prompt_params"] > 0
     assert by_method["lp"]["prompt_ms"] is None and by_method["lp"]["prompt_params"] == 0
     assert math.isclose(by_method["lorvp"]["ratio_to_lorvp"], 1.0)
+    # the default's backend is what a 3-step run gets (eager on a CPU), and the row says so
+    assert by_method["lorsp"]["lif_backend"] == "eager" and by_method["lorsp"]["run_steps"] == 3
+    assert by_method["lorsp-fused"]["lif_backend"] == "eager" and by_method["lp"]["lif_backend"] is None
     assert by_method["lp-cached"]["speedup_vs_lp"] > 0
     # the fused generator keeps less for backward than the reference (device-independent count)
     assert by_method["lorsp-fused"]["saved_mb"] < by_method["lorsp-reference"]["saved_mb"]
@@ -106,6 +109,8 @@ def test_bad_arguments_are_named():
         bench.run_bench(methods=["lp"], **{**TINY, "batch_size": "0"})
     with pytest.raises(ValueError, match="dtype"):
         bench.run_bench(methods=["lp"], **{**TINY, "dtype": "float64"})
+    with pytest.raises(ValueError, match="run_steps"):
+        bench.run_bench(methods=["lp"], **{**TINY, "run_steps": 0})
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -40,13 +40,11 @@ next. ``smoke=True`` is the same plan at tiny sizes (:data:`SMOKE_DATASETS`, 64 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import io
 import json
-import math
 import os
 import statistics
-import sys
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -354,7 +352,28 @@ def run_window(results_dir, pack, minutes: float = 9.0, smoke: bool = False, dev
                log=print) -> dict:
     """Run the window plan into ``results_dir`` within ``minutes`` (from ``started``, a ``time.time()``, default
     now) and return the summary (also written to ``summary``, default ``<results_dir>/summary.json``).
-    ``costs`` (default: measured on ``device`` first) feed the estimates."""
+    ``costs`` (default: measured on ``device`` first) feed the estimates. While it runs, the pack is the data
+    root (``LORSP_DATA``) and the hub is off (``HF_HUB_OFFLINE``, ``LORSP_OFFLINE``); the caller's environment
+    is restored when it returns or fails."""
+    with _environment_kept(("LORSP_DATA", "HF_HUB_OFFLINE", "LORSP_OFFLINE")):
+        return _run_window(results_dir, pack, minutes, smoke, device, blocks, bundle, summary, started, costs, log)
+
+
+@contextlib.contextmanager
+def _environment_kept(names):
+    """Restore the environment variables ``names`` as they were (set or unset) on leaving the block."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run_window(results_dir, pack, minutes, smoke, device, blocks, bundle, summary, started, costs, log) -> dict:
     started = time.time() if started is None else float(started)
     deadline = started + 60.0 * float(minutes)
     results_dir = Path(results_dir)

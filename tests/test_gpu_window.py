@@ -164,7 +164,9 @@ def test_estimates_follow_the_measured_costs():
     assert "| table2-cifar10 | LoRSP | 0 | cifar10 | 2,560 | 1,000 | 20 |" in text
 
 
-def test_the_window_stops_before_a_run_that_would_not_end_in_time(tmp_path):
+def test_the_window_stops_before_a_run_that_would_not_end_in_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORSP_DATA", str(tmp_path / "callers-root"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     source = _fake_root(tmp_path / "root")
     pack = tmp_path / "pack"
     pack_data(pack, {"cifar10": {"train_per_class": 2, "test_per_class": 1}}, root=source)
@@ -178,6 +180,8 @@ def test_the_window_stops_before_a_run_that_would_not_end_in_time(tmp_path):
     assert summary["expected_minutes"]["table2-cifar10"] == pytest.approx(7 * 60.0, rel=0.01)
     with tarfile.open(tmp_path / "out" / "records.tar.gz") as tar:
         assert tar.getnames() == ["mini-window/summary.json"]
+    # the pack was the data root only while the window ran: the caller's environment is back
+    assert os.environ["LORSP_DATA"] == str(tmp_path / "callers-root") and "HF_HUB_OFFLINE" not in os.environ
 
 
 @pytest.mark.skipif(not (HAS_CIFAR and HAS_TINY and WEIGHTS.is_file()),

@@ -76,6 +76,33 @@ def test_data_root_order(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------
 # synthetic
 # ---------------------------------------------------------------------------------------------------------
+def test_dataset_location_follows_each_registered_layout(tmp_path):
+    """One presence question for every caller (lorsp data fetch, the smoke scale): the registry's layouts."""
+    from lorsp.data.registry import CIFAR_BATCHES
+
+    assert data.dataset_location("cifar10", tmp_path) is None
+    assert data.dataset_location("tiny-imagenet", tmp_path) is None
+    assert data.dataset_location("synthetic", tmp_path) == ""
+    batches, files = CIFAR_BATCHES["cifar10"]
+    for name in files[:-1]:
+        (tmp_path / "cifar10" / batches).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cifar10" / batches / name).write_bytes(b"")
+    assert data.dataset_location("cifar10", tmp_path) is None  # an incomplete batches folder is not CIFAR-10
+    (tmp_path / "cifar10" / batches / files[-1]).write_bytes(b"")
+    assert data.dataset_location("cifar-10", tmp_path) == f"cifar10/{batches}"  # aliases too
+    (tmp_path / "cifar10" / "train").mkdir()
+    (tmp_path / "cifar10" / "test").mkdir()
+    assert data.dataset_location("cifar10", tmp_path) == "cifar10"  # the ImageFolder form comes first
+    (tmp_path / "tiny-imagenet-200" / "train").mkdir(parents=True)
+    assert data.dataset_location("tiny-imagenet", tmp_path) is None  # no val/ split
+    (tmp_path / "tiny-imagenet-200" / "val").mkdir()
+    assert data.dataset_location("tiny-imagenet", tmp_path) == "tiny-imagenet-200"
+    (tmp_path / "imagenet-sketch" / "sketch").mkdir(parents=True)
+    assert data.dataset_location("imagenet-sketch", tmp_path) == "imagenet-sketch/sketch"
+    with pytest.raises(ValueError, match="unknown dataset 'cifar11'"):
+        data.dataset_location("cifar11", tmp_path)
+
+
 def test_synthetic_is_deterministic_and_learnable():
     train = build_dataset("synthetic", "train", image_size=32, per_class=12)
     test = build_dataset("synthetic", "test", image_size=32, per_class=6, seed=5)
@@ -388,14 +415,14 @@ def test_import_shared_archives_gives_cifar10_and_tiny_imagenet(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # the project's data root (skipped where it is not filled)
 # ---------------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(not (ROOT / "cifar10" / "train").is_dir(), reason=f"no cifar10 in the data root {ROOT}")
+@pytest.mark.skipif(data.dataset_location("cifar10", ROOT) is None, reason=f"no cifar10 in the data root {ROOT}")
 def test_cifar10_from_the_data_root():
     ds = build_dataset("cifar10", "train", image_size=32, per_class=2, seed=0)
     assert ds.num_classes == 10 and len(ds) == 20 and ds.classes[0] == "airplane"
     _check_image(ds[0][0])
 
 
-@pytest.mark.skipif(not (ROOT / "tiny-imagenet-200" / "val").is_dir(), reason=f"no tiny-imagenet in {ROOT}")
+@pytest.mark.skipif(data.dataset_location("tiny-imagenet", ROOT) is None, reason=f"no tiny-imagenet in {ROOT}")
 def test_tiny_imagenet_from_the_data_root():
     ds = build_dataset("tiny-imagenet", "test", image_size=32, per_class=1)
     assert ds.num_classes == 200 and len(ds) == 200

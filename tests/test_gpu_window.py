@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lorsp import gpu_window as gw
-from lorsp.data import build_dataset, data_root
+from lorsp.data import build_dataset, data_root, dataset_location
 from lorsp.data.images import load_rgb
 from lorsp.data.pack import (PackError, load_packed_split, pack_data, read_manifest, row_delta, undo_row_delta,
                              verify_pack)
@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_window.sh"
 ROOT = data_root()
 WEIGHTS = ROOT / "weights" / gw.WEIGHTS_FILE
-HAS_CIFAR = (ROOT / "cifar10" / "train").is_dir() and (ROOT / "cifar10" / "test").is_dir()
-HAS_TINY = (ROOT / "tiny-imagenet-200" / "train").is_dir() and (ROOT / "tiny-imagenet-200" / "val").is_dir()
+HAS_CIFAR = dataset_location("cifar10", ROOT) is not None
+HAS_TINY = dataset_location("tiny-imagenet", ROOT) is not None
 
 
 def _fake_root(root: Path, weights: bool = True) -> Path:

@@ -361,10 +361,10 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch
 
 # -- real data: CIFAR-10 with the offline MobileNetV2 weights ------------------------------------------------
 def _real_cifar_available():
-    from lorsp.data import data_root
+    from lorsp.data import data_root, dataset_location
     root = Path(data_root())
-    if not (root / "cifar10" / "train").is_dir() or not (root / "cifar10" / "test").is_dir():
-        return f"no cifar10/train and cifar10/test in the data root {root}"
+    if dataset_location("cifar10", root) is None:
+        return f"no CIFAR-10 in the data root {root} (cifar10/train and test, or cifar-10-batches-py)"
     if not (root / "weights" / "mobilenetv2_100_tflite_in1k.safetensors").is_file():
         return f"no MobileNetV2 weights in {root / 'weights'}"
     return None

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .registry import CIFAR_BATCHES, dataset_location
 from .root import IMPORT_HINT, data_root
 
 __all__ = ["FetchResult", "SmokeInputs", "ensure_smoke_inputs", "smoke_inputs_present", "offline_reason",
@@ -58,10 +59,8 @@ OFFLINE_VAR = "LORSP_OFFLINE"
 CONNECT_TIMEOUT_VAR = "LORSP_FETCH_CONNECT_TIMEOUT"
 READ_TIMEOUT_VAR = "LORSP_FETCH_READ_TIMEOUT"
 SMOKE_BACKBONE = "mobilenetv2"
-#: torchvision's CIFAR-10 folder, with the pickled batches
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
-                 "batches.meta")
+#: torchvision's CIFAR-10 folder, with the pickled batches (the registry's layout: lorsp.data.registry)
+CIFAR10_FOLDER, CIFAR10_FILES = CIFAR_BATCHES["cifar10"]
 _TEMP_PREFIX = ".lorsp-fetch-"
 _UNREACHABLE: dict[tuple[str, int], str] = {}   # (host, port) → why, for the rest of the process
 _TRUE = ("1", "true", "yes", "on")
@@ -270,22 +269,8 @@ def _quiet(progress: bool):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# what is present
+# what is present (the datasets' layouts are the registry's: lorsp.data.registry.dataset_location)
 # ---------------------------------------------------------------------------------------------------------
-def _cifar10_location(root: Path) -> str | None:
-    if (root / "cifar10" / "train").is_dir() and (root / "cifar10" / "test").is_dir():
-        return "cifar10"
-    for base in (root, root / "cifar10"):
-        if all((base / CIFAR10_FOLDER / f).is_file() for f in CIFAR10_FILES):
-            return (base / CIFAR10_FOLDER).relative_to(root).as_posix()
-    return None
-
-
-def _tiny_imagenet_location(root: Path) -> str | None:
-    base = root / "tiny-imagenet-200"
-    return "tiny-imagenet-200" if (base / "train").is_dir() and (base / "val").is_dir() else None
-
-
 def _weights_location(root: Path, backbone: str = SMOKE_BACKBONE) -> str | None:
     from ..backbones import _local_candidates, resolve_backbone
 
@@ -298,8 +283,9 @@ def smoke_inputs_present(root=None) -> SmokeInputs:
     base = data_root(root)
     found = []
     for name, locate, missing in (
-            ("cifar10", _cifar10_location, f"not in the data root; import it with `{IMPORT_HINT}`"),
-            ("tiny-imagenet", _tiny_imagenet_location,
+            ("cifar10", lambda at: dataset_location("cifar10", at),
+             f"not in the data root; import it with `{IMPORT_HINT}`"),
+            ("tiny-imagenet", lambda at: dataset_location("tiny-imagenet", at),
              f"not in the data root and it has no download that lorsp uses; import it with `{IMPORT_HINT}`"),
             (f"{SMOKE_BACKBONE} weights", _weights_location,
              f"not in the data root; import a weights file with `{IMPORT_HINT}`")):
@@ -322,7 +308,7 @@ def fetch_cifar10(root=None, progress: bool = True) -> FetchResult:
     """CIFAR-10 into ``<root>/cifar-10-batches-py`` through torchvision's download (md5-checked), unless the
     data root has it already. Never raises for a network or download failure: the result says why."""
     base = data_root(root)
-    location = _cifar10_location(base)
+    location = dataset_location("cifar10", base)
     if location:
         return FetchResult("cifar10", "present", location)
     offline = offline_reason()
@@ -345,14 +331,14 @@ def fetch_cifar10(root=None, progress: bool = True) -> FetchResult:
             try:
                 os.replace(folder / CIFAR10_FOLDER, target)
             except OSError:
-                if _cifar10_location(base) is None:   # not a concurrent fetch that finished first
+                if dataset_location("cifar10", base) is None:   # not a concurrent fetch that finished first
                     raise
     except Exception as error:  # URLError, HTTPError, timeouts, RuntimeError (md5), OSError (disk)
         first = str(error).splitlines()[0][:200] if str(error) else ""
         return FetchResult("cifar10", "unavailable", None,
                            _advice(f"the download from {host} failed ({type(error).__name__}: {first})"),
                            time.perf_counter() - start)
-    return FetchResult("cifar10", "fetched", _cifar10_location(base), seconds=time.perf_counter() - start)
+    return FetchResult("cifar10", "fetched", dataset_location("cifar10", base), seconds=time.perf_counter() - start)
 
 
 def _hub_endpoint() -> str:

@@ -39,6 +39,10 @@ ImageNet index of each (the evaluator scores over those 200 logits only); ``data
 labels (ImageNet, Tiny-ImageNet). ``split="val"`` is accepted as a synonym of "test" (``folder:PATH`` prefers
 ``val/`` for it).
 
+:func:`dataset_location` says, from the same layouts and without opening a file, whether (and where) the data
+root holds a dataset; every "is it in the data root?" question of lorsp (``lorsp data fetch``, the smoke scale)
+asks it.
+
 EuroSAT has no official split: :data:`EUROSAT_TEST_FRACTION` (20 %) of each class, drawn with
 ``numpy.random.default_rng(EUROSAT_SPLIT_SEED=0)`` (independent of the run seed, so every run sees the same
 test set), is the test split, the rest the train split.
@@ -59,7 +63,15 @@ EUROSAT_TEST_FRACTION = 0.2
 SPLITS = ("train", "test", "val")
 
 __all__ = ["DatasetSpec", "DatasetNotFoundError", "register_dataset", "build_dataset", "list_datasets",
-           "dataset_spec", "EUROSAT_SPLIT_SEED", "EUROSAT_TEST_FRACTION"]
+           "dataset_spec", "dataset_location", "CIFAR_BATCHES", "EUROSAT_SPLIT_SEED", "EUROSAT_TEST_FRACTION"]
+
+#: torchvision's pickled CIFAR folders: dataset → (folder, in the data root or under the dataset's folder, and
+#: the files it must hold)
+CIFAR_BATCHES = {
+    "cifar10": ("cifar-10-batches-py", ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                                        "data_batch_5", "test_batch", "batches.meta")),
+    "cifar100": ("cifar-100-python", ("train", "test", "meta")),
+}
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -91,7 +103,9 @@ class BuildRequest:
 @dataclass
 class DatasetSpec:
     """One registered dataset: ``folder`` (its folder in the data root), ``torchvision`` (the torchvision class
-    name that can download it, or None), ``splits``, ``num_classes`` (when fixed) and ``build``."""
+    name that can download it, or None), ``splits``, ``num_classes`` (when fixed), ``build`` and ``locate``
+    (``locate(root)``: where the data root holds it, relative to the root, or None; default the ImageFolder
+    form of ``folder``)."""
     name: str
     description: str
     build: Callable[[BuildRequest], LorspDataset]
@@ -100,6 +114,7 @@ class DatasetSpec:
     splits: tuple[str, ...] = ("train", "test")
     num_classes: int | None = None
     aliases: tuple[str, ...] = ()
+    locate: Callable[[Path], str | None] | None = None
 
     @property
     def downloadable(self) -> bool:
@@ -111,11 +126,12 @@ _ALIASES: dict[str, str] = {}
 
 
 def register_dataset(name: str, description: str, folder: str | None = None, torchvision: str | None = None,
-                     splits=("train", "test"), num_classes: int | None = None, aliases=()):
-    """Class/function decorator: ``@register_dataset("cifar10", "…")`` over ``build(request) → dataset``."""
+                     splits=("train", "test"), num_classes: int | None = None, aliases=(), locate=None):
+    """Class/function decorator: ``@register_dataset("cifar10", "…")`` over ``build(request) → dataset``;
+    ``locate(root)`` says where the data root holds the dataset (see :func:`dataset_location`)."""
     def decorate(build):
         spec = DatasetSpec(name, description, build, folder or name, torchvision, tuple(splits), num_classes,
-                           tuple(aliases))
+                           tuple(aliases), locate)
         _REGISTRY[name] = spec
         for alias in (name, *aliases):
             _ALIASES[alias.lower()] = name
@@ -134,6 +150,23 @@ def dataset_spec(name: str) -> DatasetSpec:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(list_datasets())} "
                          f"(or synthetic:N for N synthetic classes)")
     return _REGISTRY[key]
+
+
+def dataset_location(name: str, root=None) -> str | None:
+    """Where the data root (default :func:`lorsp.data.data_root`) holds the dataset ``name`` in the layout its
+    registered builder reads (module docstring): the path relative to the root, e.g. ``"cifar10"``,
+    ``"cifar-10-batches-py"`` or ``"tiny-imagenet-200"``; None when it is not there. Only names are looked at
+    (no image is opened and no checksum computed), so it is cheap; a dataset that needs no files
+    (``synthetic``) is at ``""``. Without a registered ``locate``: the ImageFolder form of the dataset's folder,
+    or, for a dataset torchvision downloads, torchvision's folder of that name (torchvision checks its files
+    when the dataset is built)."""
+    spec = dataset_spec(name)
+    base = data_root(root)
+    if spec.locate is not None:
+        return spec.locate(base)
+    if has_imagefolder(base / spec.folder) or (spec.downloadable and (base / spec.folder).is_dir()):
+        return spec.folder
+    return None
 
 
 def _not_found(request: BuildRequest, spec: DatasetSpec | None, looked: list, reason: str = "") -> DatasetNotFoundError:
@@ -241,16 +274,38 @@ def _files_from_torchvision(request: BuildRequest, dataset, paths_attr: str, cla
 # ---------------------------------------------------------------------------------------------------------
 # the registered datasets
 # ---------------------------------------------------------------------------------------------------------
-def _cifar(request: BuildRequest, spec: DatasetSpec, batches: str):
+def _cifar_bases(root: Path, spec: DatasetSpec) -> tuple[Path, Path]:
+    """The folders where torchvision's pickled batches of a CIFAR dataset may be: the data root, then the
+    dataset's own folder."""
+    return root, root / spec.folder
+
+
+def _locate_cifar(key: str):
+    """``locate`` of a CIFAR dataset: its ImageFolder form, else a complete folder of torchvision's batches."""
+    batches, files = CIFAR_BATCHES[key]
+
+    def locate(root: Path) -> str | None:
+        spec = _REGISTRY[key]
+        if has_imagefolder(root / spec.folder):
+            return spec.folder
+        for base in _cifar_bases(root, spec):
+            if all((base / batches / f).is_file() for f in files):
+                return (base / batches).relative_to(root).as_posix()
+        return None
+    return locate
+
+
+def _cifar(request: BuildRequest, spec: DatasetSpec):
     local = _local_imagefolder(request, spec)
     if local is not None:
         return local
     import torchvision.datasets as tvd
 
+    batches = CIFAR_BATCHES[spec.name][0]
     cls = getattr(tvd, spec.torchvision)
     looked = [request.root / spec.folder / "train", request.root / batches, request.root / spec.folder / batches]
     dataset = None
-    for base in (request.root, request.root / spec.folder):
+    for base in _cifar_bases(request.root, spec):
         if (base / batches).is_dir():
             try:
                 dataset = cls(str(base), train=request.is_train, download=False)
@@ -266,19 +321,26 @@ def _cifar(request: BuildRequest, spec: DatasetSpec, batches: str):
 
 
 @register_dataset("cifar10", "CIFAR-10: 10 classes, 50,000 train / 10,000 test, 32×32", torchvision="CIFAR10",
-                  num_classes=10, aliases=("cifar-10",))
+                  num_classes=10, aliases=("cifar-10",), locate=_locate_cifar("cifar10"))
 def _build_cifar10(request):
-    return _cifar(request, _REGISTRY["cifar10"], "cifar-10-batches-py")
+    return _cifar(request, _REGISTRY["cifar10"])
 
 
 @register_dataset("cifar100", "CIFAR-100: 100 classes, 50,000 train / 10,000 test, 32×32", torchvision="CIFAR100",
-                  num_classes=100, aliases=("cifar-100",))
+                  num_classes=100, aliases=("cifar-100",), locate=_locate_cifar("cifar100"))
 def _build_cifar100(request):
-    return _cifar(request, _REGISTRY["cifar100"], "cifar-100-python")
+    return _cifar(request, _REGISTRY["cifar100"])
+
+
+def _locate_tiny_imagenet(root: Path) -> str | None:
+    """``locate`` of Tiny-ImageNet: ``tiny-imagenet-200/`` with both its ``train/`` and ``val/`` splits."""
+    folder = _REGISTRY["tiny-imagenet"].folder
+    return folder if (root / folder / "train").is_dir() and (root / folder / "val").is_dir() else None
 
 
 @register_dataset("tiny-imagenet", "Tiny-ImageNet: 200 classes, 500 train / 50 val per class, 64×64",
-                  folder="tiny-imagenet-200", num_classes=200, aliases=("tiny-imagenet-200", "tinyimagenet"))
+                  folder="tiny-imagenet-200", num_classes=200, aliases=("tiny-imagenet-200", "tinyimagenet"),
+                  locate=_locate_tiny_imagenet)
 def _build_tiny_imagenet(request):
     spec = _REGISTRY["tiny-imagenet"]
     base = request.root / spec.folder
@@ -393,6 +455,13 @@ def _build_imagenet(request):
     return request.files(samples, list(imagenet_wnids()), split_dir)
 
 
+def _locate_first(folders: tuple[str, ...]):
+    """``locate`` of a test-only ImageNet variant: the first of its candidate folders that exists."""
+    def locate(root: Path) -> str | None:
+        return next((f for f in folders if (root / f).is_dir()), None)
+    return locate
+
+
 def _imagenet_variant(key: str, folders: tuple[str, ...], subset: bool):
     def build(request):
         from .imagenet import imagenet_class_index, imagenet_folder_samples, imagenet_wnids
@@ -418,21 +487,27 @@ def _imagenet_variant(key: str, folders: tuple[str, ...], subset: bool):
     return build
 
 
+_VARIANT_FOLDERS = {"imagenet-v2": ("imagenet-v2/imagenetv2-matched-frequency-format-val",
+                                    "imagenetv2-matched-frequency-format-val", "imagenet-v2"),
+                    "imagenet-sketch": ("imagenet-sketch/sketch", "imagenet-sketch", "sketch"),
+                    "imagenet-a": ("imagenet-a",), "imagenet-r": ("imagenet-r",)}
 register_dataset("imagenet-v2", "ImageNet-V2 (matched frequency): 10,000 test images, 1,000 classes",
-                 splits=("test",), num_classes=1000, aliases=("imagenetv2",))(
-    _imagenet_variant("imagenet-v2", ("imagenet-v2/imagenetv2-matched-frequency-format-val",
-                                      "imagenetv2-matched-frequency-format-val", "imagenet-v2"), subset=False))
+                 splits=("test",), num_classes=1000, aliases=("imagenetv2",),
+                 locate=_locate_first(_VARIANT_FOLDERS["imagenet-v2"]))(
+    _imagenet_variant("imagenet-v2", _VARIANT_FOLDERS["imagenet-v2"], subset=False))
 register_dataset("imagenet-sketch", "ImageNet-Sketch: 50,889 sketches, 1,000 classes", splits=("test",),
-                 num_classes=1000, aliases=("sketch",))(
-    _imagenet_variant("imagenet-sketch", ("imagenet-sketch/sketch", "imagenet-sketch", "sketch"), subset=False))
+                 num_classes=1000, aliases=("sketch",), locate=_locate_first(_VARIANT_FOLDERS["imagenet-sketch"]))(
+    _imagenet_variant("imagenet-sketch", _VARIANT_FOLDERS["imagenet-sketch"], subset=False))
 register_dataset("imagenet-a", "ImageNet-A: 7,500 natural adversarial images over 200 ImageNet classes",
-                 splits=("test",), num_classes=200)(_imagenet_variant("imagenet-a", ("imagenet-a",), subset=True))
+                 splits=("test",), num_classes=200, locate=_locate_first(_VARIANT_FOLDERS["imagenet-a"]))(
+    _imagenet_variant("imagenet-a", _VARIANT_FOLDERS["imagenet-a"], subset=True))
 register_dataset("imagenet-r", "ImageNet-R: 30,000 renditions over 200 ImageNet classes", splits=("test",),
-                 num_classes=200)(_imagenet_variant("imagenet-r", ("imagenet-r",), subset=True))
+                 num_classes=200, locate=_locate_first(_VARIANT_FOLDERS["imagenet-r"]))(
+    _imagenet_variant("imagenet-r", _VARIANT_FOLDERS["imagenet-r"], subset=True))
 
 
 @register_dataset("synthetic", "procedural coloured gratings (no files); synthetic:N for N classes",
-                  folder=None, num_classes=10)
+                  folder=None, num_classes=10, locate=lambda root: "")  # needs no files: always present
 def _build_synthetic(request):
     from .synthetic import DEFAULT_NUM_CLASSES, SyntheticDataset
 

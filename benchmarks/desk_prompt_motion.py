@@ -1,4 +1,5 @@
-"""How far the prompts move from their zero start in the first SGD steps at the paper's learning rate (issue 15).
+"""How far the prompts move from their zero start in the first SGD steps at the paper's learning rate, or at a
+larger prompt learning rate (``--prompt-lr``, issue 15).
 
 Trains LoR-VP and LoRSP with the real trainer (``lorsp.train.train``: real MobileNetV2 weights, real CIFAR-10)
 and, every ``--every`` steps, measures on a fixed batch of test images:
@@ -13,6 +14,8 @@ The model is reached through the trainer's ``_compose`` (wrapped here to keep a 
 not part of the library). Usage::
 
     LORSP_DATA=/path/to/data python benchmarks/desk_prompt_motion.py --out benchmarks/cpu-desk-prompt-motion.json
+    LORSP_DATA=/path/to/data python benchmarks/desk_prompt_motion.py --prompt-lr 0.1 \
+        --out benchmarks/cpu-desk-prompt-motion-plr0.1.json
 """
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--prompt-lr", type=float, default=None,
+                        help="the prompt's own learning rate (TrainConfig.prompt_lr; default: --lr, the paper's)")
+    parser.add_argument("--machine-note", default="", help="how loaded the machine was, for the record")
     parser.add_argument("--schedule", default="cosine")
     parser.add_argument("--every", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0)
@@ -57,7 +63,7 @@ def main() -> int:
     for method in args.methods.split(","):
         kwargs = dict(groups=4, rank=4, tau=4.0, v_threshold=0.0) if method == "lorsp" else {}
         config = engine.TrainConfig(dataset="cifar10", method=method, epochs=args.epochs, batch_size=args.batch_size,
-                                    lr=args.lr, schedule=args.schedule, image_size=args.image_size,
+                                    lr=args.lr, prompt_lr=args.prompt_lr, schedule=args.schedule, image_size=args.image_size,
                                     train_per_class=args.train_per_class, test_per_class=10, device="cpu",
                                     prompter_kwargs=kwargs)
         counter = {"step": 0}
@@ -92,7 +98,7 @@ def main() -> int:
                      "metrics": record["metrics"]})
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "args": vars(args),
             "probe_images": len(images), "image_mean_abs_deviation": spread,
-            "machine": "shared by six concurrent sessions",
+            "machine": args.machine_note,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print("wrote", args.out)

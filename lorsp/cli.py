@@ -147,6 +147,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=_int_range(1, 1 << 20), default=256, help="global batch (default 256)")
     g.add_argument("--lr", type=_float_range(0, 100, low_open=True), default=0.01, help="learning rate in "
                    "(0, 100] (default 0.01)")
+    g.add_argument("--prompt-lr", type=_float_range(0, 100, low_open=True), default=None,
+                   help="the prompt's own learning rate in (0, 100], the head keeping --lr (a deviation from the "
+                        "paper, which trains both at --lr; default: --lr)")
     g.add_argument("--momentum", type=_float_range(0, 1, high_open=True), default=0.9, help="SGD momentum in "
                    "[0, 1) (default 0.9)")
     g.add_argument("--weight-decay", type=_float_range(0, 1), default=1e-4, help="weight decay in [0, 1] "
@@ -358,7 +361,8 @@ def config_from_args(args):
                                     f"{args.method}_s{args.seed}_{stamp}")
     return TrainConfig(
         backbone=args.backbone, dataset=args.dataset, method=args.method, head=args.head, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        batch_size=args.batch_size, lr=args.lr, prompt_lr=args.prompt_lr, momentum=args.momentum,
+        weight_decay=args.weight_decay,
         schedule=args.schedule, image_size=args.image_size, train_per_class=args.train_per_class,
         test_per_class=args.test_per_class, seed=args.seed, device=args.device, weights=args.weights,
         random_init=args.random_init, deterministic=args.deterministic, output=output, resume=args.resume,

@@ -67,15 +67,20 @@ class EVPOptimizer(torch.optim.Optimizer):
 
 
 def build_evp_optimizer(params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9,
-                        weight_decay: float = 0.0, model: nn.Module | None = None) -> EVPOptimizer:
+                        weight_decay: float = 0.0, model: nn.Module | None = None,
+                        prompt_lr: float | None = None) -> EVPOptimizer:
     """Two param groups: the prompt (``model.prompter``'s parameters, normalised gradient) and the rest
-    (the head, plain SGD). Without ``model`` every parameter is treated as prompt."""
+    (the head, plain SGD). Without ``model`` every parameter is treated as prompt. ``prompt_lr`` (default:
+    ``lr``) is the prompt group's learning rate."""
     params = [p for p in params]
     prompter = getattr(model, "prompter", None) if model is not None else None
     prompt_ids = {id(p) for p in prompter.parameters()} if prompter is not None else {id(p) for p in params}
     prompt = [p for p in params if id(p) in prompt_ids]
     rest = [p for p in params if id(p) not in prompt_ids]
-    groups = [g for g in ({"params": prompt, "normalize": True, "name": "prompt"},
+    prompt_group = {"params": prompt, "normalize": True, "name": "prompt"}
+    if prompt_lr is not None:
+        prompt_group["lr"] = prompt_lr
+    groups = [g for g in (prompt_group,
                           {"params": rest, "normalize": False, "name": "head"}) if g["params"]]
     if not groups:
         raise ValueError("build_evp_optimizer got no parameters to train")

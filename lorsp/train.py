@@ -115,6 +115,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 256
     lr: float = 0.01
+    prompt_lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 1e-4
     schedule: str = "cosine"
@@ -176,6 +177,8 @@ class TrainConfig:
             fail("seed", "an integer in [0, 2**31)")
         if not is_num(self.lr) or not 0 < self.lr <= 100:
             fail("lr", "a number in (0, 100]")
+        if self.prompt_lr is not None and (not is_num(self.prompt_lr) or not 0 < self.prompt_lr <= 100):
+            fail("prompt_lr", "None (the prompt trains at lr, as in the paper) or a number in (0, 100]")
         if not is_num(self.momentum) or not 0 <= self.momentum < 1:
             fail("momentum", "a number in [0, 1)")
         if not is_num(self.weight_decay) or not 0 <= self.weight_decay <= 1:
@@ -471,19 +474,30 @@ def _backbone_fingerprint(model: nn.Module) -> float:
     return weights_fingerprint(getattr(model, "backbone", model))
 
 
+def _prompt_and_head(model: nn.Module, params: list[nn.Parameter]) -> tuple[list, list]:
+    """``params`` split into the prompt's (everything not in ``model.head``, e.g. VPT's tokens) and the head's."""
+    head = getattr(model, "head", None)
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    return [p for p in params if id(p) not in head_ids], [p for p in params if id(p) in head_ids]
+
+
 def _build_optimizer(config: TrainConfig, model: nn.Module, params: list[nn.Parameter]):
-    """SGD (momentum, weight decay) as method.md; EVP's own update rule from ``lorsp.optim`` when present."""
+    """SGD (momentum, weight decay) as method.md; EVP's own update rule (:mod:`lorsp.optim`) for ``"evp"``.
+
+    ``config.prompt_lr`` (a deviation from the paper, which trains prompt and head at one ``lr``) gives the
+    prompt's parameters a learning rate of their own; the head keeps ``lr``. Unset, all parameters form one
+    group, as in the paper (and as older checkpoints expect when they resume).
+    """
     if config.method == "evp":
-        try:
-            from . import optim as lorsp_optim
-        except ImportError:
-            lorsp_optim = None
-        for name in ("build_evp_optimizer", "EVPOptimizer", "build_optimizer"):
-            if lorsp_optim is not None and hasattr(lorsp_optim, name):
-                return _call_with_supported(getattr(lorsp_optim, name), params, lr=config.lr,
-                                            momentum=config.momentum, weight_decay=config.weight_decay,
-                                            model=model)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        from .optim import build_evp_optimizer
+        return build_evp_optimizer(params, lr=config.lr, momentum=config.momentum,
+                                   weight_decay=config.weight_decay, model=model, prompt_lr=config.prompt_lr)
+    if config.prompt_lr is None:
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    prompt, head = _prompt_and_head(model, params)
+    groups = [g for g in ({"params": prompt, "lr": config.prompt_lr, "name": "prompt"},
+                          {"params": head, "lr": config.lr, "name": "head"}) if g["params"]]
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def _build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):

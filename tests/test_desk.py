@@ -32,7 +32,8 @@ def test_desk_grid_seeds_headline_five_every_other_run_three():
     headline = ex.grid("backbones", setup=setup)
     labels = {r["tags"]["label"] for r in headline}
     assert {"LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP"} <= labels
-    for seeds in _seed_groups([r for r in headline if r["tags"]["label"] != ex.LP_224_LABEL]).values():
+    for seeds in _seed_groups([r for r in headline if r["tags"]["label"] != ex.LP_224_LABEL
+                               and "deviation" not in r["tags"]]).values():
         assert len(seeds) == 5
     for chapter in ex.CHAPTERS:
         runs = ex.grid(chapter, setup=setup)
@@ -68,6 +69,42 @@ def test_desk_grid_smaller_sweeps_and_references_on_the_same_images():
     keys = {ex.run_key(r) for r in ex.grid("backbones", setup=setup)}
     ood = [r for r in ex.grid("ood", setup=setup) if r["tags"]["label"] in ("LP", "EVP", "LoR-VP")]
     assert ood and all(ex.run_key(r) in keys for r in ood)
+
+
+def test_desk_deviation_is_an_extra_labelled_column_beside_the_papers_runs():
+    setup = _desk()
+    runs = ex.grid("backbones", setup=setup)
+    deviation = [r for r in runs if "deviation" in r["tags"]]
+    paper = {(r["tags"]["label"], r["seed"]): r for r in runs if "deviation" not in r["tags"]}
+    assert sorted({r["tags"]["label"] for r in deviation}) == [ex.deviation_label("LoR-VP", ex.DESK_PROMPT_LR)]
+    assert sorted(r["seed"] for r in deviation) == [0, 1, 2] and "(deviation)" in deviation[0]["tags"]["label"]
+    for run in deviation:
+        twin = paper[(run["tags"]["method_label"], run["seed"])]  # the paper's run: everything else the same
+        assert run["prompt_lr"] == ex.DESK_PROMPT_LR and run["lr"] == twin["lr"] == 0.01 and "prompt_lr" not in twin
+        assert {k: v for k, v in _config_only(run).items() if k != "prompt_lr"} == _config_only(twin)
+    assert all("prompt_lr" not in r for chapter in ex.CHAPTERS if chapter != "backbones"
+               for r in ex.grid(chapter, setup=setup))
+    assert not any("deviation" in r["tags"] for scale in ("smoke", "mini") for r in ex.grid("backbones", scale))
+    assert f"prompt at a learning rate of {ex.DESK_PROMPT_LR:g}" in " ".join(setup.notes)
+
+
+def test_prompt_lr_deviation_tests_its_own_questions_on_seed_pairs(tmp_path):
+    folder = tmp_path / "desk"
+    runs = ex.grid("backbones", "desk")
+    fast = ex.deviation_label("LoR-VP", ex.DESK_PROMPT_LR)
+    accuracy = {"LP": 0.600, "LoR-VP": 0.600, "LoRSP": 0.598, fast: 0.630}
+    for run in runs:
+        label = run["tags"]["label"]
+        if label in accuracy and run["seed"] < 3:
+            _fake_record(folder, run, accuracy[label] + [0.0, 0.004, -0.003][run["seed"]]
+                         + (0.001 * run["seed"] if label == fast else 0.0))
+    frame = ex.collect(runs, folder)
+    sentences, table = ex.prompt_lr_deviation(frame, "desk")
+    verdicts = {(row.better, row.worse): row.verdict for row in table.itertuples()}
+    assert verdicts == {(fast, "LoR-VP"): "holds", (fast, "LP"): "holds", ("LoRSP", fast): "reversed"}
+    assert set(table["n"]) == {3} and len(sentences) == 3
+    assert ex.prompt_lr_deviation(frame[frame["label"] != fast], "desk")[1].empty
+    assert ex.prompt_lr_deviation(frame, "smoke")[1].empty           # the smoke scale has no deviation
 
 
 def test_desk_refuses_to_run_without_the_real_data(tmp_path):
@@ -200,3 +237,43 @@ def test_training_curves_and_resolution_cost_from_records(tmp_path):
     cost = ex.resolution_cost("backbones", "desk", folder)
     assert cost["dataset"].tolist() == ["cifar10"] and cost["seeds"].tolist() == [3]
     assert cost["paired difference (pp)"].iloc[0].startswith("+20.00")
+
+
+def test_chapter_hours_sum_the_records_wall_time_beside_the_plan(tmp_path):
+    from lorsp.experiments.hours import chapter_hours, hours_markdown, marked_table, write_marked_table
+    folder = tmp_path / "desk"
+    runs = ex.grid("backbones", "desk")
+    for run, seconds in zip(runs[:3], (600.0, 1200.0, 1800.0)):
+        _fake_record(folder, run, 0.6)
+        path = folder / ex.run_key(run) / "record.json"
+        record = json.loads(path.read_text())
+        record["experiment"]["wall_seconds"] = seconds
+        path.write_text(json.dumps(record))
+    frame = chapter_hours(folder)
+    first = frame.iloc[0]
+    assert first["chapter"] == "backbones" and first["records"] == 3 and first["measured hours"] == pytest.approx(1.0)
+    assert first["runs it adds"] == len({ex.run_key(r) for r in runs}) and first["planned hours"] > 0
+    assert frame.iloc[-1]["chapter"] == "all" and frame.iloc[-1]["measured hours"] == pytest.approx(1.0)
+    table = hours_markdown(frame)
+    assert f"| 1 | `backbones` | {first['runs it adds']} | 3 of {first['runs it adds']} |" in table
+    page = tmp_path / "page.md"
+    page.write_text("before\n<!-- desk-hours:start -->\nold\n<!-- desk-hours:end -->\nafter\n")
+    write_marked_table(page, table)
+    assert marked_table(page.read_text()) == table and page.read_text().endswith("after\n")
+    with pytest.raises(ValueError, match="x.md has no '<!-- desk-hours:start -->'"):
+        marked_table("no markers", "x.md")
+    path = folder / ex.run_key(runs[0]) / "record.json"
+    record = json.loads(path.read_text())
+    del record["experiment"]["wall_seconds"]
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="wall_seconds"):
+        chapter_hours(folder)
+
+
+def test_running_md_shows_the_hours_of_the_committed_desk_records():
+    from lorsp.experiments.hours import chapter_hours, hours_markdown, marked_table
+    page = REPO / "book" / "running.md"
+    expected = hours_markdown(chapter_hours(REPO / "results" / "desk"))
+    assert marked_table(page.read_text(), "book/running.md") == expected, (
+        "book/running.md's hours table is not that of the committed desk records: run `python -m lorsp.experiments "
+        "--scale desk --out results/desk --hours --hours-into book/running.md`")

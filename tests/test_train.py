@@ -37,6 +37,7 @@ def _metrics(record):
     ("max_grad_norm", 0.0, "> 0"), ("device", "tpu", "cuda"), ("loader", "gpu", "dataloader"),
     ("eval_every", 0, "integer >= 1"), ("eval_batch_size", 0, "None or an integer >= 1"),
     ("max_steps", 2.5, "None or an integer >= 1"), ("trace_steps", -1, "integer >= 0"),
+    ("prompt_lr", 0.0, "(0, 100]"), ("prompt_lr", float("inf"), "(0, 100]"),
 ])
 def test_config_validation_names_field_and_range(field, value, words):
     config = TrainConfig(**{field: value})
@@ -277,12 +278,55 @@ def test_loss_trace_and_max_steps_rerun_the_first_steps_exactly(tmp_path):
     assert no_trace["loss_trace"] == []
 
 
+@pytest.mark.parametrize("method, kwargs", [("lorsp", dict(groups=2, rank=2)), ("evp", dict(pad_size=4))])
+def test_prompt_lr_trains_the_prompt_at_its_own_rate_and_the_head_at_lr(tmp_path, method, kwargs):
+    from safetensors.torch import load_file
+
+    def run(name, **overrides):
+        record = train(tiny_config(method=method, prompter_kwargs=kwargs, epochs=1, trace_steps=5,
+                                   deterministic=True, output=str(tmp_path / name), **overrides), progress=False)
+        weights = load_file(tmp_path / name / "prompt.safetensors")
+        prompt = torch.cat([v.flatten() for k, v in sorted(weights.items()) if k.startswith("prompter.")])
+        head = torch.cat([v.flatten() for k, v in sorted(weights.items()) if k.startswith("head.")])
+        return record, prompt, head
+
+    paper, paper_prompt, paper_head = run("paper")
+    equal, equal_prompt, _ = run("equal", prompt_lr=0.05)  # prompt_lr = lr: the paper's run again
+    assert equal["loss_trace"] == pytest.approx(paper["loss_trace"], rel=1e-6)
+    assert torch.allclose(equal_prompt, paper_prompt, atol=1e-7)
+    tiny, tiny_prompt, tiny_head = run("tiny", prompt_lr=1e-9)  # the prompt all but frozen, the head not
+    assert tiny["config"]["prompt_lr"] == 1e-9 and paper["config"]["prompt_lr"] is None
+    initial = run("initial", max_steps=1, lr=1e-9)[1]  # the prompt's start (one step at a negligible lr)
+    assert torch.allclose(tiny_prompt, initial, atol=1e-6)
+    assert not torch.allclose(paper_prompt, initial, atol=1e-6)  # at lr the prompt moves
+    assert not torch.allclose(tiny_head, run("frozen", lr=1e-9)[2], atol=1e-6)  # the head still trains at lr
+
+
+def test_prompt_lr_splits_prompt_and_head_into_groups():
+    from torch import nn
+    from lorsp.train import _build_optimizer
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.prompter, self.head = nn.Linear(2, 2), nn.Linear(2, 3)
+
+    model = Model()
+    params = list(model.prompter.parameters()) + list(model.head.parameters())
+    one = _build_optimizer(tiny_config(), model, params)
+    assert len(one.param_groups) == 1 and one.param_groups[0]["lr"] == 0.05
+    two = _build_optimizer(tiny_config(prompt_lr=0.5), model, params)
+    lrs = {group["name"]: (group["lr"], [id(p) for p in group["params"]]) for group in two.param_groups}
+    assert lrs["prompt"] == (0.5, [id(p) for p in model.prompter.parameters()])
+    assert lrs["head"] == (0.05, [id(p) for p in model.head.parameters()])
+
+
 def test_a_checkpoint_older_than_new_config_fields_resumes(tmp_path):
     with pytest.raises(InjectedFault):
         train(tiny_config(output=str(tmp_path), fault_injection={"raise_after_epoch": 1}), progress=False)
     from lorsp.checkpoint import save_checkpoint
     checkpoint = load_checkpoint(tmp_path)
-    for key in ("eval_every", "eval_batch_size", "max_steps", "trace_steps"):
+    for key in ("eval_every", "eval_batch_size", "max_steps", "trace_steps", "prompt_lr"):
         checkpoint["config"].pop(key)
     for key in ("steps_completed", "loss_trace"):
         checkpoint.pop(key)

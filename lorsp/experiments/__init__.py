@@ -37,19 +37,20 @@ from __future__ import annotations
 from .claims import (LEVEL, MARGIN_PP, PAIR_ON, Claim, chapter_claims, claim_pairs, claims, closing_paragraph,
                      paired_values, rule_description)
 from .evidence import (HEADLINE_SCALES, Evidence, committed_status, flattening, headline_evidence,
-                       resolution_cost, training_curves)
+                       prompt_lr_deviation, resolution_cost, training_curves)
 from .evaluation import engine_evaluate_shifts, evaluate_shifts, load_run_model, test_set_of
 from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, prompt_gallery, varying_share
-from .grid import (BACKBONE_ROWS, CHAPTERS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS, OOD_ROWS, RANK_SWEEP,
-                   LP_224_LABEL, RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS, TAU_SWEEP,
-                   V_THRESHOLD_SWEEP, _config_only, chapter_facts, grid, missing_methods, run_key, runs_dir, shown_path)
+from .grid import (BACKBONE_ROWS, CHAPTERS, DEVIATION_LABELS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS,
+                   OOD_ROWS, RANK_SWEEP, LP_224_LABEL, RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS,
+                   TAU_SWEEP, V_THRESHOLD_SWEEP, _config_only, chapter_facts, deviation_label, grid, missing_methods,
+                   run_key, runs_dir, shown_path)
 from .methods import (DOWNSTREAM_FACTORS, EVP_PAD_AT_224, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
                       TRANSFORMER_BACKBONES, label_of, method_config, not_applicable, unavailable)
 from .records import (ACCURACY, _read_record, _record_path, _write_record, describe_failed, failed_runs,
                       records_frame, usable_rows)
 from .runner import PUBLISHED_FILES, RUN_ORDER, collect, dry_run, machine_info, main, run_grid, train_one
 from .staleness import replay_losses, stale_records
-from .scales import _REPO, DESK_DATASETS, SCALES, ScaleSetup, desk_missing, desk_setup, scale_setup
+from .scales import _REPO, DESK_DATASETS, DESK_PROMPT_LR, SCALES, ScaleSetup, desk_missing, desk_setup, scale_setup
 from .tables import (PAPER_HYPER_FINDINGS, chapter_table, compare, hyper_long, larger_scales, load_larger,
                      ood_long, style_compare, summarise, sweep_frame)
 
@@ -66,6 +67,7 @@ __all__ = [
     "TRANSFORMER_BACKBONES", "EVP_PAD_AT_224", "MARGIN_PP", "LEVEL", "PAIR_ON", "paired_values", "rule_description", "failed_runs",
     "usable_rows", "describe_failed", "instance_variation", "varying_share", "shown_path",
     "HEADLINE_SCALES", "Evidence", "committed_status", "headline_evidence", "training_curves", "resolution_cost",
-    "flattening", "LP_224_LABEL", "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS",
+    "flattening", "LP_224_LABEL", "prompt_lr_deviation", "deviation_label", "DEVIATION_LABELS",
+    "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS", "DESK_PROMPT_LR",
     "desk_missing", "desk_setup", "replay_losses", "stale_records",
 ]

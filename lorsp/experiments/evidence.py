@@ -4,8 +4,9 @@ A chapter's headline table, figures and verdicts come from the **largest scale w
 complete** (``results/<scale>/``: ``paper``, then ``mini``, then ``desk``); when none is complete they come
 from the runs the chapter trains now (``smoke`` in CI), and the chapter says how many records of each
 larger scale exist (:func:`headline_evidence`). Beside them: the training loss per epoch of LP and LoRSP
-(:func:`training_curves`: is training long enough to flatten?) and LP at the scale's resolution beside LP
-with cached features at 224 px on the same images (:func:`resolution_cost`: what the lower resolution costs).
+(:func:`training_curves`: is training long enough to flatten?), LP at the scale's resolution beside LP
+with cached features at 224 px on the same images (:func:`resolution_cost`: what the lower resolution costs),
+and the labelled deviation of a larger prompt learning rate (:func:`prompt_lr_deviation`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from .grid import LP_224_LABEL, grid, run_key
+from .grid import DEVIATION_LABELS, LP_224_LABEL, deviation_label, grid, run_key
 from .records import _is_done, _read_record, _record_path
 from .runner import collect
 from .scales import ScaleSetup, scale_setup
@@ -199,3 +200,27 @@ def flattening(curves: pd.DataFrame) -> pd.DataFrame:
         out.append({"label": label, "dataset": dataset, "first epoch loss": first, "last epoch loss": last,
                     "last epoch's share of the drop": share})
     return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the labelled deviation: a larger prompt learning rate
+# ----------------------------------------------------------------------------------------------------
+def prompt_lr_deviation(frame: pd.DataFrame, scale: str) -> tuple[list[str], pd.DataFrame]:
+    """What a larger prompt learning rate does, on the runs of ``frame`` (a chapter's rows at ``scale``,
+    whose setup has ``deviation_prompt_lr``): ``(sentences, table)`` from :func:`lorsp.experiments.claims`
+    (seed-paired t-intervals, Holm within each question), for questions that are ours, not the paper's: does
+    the larger prompt lr raise each such method's accuracy over the paper's lr; does it then beat LP; and does
+    LoRSP, at the paper's lr, still beat it. Empty when the scale has no such deviation or ``frame`` holds none
+    of its runs."""
+    from .claims import Claim, claims
+    prompt_lr = scale_setup(scale, require_data=False).deviation_prompt_lr
+    labels = set(frame["label"]) if "label" in frame else set()
+    if not prompt_lr or not {deviation_label(m, prompt_lr) for m in DEVIATION_LABELS} & labels:
+        return [], pd.DataFrame()
+    specs = []
+    for method in DEVIATION_LABELS:
+        fast = deviation_label(method, prompt_lr)
+        specs += [Claim(f"a prompt lr of {prompt_lr:g} raises {method}'s accuracy over the paper's lr", [(fast, method)]),
+                  Claim(f"{method} at a prompt lr of {prompt_lr:g} beats LP", [(fast, "LP")]),
+                  Claim(f"LoRSP at the paper's lr beats {method} at a prompt lr of {prompt_lr:g}", [("LoRSP", fast)])]
+    return claims(frame, specs, scale=scale)

@@ -90,6 +90,9 @@ def grid(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None
                         runs.append(_run(setup, chapter, label, dataset, backbone, seed))
                     if setup.reference_224 and seed in setup.seeds:
                         runs.append(_reference_224(setup, chapter, dataset, backbone, seed))
+                    if setup.deviation_prompt_lr and seed in setup.seeds:
+                        runs += [_deviation_prompt_lr(setup, chapter, label, dataset, backbone, seed)
+                                 for label in DEVIATION_LABELS]
     elif chapter == "downstream":
         backbone = "vit_b32" if setup.scale == "paper" else setup.backbones[0]
         for dataset in setup.table3_datasets:
@@ -150,8 +153,29 @@ def _reference_224(setup: ScaleSetup, chapter: str, dataset: str, backbone: str,
     return run
 
 
+#: the methods trained again at the scale's ``deviation_prompt_lr`` (a labelled deviation from the paper): the
+#: prompts that barely move at the paper's lr at the scale's length (LoRSP's moves: book/running.md)
+DEVIATION_LABELS = ("LoR-VP",)
+
+
+def deviation_label(label: str, prompt_lr: float) -> str:
+    """The label of ``label`` trained with the prompt at ``prompt_lr`` (the head at the paper's lr)."""
+    return f"{label} · prompt lr {prompt_lr:g} (deviation)"
+
+
+def _deviation_prompt_lr(setup: ScaleSetup, chapter: str, label: str, dataset: str, backbone: str,
+                         seed: int) -> dict[str, Any]:
+    """``label`` with the prompt at ``setup.deviation_prompt_lr`` and the head at the paper's lr: the extra,
+    labelled column a scale adds when the paper's lr barely moves a prompt at its length (never a headline row)."""
+    run = _run(setup, chapter, label, dataset, backbone, seed,
+               tags=dict(deviation=f"prompt lr {setup.deviation_prompt_lr:g}", method_label=label))
+    run["prompt_lr"] = setup.deviation_prompt_lr
+    run["tags"]["label"] = deviation_label(label, setup.deviation_prompt_lr)
+    return run
+
+
 def _label_key(run: dict) -> str:
-    label = run["tags"]["label"]
+    label = run["tags"].get("method_label") or run["tags"]["label"]
     return label.split()[0] if label.startswith(("Top-k", "Dropout")) else label
 
 

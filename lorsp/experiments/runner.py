@@ -223,11 +223,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="only list the runs")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the planned runs and hours per chapter (from measured costs); train nothing")
+    parser.add_argument("--hours", action="store_true",
+                        help="print the Markdown table of planned and measured hours per chapter (from the records "
+                             "in --out) that book/running.md shows; train nothing")
+    parser.add_argument("--hours-into", default=None, metavar="FILE",
+                        help="with --hours: write the table into FILE's desk-hours block (book/running.md)")
     parser.add_argument("--max-hours", type=float, default=None,
                         help="start no run whose planned time would end after this many hours")
     parser.add_argument("--max-runs", type=int, default=None, help="train at most this many runs, then stop")
     args = parser.parse_args(argv)
-    setup = scale_setup(args.scale, require_data=not (args.list or args.dry_run))
+    setup = scale_setup(args.scale, require_data=not (args.list or args.dry_run or args.hours))
     work = Path(args.work) if args.work else runs_dir(setup.scale)
     out = Path(args.out) if args.out else work
     work_dir = None if out.resolve() == work.resolve() else work
@@ -235,6 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     by_chapter = chapter_runs(chapters, setup)
     if args.dry_run:
         dry_run(by_chapter, out)
+        return 0
+    if args.hours:
+        from .hours import chapter_hours, hours_markdown, write_marked_table
+        table = hours_markdown(chapter_hours(out, setup.scale, chapters))
+        print(table)
+        if args.hours_into:
+            write_marked_table(args.hours_into, table)
         return 0
     if args.list:
         for chapter, runs in by_chapter.items():

@@ -52,7 +52,9 @@ def versions() -> dict[str, str | None]:
 
 
 def git_commit(path=None) -> str | None:
-    """The commit of the git checkout that holds ``path`` (default: this package), or None outside one."""
+    """The commit of the git checkout that holds ``path`` (default: this package), or None outside one;
+    ``-dirty`` is appended when tracked files differ from it, except under ``results/``: run records are the
+    outputs of the code, and a runner that writes them into the checkout does not change what it runs."""
     folder = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
@@ -63,8 +65,9 @@ def git_commit(path=None) -> str | None:
     if result.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}", commit):
         return None
     try:
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)results"], cwd=folder, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         dirty = ""
     return commit + ("-dirty" if dirty else "")

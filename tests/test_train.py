@@ -432,3 +432,24 @@ def test_cifar10_mobilenetv2_lp_and_lorsp_clearly_above_chance(tmp_path, method,
     assert record["final_accuracy"] >= 0.25, record["metrics"]
     assert (tmp_path / method / "record.json").is_file()
     assert seconds < 180, f"smoke run took {seconds:.0f} s"  # ~5 s (LP) and ~15 s (LoRSP) on 2 free cores
+
+
+def test_git_commit_is_dirty_for_code_changes_but_not_for_run_records(tmp_path):
+    import subprocess
+    from lorsp.results import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "desk").mkdir(parents=True)
+    (tmp_path / "results" / "desk" / "record.json").write_text("{}\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
+    clean = git_commit(tmp_path)
+    assert clean and len(clean) == 40
+    (tmp_path / "results" / "desk" / "record.json").write_text('{"new": 1}\n')  # a runner wrote a record
+    assert git_commit(tmp_path / "results") == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path / "results") == clean + "-dirty"

@@ -138,9 +138,17 @@ class DissectedPrompt:
                          if r.get("steps_completed") is not None else f" (batch {c.batch_size}, lr {c.lr})"),
             "seed": c.seed,
             "test accuracy": f"{accuracy} on the run's {data.get('n_test', '?')} test images (final epoch)",
-            "trained by": f"commit {self.commit[:12]}" + (f", {seconds / 60:.1f} min" if seconds else "")
-                          + (f", torch {(r.get('versions') or {}).get('torch')}" if (r.get("versions") or {}).get("torch") else ""),
+            "trained by": _provenance(r, self.commit, seconds),
         }
+
+
+def _provenance(record: dict, commit: str, seconds) -> str:
+    """``commit 0123456789ab, 6.5 min on cpu (x86_64, 2 logical cores), torch 2.x``: what trained the run."""
+    text = f"commit {commit[:12]}"
+    if seconds:
+        text += f", {seconds / 60:.1f} min" + (f" on {record['device_name']}" if record.get("device_name") else "")
+    torch_version = (record.get("versions") or {}).get("torch")
+    return text + (f", torch {torch_version}" if torch_version else "")
 
 
 def _weights_text(record: dict, config) -> str:

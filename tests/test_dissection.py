@@ -36,7 +36,8 @@ def _write_record(folder, groups=2, rank=2, image_size=32, status="completed", a
     record = {"status": status, "reason": "DivergenceError: loss nan" if status == "failed" else None,
               "config": config.to_dict(), "git_commit": "0123456789abcdef0123", "final_accuracy": accuracy,
               "data": {"dataset": "synthetic", "n_train": 40, "n_test": 20, "num_classes": 10},
-              "epochs_completed": 1, "steps_completed": 5, "random_weights": True,
+              "epochs_completed": 1, "steps_completed": 5, "random_weights": True, "firing_rate": 0.361,
+              "sparsity": 0.248,
               "experiment": {"key": folder.name, "wall_seconds": 90.0}}
     record.update(overrides)
     (folder / "record.json").write_text(json.dumps(record))
@@ -114,6 +115,10 @@ def test_rebuilds_the_trained_prompter_and_states_the_record(tmp_path):
     assert facts["epochs"].startswith("1 of 1 (5 optimisation steps")
     assert facts["fallbacks"] == ["the record was trained, and is shown, on lorsp's procedural synthetic dataset, "
                                   "not on real images"]
+    assert dissected.recorded_sentence() == ("Over its 20 test images, the run's record measured 36.1% of the "
+                                             "neurons firing and 24.8% of δ's entries exactly zero (after the last epoch).")
+    dissected.record.pop("firing_rate")
+    assert dissected.recorded_sentence().endswith("measured 24.8% of δ's entries exactly zero (after the last epoch).")
     banner = str(subject.banner())
     assert "Scale: `desk`" in banner and folder.name in banner
     # the run's own test images (synthetic here: no data needed), one per class, at the record's resolution
@@ -189,9 +194,11 @@ def test_measurements_and_sentences_state_the_measured_numbers():
     off = [corr[i, j] for i in range(3) for j in range(3) if i != j]
     assert m["correlation_mean"] == pytest.approx(sum(off) / len(off))
     assert m["correlation_max"] == pytest.approx(max(off)) and m["correlation_undefined"] == 0
+    assert m["correlation_abs_mean"] == pytest.approx(sum(abs(v) for v in off) / len(off))
     text = " ".join(ex.measured_sentences(m, "this prompt"))
     for number in (f"{m['factor_std']:.3g}", f"{100 * m['firing_rate']:.1f}%", f"{100 * m['sparsity']:.1f}%",
-                   f"{m['correlation_mean']:.2f}", f"{m['correlation_min']:.2f}", f"{m['correlation_max']:.2f}"):
+                   f"{m['correlation_mean']:.2f}", f"{m['correlation_min']:.2f}", f"{m['correlation_max']:.2f}",
+                   f"{m['correlation_abs_mean']:.2f}"):
         assert number in text, number
     silent = viz.with_lif_settings(prompter, tau=4.0, v_threshold=1e9, v_reset=0.0)      # no neuron fires
     m = ex.prompt_measurements(silent, images)
@@ -201,4 +208,4 @@ def test_measurements_and_sentences_state_the_measured_numbers():
         prompter.factors.basis.zero_()                                                    # LoRSP's own init
     m = ex.prompt_measurements(prompter, images)
     text = " ".join(ex.measured_sentences(m, "x"))
-    assert m["factor_std"] == 0.0 and "exactly zero" in text and "correlate" not in text
+    assert m["factor_std"] == 0.0 and "exactly zero" in text and "pairwise correlations" not in text

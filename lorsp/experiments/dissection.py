@@ -41,7 +41,8 @@ def _results_root(results_root=None) -> Path:
 def dissection_candidates(scale: str, chapter: str = DISSECTION_CHAPTER) -> list[dict[str, Any]]:
     """The LoRSP runs of ``chapter`` at ``scale`` that the chapter may dissect, in order of preference: the
     grid's order (first dataset, first backbone) with the lowest seed first."""
-    runs = [r for r in grid(chapter, scale) if r.get("tags", {}).get("label") == "LoRSP"]
+    runs = [r for r in grid(chapter, scale)
+            if r.get("tags", {}).get("label") == "LoRSP" and not r["tags"].get("deviation")]   # the paper's protocol
     return sorted(runs, key=lambda r: r["seed"])   # stable: keeps the grid's order within a seed
 
 
@@ -140,6 +141,19 @@ class DissectedPrompt:
             "test accuracy": f"{accuracy} on the run's {data.get('n_test', '?')} test images (final epoch)",
             "trained by": _provenance(r, self.commit, seconds),
         }
+
+
+    def recorded_sentence(self) -> str:
+        """What the run's own record measured on its whole test set (the engine's evaluation), to set beside
+        this page's images: mean firing rate and share of zero entries of δ; empty when the record has neither."""
+        firing, sparsity = self.record.get("firing_rate"), self.record.get("sparsity")
+        if firing is None and sparsity is None:
+            return ""
+        parts = ([f"{100 * float(firing):.1f}% of the neurons firing"] if firing is not None else []) + \
+                ([f"{100 * float(sparsity):.1f}% of δ's entries exactly zero"] if sparsity is not None else [])
+        n_test = (self.record.get("data") or {}).get("n_test")
+        where = f"its {n_test:,} test images" if n_test else "its test set"
+        return f"Over {where}, the run's record measured {' and '.join(parts)} (after the last epoch)."
 
 
 def _provenance(record: dict, commit: str, seconds) -> str:
@@ -273,10 +287,11 @@ def dissection_images(dissected: DissectedPrompt, n: int = 8, root=None):
 
 
 def prompt_measurements(prompter, images) -> dict[str, Any]:
-    """What the chapter measures on ``images`` with the prompter's own LIF settings: the std of the factors,
-    the share of neurons firing (overall and per step t), the share of exact zeros of δ (mean, min, max over
-    images) and the pairwise correlation of the factors (mean, min, max over pairs t ≠ t'; NaN entries, from
-    a factor constant on an image, are left out and counted)."""
+    """What the chapter measures on ``images`` with the prompter's own LIF settings: the std of the factors
+    F_t (Eqs. 4–5), the share of neurons firing (Eqs. 6–8; overall and per step t), the share of exact zeros of
+    δ (Eq. 9; mean, min, max over images) and the pairwise correlation of the factors (Fig. 3b; mean, mean
+    absolute value, min, max over pairs t ≠ t'; NaN entries, from a factor constant on an image, are left out
+    and counted)."""
     import numpy as np
     import torch
     from ..viz import factor_correlation
@@ -302,6 +317,7 @@ def prompt_measurements(prompter, images) -> dict[str, Any]:
         "sparsity_min": float(sparsity.min()),
         "sparsity_max": float(sparsity.max()),
         "correlation_mean": float(finite.mean()) if finite.size else math.nan,
+        "correlation_abs_mean": float(abs(finite).mean()) if finite.size else math.nan,
         "correlation_min": float(finite.min()) if finite.size else math.nan,
         "correlation_max": float(finite.max()) if finite.size else math.nan,
         "correlation_undefined": int(off.size - finite.size) // 2,
@@ -323,8 +339,9 @@ def measured_sentences(m: dict[str, Any], what: str) -> list[str]:
                f"{100 * m['sparsity']:.1f}% of δ's entries are exactly zero (per image "
                f"{100 * m['sparsity_min']:.1f}–{100 * m['sparsity_max']:.1f}%).")
     if m["groups"] > 1 and not math.isnan(m["correlation_mean"]):
-        out.append(f"The {m['groups']} factors correlate at {m['correlation_mean']:.2f} on average over pairs "
-                   f"(from {m['correlation_min']:.2f} to {m['correlation_max']:.2f}); the paper's Fig. 3b finds its "
+        out.append(f"The pairwise correlations of the {m['groups']} factors range from {m['correlation_min']:.2f} to "
+                   f"{m['correlation_max']:.2f} (mean {m['correlation_mean']:.2f}, mean absolute value "
+                   f"{m['correlation_abs_mean']:.2f}); the paper's Fig. 3b finds its "
                    f"learned factors \"weakly correlated and complementary\"."
                    + (f" {m['correlation_undefined']} pair(s) have no correlation on some image (a constant factor)."
                       if m["correlation_undefined"] else ""))

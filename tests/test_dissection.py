@@ -117,6 +117,8 @@ def test_rebuilds_the_trained_prompter_and_states_the_record(tmp_path):
                                   "not on real images"]
     assert dissected.recorded_sentence() == ("Over its 20 test images, the run's record measured 36.1% of the "
                                              "neurons firing and 24.8% of δ's entries exactly zero (after the last epoch).")
+    dissected.record["git_commit"] += "-dirty"
+    assert "0123456789ab with uncommitted changes (-dirty)" in dissected.facts()["trained by"]
     dissected.record.pop("firing_rate")
     assert dissected.recorded_sentence().endswith("measured 24.8% of δ's entries exactly zero (after the last epoch).")
     banner = str(subject.banner())

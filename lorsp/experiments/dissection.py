@@ -158,7 +158,7 @@ class DissectedPrompt:
 
 def _provenance(record: dict, commit: str, seconds) -> str:
     """``commit 0123456789ab, 6.5 min on cpu (x86_64, 2 logical cores), torch 2.x``: what trained the run."""
-    text = f"commit {commit[:12]}"
+    text = f"commit {commit[:12]}" + (" with uncommitted changes (-dirty)" if commit.endswith("-dirty") else "")
     if seconds:
         text += f", {seconds / 60:.1f} min" + (f" on {record['device_name']}" if record.get("device_name") else "")
     torch_version = (record.get("versions") or {}).get("torch")

@@ -29,7 +29,8 @@ labels and their engine configs), :mod:`.grid` (each chapter's runs, run keys, t
 facts), :mod:`.records` (run records and their rows), :mod:`.runner` (training through the engine, the
 command line ``python -m lorsp.experiments``), :mod:`.evaluation` (shifted test sets, trained models),
 :mod:`.tables` (summaries and side-by-side tables), :mod:`.claims` (the paper's claims checked on the
-numbers), :mod:`.gallery` (Fig. 5) and :mod:`.evidence` (which scale a chapter's headline comes from, training
+numbers), :mod:`.gallery` (Fig. 5), :mod:`.dissection` (the committed trained prompt that the method chapter
+``prompt_factorisation`` dissects) and :mod:`.evidence` (which scale a chapter's headline comes from, training
 curves, what the resolution costs). Everything public is importable from ``lorsp.experiments``.
 """
 from __future__ import annotations
@@ -38,6 +39,9 @@ from .claims import (LEVEL, MARGIN_PP, PAIR_ON, Claim, chapter_claims, claim_pai
                      paired_values, rule_description)
 from .evidence import (HEADLINE_SCALES, Evidence, committed_status, flattening, headline_evidence,
                        prompt_lr_deviation, resolution_cost, training_curves)
+from .dissection import (DISSECTION_SCALES, DissectedPrompt, DissectionSearch, DissectionSubject,
+                         dissection_candidates, dissection_images, dissection_subject, find_dissection_record,
+                         load_dissected_prompt, measured_sentences, prompt_measurements)
 from .evaluation import engine_evaluate_shifts, evaluate_shifts, load_run_model, test_set_of
 from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, prompt_gallery, varying_share
 from .grid import (BACKBONE_ROWS, CHAPTERS, DEVIATION_LABELS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS,
@@ -70,4 +74,7 @@ __all__ = [
     "flattening", "LP_224_LABEL", "prompt_lr_deviation", "deviation_label", "DEVIATION_LABELS",
     "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS", "DESK_PROMPT_LR",
     "desk_missing", "desk_setup", "replay_losses", "stale_records",
+    "DISSECTION_SCALES", "DissectedPrompt", "DissectionSearch", "dissection_candidates", "dissection_images",
+    "DissectionSubject", "dissection_subject",
+    "find_dissection_record", "load_dissected_prompt", "measured_sentences", "prompt_measurements",
 ]

@@ -7,8 +7,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from .grid import (BACKBONE_ROWS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_ROWS, RANK_SWEEP, RESULTS_ROOT, SPARSIFIER_ROWS,
-                   TAU_SWEEP, V_THRESHOLD_SWEEP, grid)
+from .grid import (BACKBONE_ROWS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_ROWS, RANK_SWEEP, SPARSIFIER_ROWS,
+                   TAU_SWEEP, V_THRESHOLD_SWEEP, grid, results_root as _default_results_root)
 from .methods import not_applicable
 from .records import ACCURACY, usable_rows
 from .runner import collect
@@ -41,8 +41,9 @@ def larger_scales(scale: str) -> list[str]:
 
 
 def load_larger(chapter: str, scale: str, results_root=None) -> dict[str, pd.DataFrame]:
-    """Committed records of the scales above ``scale`` for ``chapter``: ``{scale: rows}`` (present only)."""
-    results_root = Path(results_root or RESULTS_ROOT)
+    """Committed records of the scales above ``scale`` for ``chapter``: ``{scale: rows}`` (present only), read
+    from ``results_root`` (default ``$LORSP_RESULTS``, else the repository's ``results/``)."""
+    results_root = _default_results_root(results_root)
     out = {}
     for larger in larger_scales(scale):
         folder = results_root / larger

@@ -30,19 +30,22 @@ _NUM_CLASSES = {"cifar10": 10, "tiny-imagenet": 200, "synthetic": 10}
 
 
 def all_runs(scale: str = "desk") -> list[dict]:
-    """Every run of every chapter's grid at ``scale``, each once (first chapter's tags win)."""
-    from lorsp.experiments import CHAPTERS, grid, run_key
+    """Every run of every chapter's grid at ``scale``, each once, with the tags of the first chapter that
+    ``python -m lorsp.experiments`` trains it in (:data:`lorsp.experiments.RUN_ORDER`)."""
+    from lorsp.experiments import RUN_ORDER, grid, run_key
     runs = {}
-    for chapter in CHAPTERS:
+    for chapter in RUN_ORDER:
         for run in grid(chapter, scale):
-            key = run_key(run)
-            if key in runs:  # a run shared by chapters: keep one record, union of the OOD targets
-                targets = run["tags"].get("eval_on") or []
-                if targets and not runs[key]["tags"].get("eval_on"):
-                    runs[key]["tags"]["eval_on"] = list(targets)
-                continue
-            runs[key] = run
+            runs.setdefault(run_key(run), run)
     return list(runs.values())
+
+
+def shift_targets(scale: str = "desk") -> dict[str, list[str]]:
+    """``{run key: shifted test sets}`` of the OOD chapter's runs (a run it shares with the backbones chapter
+    is recorded with the backbones tags, and gets ``experiment.shifted`` all the same, as
+    :func:`lorsp.experiments.evaluate_shifts` writes it)."""
+    from lorsp.experiments import grid, run_key
+    return {run_key(r): list(r["tags"].get("eval_on") or []) for r in grid("ood", scale)}
 
 
 def _accuracy(run: dict, rng: np.random.Generator) -> float:
@@ -92,7 +95,7 @@ def _write_prompt(run: dict, config, num_classes: int, folder: Path, models: _Mo
             "prompter_class": type(getattr(model, "prompter", None)).__name__}
 
 
-def _record(run: dict, config, rng: np.random.Generator, params: dict, scale: str) -> dict:
+def _record(run: dict, config, rng: np.random.Generator, params: dict, targets: list[str]) -> dict:
     from lorsp.experiments import _config_only, run_key
     from lorsp.experiments.runner import machine_info
     epochs = int(config.epochs)
@@ -110,12 +113,16 @@ def _record(run: dict, config, rng: np.random.Generator, params: dict, scale: st
     record = {
         "fabricated_for_tests": True,
         "run_id": key[-12:], "status": "completed", "reason": None,
-        "config": dict(config.to_dict(), output=None),
+        "config": dict(config.to_dict(), output=None, resume=True),
         "versions": {"note": "fabricated for tests"}, "git_commit": "0" * 40,
         "device": "cpu", "device_name": "fabricated", "world_size": 1, "host": "fabricated",
         "data": {"dataset": config.dataset, "n_train": images, "n_test": int(config.test_per_class or 5) * classes,
                  "num_classes": classes, "skipped_train": 0, "skipped_test": 0, "skipped": 0, "path": None},
+        "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:05:00Z", "pid": 0,
         "weights_source": "fabricated", "random_weights": True,
+        "backbone_info": {"name": config.backbone, "fabricated": True}, "backbone_fingerprint": 0.0,
+        "amp": None, "features_cached": config.cache_features == "memory", "eval_batch_size": 128,
+        "loader": "dataloader", "trainable_params": params["prompt_params"] + params["head_params"],
         "prompt_params": params["prompt_params"] if prompted else 0, "prompter_class": params["prompter_class"],
         "head_params": params["head_params"], "steps_per_epoch": steps, "prompt_weights": "prompt.safetensors",
         "metrics": metrics, "evaluated_epochs": [epochs], "final_accuracy": final,
@@ -127,10 +134,11 @@ def _record(run: dict, config, rng: np.random.Generator, params: dict, scale: st
         "loss_trace": [float(start_loss - 0.01 * i + rng.normal(0, 0.02)) for i in range(32)],
         "timings": {"total_seconds": 100.0 * epochs, "epoch_seconds": [100.0] * epochs, "feature_cache_seconds": None},
         "run_dir": None, "schema": "lorsp.run/1",
+        **({"prompt_params_closed_form": params["prompt_params"]} if prompted else {}),
+        **({"lif_backend": "fabricated"} if config.method == "lorsp" else {}),
         "experiment": dict(key=key, tags=run.get("tags", {}), run=_config_only(run), wall_seconds=100.0 * epochs,
                            machine=machine_info()),
     }
-    targets = run.get("tags", {}).get("eval_on") or []
     if targets:
         record["experiment"]["shifted"] = {t: float(max(0.01, final - rng.uniform(0.05, 0.25))) for t in targets}
     return record
@@ -151,6 +159,7 @@ def fabricate_records(root, scale: str = "desk", runs: list[dict] | None = None,
     folder = root / scale
     models = _Models()
     runs = all_runs(scale) if runs is None else runs
+    shifted = shift_targets(scale)
     for index, run in enumerate(runs):
         key = run_key(run)
         target = folder / key
@@ -161,5 +170,5 @@ def fabricate_records(root, scale: str = "desk", runs: list[dict] | None = None,
         rng = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
         params = (_write_prompt(run, config, num_classes, target, models, seed=index) if prompts else
                   {"prompt_params": 0, "head_params": 0, "prompter_class": None})
-        _write_record(_record(run, config, rng, params, scale), target / "record.json")
+        _write_record(_record(run, config, rng, params, shifted.get(key, [])), target / "record.json")
     return folder

@@ -47,7 +47,7 @@ from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, 
 from .grid import (BACKBONE_ROWS, CHAPTERS, DEVIATION_LABELS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS,
                    OOD_ROWS, RANK_SWEEP, LP_224_LABEL, RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS,
                    TAU_SWEEP, V_THRESHOLD_SWEEP, _config_only, chapter_facts, deviation_label, grid, missing_methods,
-                   run_key, runs_dir, shown_path)
+                   results_root, run_key, runs_dir, shown_path)
 from .methods import (DOWNSTREAM_FACTORS, EVP_PAD_AT_224, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
                       TRANSFORMER_BACKBONES, label_of, method_config, not_applicable, unavailable)
 from .records import (ACCURACY, _read_record, _record_path, _write_record, describe_failed, failed_runs,
@@ -62,7 +62,7 @@ __all__ = [
     "SCALES", "CHAPTERS", "METHOD_LABELS", "ScaleSetup", "scale_setup", "method_config", "label_of", "grid",
     "run_key", "run_grid", "collect", "records_frame", "summarise", "compare", "style_compare",
     "larger_scales", "load_larger", "sweep_frame", "Claim", "claims", "claim_pairs", "evaluate_shifts", "RESULTS_ROOT",
-    "RUNS_ROOT", "runs_dir", "ACCURACY", "not_applicable", "chapter_facts", "chapter_table", "chapter_claims",
+    "RUNS_ROOT", "runs_dir", "results_root", "ACCURACY", "not_applicable", "chapter_facts", "chapter_table", "chapter_claims",
     "closing_paragraph", "ood_long", "hyper_long", "prompt_gallery", "gallery_claims", "load_run_model",
     "test_set_of", "train_one", "missing_methods", "unavailable",
     "BACKBONE_ROWS", "DOWNSTREAM_ROWS", "OOD_ROWS", "SPARSIFIER_ROWS", "PAPER_HYPER_FINDINGS", "Gallery",

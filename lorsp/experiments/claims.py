@@ -157,6 +157,22 @@ def chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None = None, 
     return sentences + ([left_out] if left_out else []), table
 
 
+def _grid_points(specs: Sequence[Claim], present: set, label: str = "point") -> list[Claim]:
+    """``specs`` restricted to the pairs whose both sides are in ``present`` (the points or methods of this
+    scale's grid: a smaller grid, e.g. desk's two keep ratios, runs fewer points than the paper): a pair left
+    out is not "not run" but outside the grid, and the claim's text names the pairs it was tested on. A claim
+    with no such pair is kept whole (its pairs show as not run)."""
+    out = []
+    for spec in specs:
+        pairs = [(a, b) for a, b in spec.pairs if a in present and b in present]
+        if not pairs or len(pairs) == len(spec.pairs):
+            out.append(spec)
+            continue
+        tested = ", ".join(f"{a} vs {b}" for a, b in pairs)
+        out.append(Claim(f"{spec.text} — tested on this grid's {label}s only ({tested})", pairs, spec.where))
+    return out
+
+
 def _chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None, margin: float, level: float,
                     value: str) -> tuple[list[str], pd.DataFrame]:
     specs: list[Claim] = []
@@ -170,6 +186,7 @@ def _chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None, margin
                       claim_pairs("LoRSP", [r for r in SPARSIFIER_ROWS if r.startswith("Dropout")]), where),
                 Claim(f"LoRSP beats LPF, its dense ablation ({backbone}, {dataset})", [("LoRSP", "LPF")], where),
             ]
+        specs = _grid_points(specs, set(frame["label"]), label="kept ratio")
         rows = frame
     elif chapter in ("backbones", "downstream"):
         rivals = ["LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP"] if chapter == "backbones" else \
@@ -207,6 +224,7 @@ def _chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None, margin
                                                                                  V_THRESHOLD_SWEEP if v != 0]),
                   dict(sweep="v_threshold")),
         ]
+        specs = _grid_points(specs, set(long["point"]))
         settings = dict(label="point", margin=margin, level=level, scale=scale)
         sentences, table = claims(long, specs, value=value, **settings)
         higher = [f"V_th={v:g}" for v in V_THRESHOLD_SWEEP if v > 0]

@@ -34,8 +34,9 @@ PROMPTER_PREFIX = "prompter."
 
 
 def _results_root(results_root=None) -> Path:
-    from .grid import RESULTS_ROOT
-    return Path(results_root) if results_root is not None else RESULTS_ROOT
+    """``results_root``, else ``$LORSP_RESULTS``, else the repository's ``results/`` (:func:`.grid.results_root`)."""
+    from .grid import results_root as default_root
+    return default_root(results_root)
 
 
 def dissection_candidates(scale: str, chapter: str = DISSECTION_CHAPTER) -> list[dict[str, Any]]:
@@ -70,7 +71,7 @@ class DissectionSearch:
 def find_dissection_record(results_root=None, scales=DISSECTION_SCALES,
                            chapter: str = DISSECTION_CHAPTER) -> DissectionSearch:
     """The committed LoRSP record the chapter dissects: under ``<results_root>/<scale>/<run key>/`` (default
-    the repository's ``results/``), the first of :func:`dissection_candidates` whose ``record.json`` is final and
+    ``$LORSP_RESULTS``, else the repository's ``results/``), the first of :func:`dissection_candidates` whose ``record.json`` is final and
     completed, at the first (largest) scale of ``scales`` that has one. A diverged run (``status: "failed"``)
     is passed over and named in :attr:`DissectionSearch.looked`."""
     root = _results_root(results_root)

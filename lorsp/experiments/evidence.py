@@ -1,7 +1,7 @@
 """Which numbers a chapter shows as its headline, and the desk scale's own evidence of training.
 
 A chapter's headline table, figures and verdicts come from the **largest scale whose committed records are
-complete** (``results/<scale>/``: ``paper``, then ``mini``, then ``desk``); when none is complete they come
+complete** (``results/<scale>/``, or ``$LORSP_RESULTS/<scale>/``: ``paper``, then ``mini``, then ``desk``); when none is complete they come
 from the runs the chapter trains now (``smoke`` in CI), and the chapter says how many records of each
 larger scale exist (:func:`headline_evidence`). Beside them: the training loss per epoch of LP and LoRSP
 (:func:`training_curves`: is training long enough to flatten?), LP at the scale's resolution beside LP
@@ -26,8 +26,9 @@ HEADLINE_SCALES = ("paper", "mini", "desk")
 
 
 def _results_root(results_root=None) -> Path:
-    from .grid import RESULTS_ROOT
-    return Path(results_root) if results_root is not None else RESULTS_ROOT
+    """``results_root``, else ``$LORSP_RESULTS``, else the repository's ``results/`` (:func:`.grid.results_root`)."""
+    from .grid import results_root as default_root
+    return default_root(results_root)
 
 
 def committed_status(chapter: str, scale: str, results_root=None) -> tuple[int, int]:
@@ -82,16 +83,17 @@ class Evidence:
         from ..scale import scale_banner
         from .grid import chapter_facts, shown_path
         facts = chapter_facts(self.chapter, self.setup, self.runs)
-        facts["records"] = (f"committed under results/{self.scale}/" if self.from_committed else
+        facts["records"] = (f"committed under {shown_path(self.results_dir)}/" if self.from_committed else
                             f"trained by this page in {shown_path(self.results_dir)}")
         return scale_banner(facts, scale=self.scale)
 
     def note(self) -> str:
         """Markdown: where the headline comes from, and how complete each larger scale's records are."""
+        from .grid import shown_path
         status = "; ".join(f"`{s}`: {found} of {total} runs" for s, (found, total) in self.committed.items())
         if self.from_committed:
             return (f"**The headline numbers below come from the committed `{self.scale}` records** "
-                    f"(`results/{self.scale}/`, all {len(self.frame)} runs of this chapter's `{self.scale}` grid). "
+                    f"(`{shown_path(self.results_dir)}/`, all {len(self.frame)} runs of this chapter's `{self.scale}` grid). "
                     f"Committed records per scale: {status}.")
         incomplete = [f"`{s}` records are incomplete: {found} of {total} runs"
                       for s, (found, total) in self.committed.items() if found]

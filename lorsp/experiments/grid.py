@@ -15,7 +15,8 @@ from .scales import _REPO, ScaleSetup, _count, scale_setup
 
 CHAPTERS = ("sparsifiers", "backbones", "downstream", "ood", "hyperparameters", "prompt_gallery")
 
-#: committed run records of the larger scales: results/<scale>/<key>/record.json (mini and paper only)
+#: committed run records of the larger scales: results/<scale>/<key>/record.json (desk, mini and paper); the
+#: default of :func:`results_root`, which ``LORSP_RESULTS`` overrides
 RESULTS_ROOT = _REPO / "results"
 #: where the book's runs go when executed (git-ignored): runs/<scale>/
 RUNS_ROOT = _REPO / "runs"
@@ -221,11 +222,24 @@ def run_key(run: dict) -> str:
     return f"{config.get('dataset')}-{config.get('backbone')}-{label}-s{config.get('seed')}-{digest}"
 
 
+def results_root(override=None) -> Path:
+    """Where the committed run records are read: ``results/`` of the repository (:data:`RESULTS_ROOT`,
+    ``results/<scale>/<run key>/record.json``).
+
+    ``override`` (a path) wins; else the environment variable ``LORSP_RESULTS`` overrides the folder, as
+    ``LORSP_RUNS`` does for :func:`runs_dir` (e.g. to rehearse the book on a set of records kept elsewhere).
+    """
+    if override is not None:
+        return Path(override)
+    return Path(os.environ.get("LORSP_RESULTS") or RESULTS_ROOT)
+
+
 def runs_dir(scale: str) -> Path:
     """Where the book writes the runs of ``scale``: ``runs/<scale>`` (git-ignored).
 
     ``LORSP_RUNS`` overrides the folder. The committed records of larger scales live in
-    ``results/<scale>`` (:data:`RESULTS_ROOT`) and are copied there from a ``runs/`` folder by hand.
+    ``results/<scale>`` (:func:`results_root`; ``LORSP_RESULTS`` overrides it) and are written there by
+    ``python -m lorsp.experiments --out results/<scale>``.
     """
     root = Path(os.environ.get("LORSP_RUNS") or RUNS_ROOT)
     return root / scale
@@ -233,13 +247,15 @@ def runs_dir(scale: str) -> Path:
 
 def shown_path(path) -> str:
     """``path`` as the book shows it, never as this machine's absolute path: relative to the repository
-    (``runs/smoke``), else relative to ``$LORSP_RUNS`` (``$LORSP_RUNS/smoke``), else ``…/<name>``."""
+    (``runs/smoke``), else relative to ``$LORSP_RUNS`` (``$LORSP_RUNS/smoke``) or ``$LORSP_RESULTS``
+    (``$LORSP_RESULTS/desk``), else ``…/<name>``."""
     path = Path(path).resolve()
     if path.is_relative_to(_REPO):
         return path.relative_to(_REPO).as_posix() or "."
-    override = os.environ.get("LORSP_RUNS")
-    if override and path.is_relative_to(Path(override).resolve()):
-        return "/".join(["$LORSP_RUNS", *path.relative_to(Path(override).resolve()).parts])
+    for variable in ("LORSP_RUNS", "LORSP_RESULTS"):
+        override = os.environ.get(variable)
+        if override and path.is_relative_to(Path(override).resolve()):
+            return "/".join([f"${variable}", *path.relative_to(Path(override).resolve()).parts])
     return f"…/{path.name}"
 
 

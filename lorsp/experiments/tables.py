@@ -7,8 +7,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from .grid import (BACKBONE_ROWS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_ROWS, RANK_SWEEP, RESULTS_ROOT, SPARSIFIER_ROWS,
-                   TAU_SWEEP, V_THRESHOLD_SWEEP, grid)
+from .grid import (BACKBONE_ROWS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_ROWS, RANK_SWEEP, SPARSIFIER_ROWS,
+                   TAU_SWEEP, V_THRESHOLD_SWEEP, grid, results_root as _default_results_root)
 from .methods import not_applicable
 from .records import ACCURACY, usable_rows
 from .runner import collect
@@ -41,8 +41,9 @@ def larger_scales(scale: str) -> list[str]:
 
 
 def load_larger(chapter: str, scale: str, results_root=None) -> dict[str, pd.DataFrame]:
-    """Committed records of the scales above ``scale`` for ``chapter``: ``{scale: rows}`` (present only)."""
-    results_root = Path(results_root or RESULTS_ROOT)
+    """Committed records of the scales above ``scale`` for ``chapter``: ``{scale: rows}`` (present only), read
+    from ``results_root`` (default ``$LORSP_RESULTS``, else the repository's ``results/``)."""
+    results_root = _default_results_root(results_root)
     out = {}
     for larger in larger_scales(scale):
         folder = results_root / larger
@@ -178,14 +179,46 @@ def _na_rows(ours: dict[str, pd.DataFrame], labels: Sequence[str]) -> dict[str, 
     return out
 
 
+def _outside_grid(table: pd.DataFrame, chapter: str, ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """``table`` with the empty cells of a point that the scale's grid does not run (desk runs two of Table VI's
+    four keep ratios and fewer sweep points) marked ``not in the <scale> grid`` instead of ``—``."""
+    from .records import records_frame
+    table = table.copy()
+    for source, frame in ours.items():
+        scales = frame["scale"].dropna().unique() if "scale" in frame else []
+        if len(scales) != 1:
+            continue
+        scale = str(scales[0])
+        planned = records_frame([(run, {}) for run in grid(chapter, scale)])
+        if chapter == "hyperparameters":
+            planned = hyper_long(planned)
+            inside = set(zip(planned["point"], planned["sweep"]))
+        else:
+            inside = set(planned["label"])
+        for column in [c for c in table.columns if c[0] == f"ours · {source} (%)"]:
+            for label in table.index:
+                if table.at[label, column] != "—":
+                    continue
+                if chapter == "hyperparameters":
+                    own_sweep = {"G": "groups", "r": "rank", "tau": "tau", "V_th": "v_threshold"}[label.split("=")[0]]
+                    if column[1] != own_sweep or (label, own_sweep) in inside:
+                        continue
+                elif label in inside:
+                    continue
+                table.at[label, column] = f"not in the {scale} grid"
+    return table
+
+
 def chapter_table(chapter: str, ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The side-by-side table of ``chapter``: the paper's numbers, ours at this and the larger scales."""
+    """The side-by-side table of ``chapter``: the paper's numbers, ours at this and the larger scales; a point
+    that a scale's grid does not run says so (:func:`_outside_grid`)."""
     from ..paper import paper_long
     if chapter == "sparsifiers":
         paper = paper_long("table6")
         lpf = paper_long("table5")
         lpf = lpf[(lpf.method == "LPF") & (lpf.dataset == "tiny-imagenet") & lpf.backbone.isin(paper.backbone)]
-        return compare(pd.concat([paper, lpf]), ours, columns=("dataset", "backbone"), rows=SPARSIFIER_ROWS)
+        table = compare(pd.concat([paper, lpf]), ours, columns=("dataset", "backbone"), rows=SPARSIFIER_ROWS)
+        return _outside_grid(table, chapter, ours)
     if chapter == "backbones":
         paper = paper_long("table2")
         paper = paper[paper.backbone != "avg"]
@@ -205,6 +238,6 @@ def chapter_table(chapter: str, ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
             return table
         order = [f"G={g}" for g in GROUPS_SWEEP] + [f"r={r}" for r in RANK_SWEEP] + \
                 [f"tau={t:g}" for t in TAU_SWEEP] + [f"V_th={v:g}" for v in V_THRESHOLD_SWEEP]
-        return table.reindex([p for p in order if p in table.index])
+        return _outside_grid(table.reindex([p for p in order if p in table.index]), chapter, ours)
     raise KeyError(f"chapter {chapter!r} has no side-by-side table; expected one of "
                    f"sparsifiers, backbones, downstream, ood, hyperparameters")

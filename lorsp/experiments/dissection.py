@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .grid import grid, run_key, shown_path
+from .grid import results_root as resolve_results_root
 from .records import _is_done, _read_record
 
 #: the committed scales a dissected prompt may come from, the largest first
@@ -31,12 +32,6 @@ DISSECTION_CHAPTER = "backbones"
 PROMPT_FILE = "prompt.safetensors"
 #: the prefix of the prompter's tensors in that file (:func:`lorsp.train.save_prompt_weights`)
 PROMPTER_PREFIX = "prompter."
-
-
-def _results_root(results_root=None) -> Path:
-    """``results_root``, else ``$LORSP_RESULTS``, else the repository's ``results/`` (:func:`.grid.results_root`)."""
-    from .grid import results_root as default_root
-    return default_root(results_root)
 
 
 def dissection_candidates(scale: str, chapter: str = DISSECTION_CHAPTER) -> list[dict[str, Any]]:
@@ -74,7 +69,7 @@ def find_dissection_record(results_root=None, scales=DISSECTION_SCALES,
     ``$LORSP_RESULTS``, else the repository's ``results/``), the first of :func:`dissection_candidates` whose ``record.json`` is final and
     completed, at the first (largest) scale of ``scales`` that has one. A diverged run (``status: "failed"``)
     is passed over and named in :attr:`DissectionSearch.looked`."""
-    root = _results_root(results_root)
+    root = resolve_results_root(results_root)
     looked = []
     for scale in scales:
         candidates = dissection_candidates(scale, chapter)

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .grid import DEVIATION_LABELS, LP_224_LABEL, deviation_label, grid, run_key
+from .grid import results_root as resolve_results_root
 from .records import _is_done, _read_record, _record_path
 from .runner import collect
 from .scales import ScaleSetup, scale_setup
@@ -25,15 +26,9 @@ from .scales import ScaleSetup, scale_setup
 HEADLINE_SCALES = ("paper", "mini", "desk")
 
 
-def _results_root(results_root=None) -> Path:
-    """``results_root``, else ``$LORSP_RESULTS``, else the repository's ``results/`` (:func:`.grid.results_root`)."""
-    from .grid import results_root as default_root
-    return default_root(results_root)
-
-
 def committed_status(chapter: str, scale: str, results_root=None) -> tuple[int, int]:
     """``(records found, runs in the grid)`` of ``chapter`` at ``scale`` under ``results/<scale>/``."""
-    folder = _results_root(results_root) / scale
+    folder = resolve_results_root(results_root) / scale
     runs = {run_key(r): r for r in grid(chapter, scale)}
     if not folder.is_dir():
         return 0, len(runs)
@@ -105,7 +100,7 @@ class Evidence:
 def headline_evidence(chapter: str, scale: str, frame: pd.DataFrame, results_dir, results_root=None) -> Evidence:
     """The evidence a chapter shows: the largest of :data:`HEADLINE_SCALES` whose committed records of
     ``chapter`` are complete, else this page's own runs (``frame`` at ``scale``, trained in ``results_dir``)."""
-    root = _results_root(results_root)
+    root = resolve_results_root(results_root)
     committed = {}
     for larger in HEADLINE_SCALES:
         if larger == scale:

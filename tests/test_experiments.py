@@ -416,6 +416,9 @@ def test_hyper_long_points_and_claims():
     long = ex.hyper_long(frame)
     assert set(long.point) >= {"G=1", "G=4", "G=8", "r=1", "r=4", "tau=4", "V_th=0"}
     assert len(long) == 3 * (4 + 3 + 3)  # the default point appears on its 4 sweeps
+    assert {ex.tables.point_sweep(p) for p in long.point} == {"groups", "rank", "tau", "v_threshold"}
+    with pytest.raises(ValueError, match="'beta=2'"):
+        ex.tables.point_sweep("beta=2")
     sentences, table = ex.chapter_claims("hyperparameters", frame, scale="smoke")
     g = table[table.claim.str.startswith("G = 4 beats")]
     assert g.verdict.tolist() == ["holds", "holds", "reversed"]  # G=8 is 4 pp better here, on every seed

@@ -17,7 +17,7 @@ from typing import Sequence
 import pandas as pd
 
 from .grid import grid, run_key
-from .records import _is_done, _read_record
+from .records import _is_done, _key_record_path, _read_record
 from .runner import RUN_ORDER
 
 HOURS_COLUMNS = ["order", "chapter", "runs it adds", "records", "planned hours", "measured hours",
@@ -34,8 +34,8 @@ def chapter_hours(results_dir, scale: str = "desk", chapters: Sequence[str] = RU
     for order, chapter in enumerate(chapters, start=1):
         items = [r for r in rows if r["chapter"] == chapter]
         runs = [r for r in items if not r["key"].endswith(":shifted")]
-        recorded = [r for r in runs if _is_done(Path(results_dir) / r["key"] / "record.json")]
-        measured = sum(_wall_seconds(Path(results_dir) / r["key"] / "record.json") for r in recorded)
+        recorded = [r for r in runs if _is_done(_key_record_path(results_dir, r["key"]))]
+        measured = sum(_wall_seconds(_key_record_path(results_dir, r["key"])) for r in recorded)
         out.append({"order": order, "chapter": chapter, "runs it adds": len(runs), "records": len(recorded),
                     "planned hours": sum(r["seconds"] for r in items) / 3600,
                     "measured hours": measured / 3600,

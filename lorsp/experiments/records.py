@@ -27,7 +27,12 @@ def _engine():
 
 def _record_path(results_dir: Path, run: dict) -> Path:
     """``<results_dir>/<run_key>/record.json``: the engine's record of the run, with our ``experiment`` entry."""
-    return Path(results_dir) / run_key(run) / "record.json"
+    return _key_record_path(results_dir, run_key(run))
+
+
+def _key_record_path(results_dir: Path, key: str) -> Path:
+    """``<results_dir>/<key>/record.json`` for a run key (:func:`~lorsp.experiments.grid.run_key`)."""
+    return Path(results_dir) / key / "record.json"
 
 
 def _read_record(path: Path) -> dict:

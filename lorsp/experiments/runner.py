@@ -21,7 +21,7 @@ import pandas as pd
 
 from .evaluation import evaluate_shifts
 from .grid import CHAPTERS, _config_only, grid, run_key, runs_dir
-from .records import _engine, _is_done, _read_record, _record_path, _write_record, records_frame
+from .records import _engine, _is_done, _key_record_path, _read_record, _record_path, _write_record, records_frame
 from .scales import SCALES, scale_setup
 
 
@@ -197,7 +197,7 @@ def dry_run(chapters: dict[str, list[dict]], results_dir, costs=None, out=None) 
     costs = costs or load_costs()
     rows = plan(chapters, costs, key=run_key)
     done = {row["key"] for row in rows if not row["key"].endswith(":shifted")
-            and _is_done(Path(results_dir) / row["key"] / "record.json")}
+            and _is_done(_key_record_path(results_dir, row["key"]))}
     for row in rows:
         out(f"{row['chapter']:<16} {row['key']:<56} {str(row['label']):<24} {_duration(row['seconds']):>9}"
             f"{'  done' if row['key'] in done else ''}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -156,14 +155,27 @@ def ood_long(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: the short name of each hyperparameter sweep in a point label (``"G=2"``), as the paper's Figs. 3–4 write it
+SWEEP_SHORT_NAMES = {"groups": "G", "rank": "r", "tau": "tau", "v_threshold": "V_th"}
+
+
 def hyper_long(frame: pd.DataFrame) -> pd.DataFrame:
     """Hyperparameter rows with a ``point`` label (``"G=2"``, ``"r=8"``, ``"tau=1.5"``, ``"V_th=0.01"``)."""
     rows = sweep_frame(frame)
     if rows.empty:
         return rows.assign(point=pd.Series(dtype=object))
-    short = {"groups": "G", "rank": "r", "tau": "tau", "v_threshold": "V_th"}
-    rows["point"] = [f"{short[s]}={v:g}" for s, v in zip(rows["sweep"], rows["value"])]
+    rows["point"] = [f"{SWEEP_SHORT_NAMES[s]}={v:g}" for s, v in zip(rows["sweep"], rows["value"])]
     return rows
+
+
+def point_sweep(point: str) -> str:
+    """The sweep a point label of :func:`hyper_long` belongs to: ``"V_th=0.01"`` → ``"v_threshold"``."""
+    short = point.split("=")[0]
+    for sweep, name in SWEEP_SHORT_NAMES.items():
+        if name == short:
+            return sweep
+    raise ValueError(f"point {point!r}: expected <name>=<value> with name one of "
+                     f"{', '.join(SWEEP_SHORT_NAMES.values())}")
 
 
 def _na_rows(ours: dict[str, pd.DataFrame], labels: Sequence[str]) -> dict[str, str]:
@@ -200,7 +212,7 @@ def _outside_grid(table: pd.DataFrame, chapter: str, ours: dict[str, pd.DataFram
                 if table.at[label, column] != "—":
                     continue
                 if chapter == "hyperparameters":
-                    own_sweep = {"G": "groups", "r": "rank", "tau": "tau", "V_th": "v_threshold"}[label.split("=")[0]]
+                    own_sweep = point_sweep(label)
                     if column[1] != own_sweep or (label, own_sweep) in inside:
                         continue
                 elif label in inside:

@@ -9,14 +9,15 @@ backbone in eval mode → linear head): forward, cross-entropy, backward to the 
 step (momentum 0.9, method.md).
 
 Methods (``--methods``): any registered prompter (``lorsp``, ``lorvp``, ``lpf``, …; ``lorsp`` is the
-prompter's default: fused, ``backend="auto"``, i.e. compiled on CUDA, and on a CPU compiled for runs planned to
-take at least ``CPU_COMPILE_MIN_STEPS`` steps, else eager: the bench tells the prompters its own length,
+prompter's default: fused, ``backend="auto"``, i.e. compiled on CUDA, and on a CPU compiled when the compiled
+gate of this shape is already built (``compiled_gate_cached``) or for runs planned to take at least
+``CPU_COMPILE_MIN_STEPS`` steps, else eager: the bench tells the prompters its own length,
 ``warmup + steps``, or ``--run-steps N`` to stand for a run of N steps; each row says its ``lif_backend``);
 ``lorsp-reference``
 (LoRSP with ``fused=False``: autograd through every LIF step); ``lorsp-fused`` (``backend="eager"``: the fused
 G-step LIF recomputed in backward, as PyTorch operations, :func:`lorsp.prompters.fused.fused_lorsp_prompt`);
-``lorsp-compiled`` (``backend="compile"``: torch.compile fuses the loop; compiled during warm-up, so give it
-``--warmup`` >= 2); ``lp`` (no prompt: the backbone's forward without gradients each step, then the head);
+``lorsp-compiled`` (``backend="compile"``: inductor fuses the loop; built or loaded during warm-up, so give
+it ``--warmup`` >= 2); ``lp`` (no prompt: the backbone's forward without gradients each step, then the head);
 ``lp-cached`` (the head on precomputed features, the same batches; its speed-up over ``lp`` is the epoch-time
 ratio of Sec. "LP with cached features").
 
@@ -398,7 +399,8 @@ def run_bench(methods=DEFAULT_METHODS, backbones=("mobilenetv2",),
     falling back to random weights with a note in the row). ``dtype``: autocast dtype (``auto`` = bf16 on
     CUDA, float32 on CPU). ``prompter_kwargs``: ``{method: {kwarg: value}}`` for the prompters. ``run_steps``:
     the run length the prompters are told (``plan_run``; default ``warmup + steps``, what the bench runs), on
-    which LoRSP's ``backend="auto"`` depends on a CPU (it compiles for long runs).
+    which LoRSP's ``backend="auto"`` depends on a CPU (it builds the compiled gate for long runs, and uses it
+    whenever it is built).
     """
     methods = _split(methods)
     if not methods:

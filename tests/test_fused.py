@@ -1,4 +1,5 @@
 """The fused LIF + gating (Eqs. 6–9) against the reference ``LoRSPPrompter.gate`` / ``.prompt``."""
+import functools
 import os
 import shutil
 import warnings
@@ -137,22 +138,63 @@ def test_fused_errors_name_the_problem():
         fused_lorsp_prompt(torch.rand(1, 3, 8, 8), torch.zeros(8, 4), torch.zeros(3, 2, 8), backend="triton")
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
-                    reason="torch.compile on CPU needs a C++ compiler (g++)")
-@pytest.mark.parametrize("detach_reset", [False, True], ids=["reset-grad", "detach-reset"])
-@pytest.mark.parametrize("v_reset", [0.0, None], ids=["hard", "soft"])
-def test_compiled_backend_matches_reference(v_reset, detach_reset):
-    prompter = _prompter(v_reset, detach_reset)
+_NEEDS_COMPILER = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                                     reason="compiling on a CPU needs a C++ compiler (g++)")
+
+
+@pytest.fixture(scope="module")
+def aot_cache(tmp_path_factory):
+    """A compile cache of this module's own (its packages are built once, for all its compiled tests)."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("inductor")
+        patch.setenv("TORCHINDUCTOR_CACHE_DIR", str(folder))
+        yield folder
+
+
+@_NEEDS_COMPILER
+def test_compiled_backend_matches_reference_with_one_package_for_every_setting(aot_cache):
+    """Every LIF setting (hard or soft reset, the reset's gradient or not, τ, V_th) and batch size runs through
+    the same two packages (δ and its gradients), built once: the settings are data, the batch is dynamic."""
+    from lorsp.prompters import fused
+
+    settings = [(0.0, False, 4.0, 0.0), (0.0, True, 4.0, 0.0), (None, False, 4.0, 0.0), (None, True, 4.0, 0.0),
+                (0.0, False, 2.5, 0.1), (None, False, 1.5, -0.05)]
+    for index, (v_reset, detach_reset, tau, v_threshold) in enumerate(settings):
+        prompter = _prompter(v_reset, detach_reset)
+        prompter.lif.tau, prompter.lif.v_threshold = tau, v_threshold
+        batch = 2 + index % 3
+        x, grad_out = torch.rand(batch, 3, 16, 16), torch.randn(batch, 3, 16, 16)
+        reference, grads = _prompt_and_grads(prompter, x, grad_out)
+        compiled = fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter), backend="compile")
+        (compiled * grad_out).sum().backward()
+        torch.testing.assert_close(compiled, reference, atol=1e-6, rtol=1e-6)
+        _assert_grads_close(prompter, grads)
+    packages = sorted(p.name for p in (aot_cache / "aot").iterdir())
+    assert len(packages) == 2 and packages[0].startswith("lorsp-lif-backward"), packages
+    assert fused.compiled_gate_cached(3, 2, 3, 16, 16) and not fused.compiled_gate_cached(3, 2, 3, 16, 32)
+
+
+@_NEEDS_COMPILER
+def test_auto_loads_a_cached_gate_whatever_the_runs_length(aot_cache, monkeypatch):
+    from lorsp.prompters import aot, fused
+
+    if not fused.compiled_gate_cached(3, 2, 3, 16, 16):  # run alone: build the packages first
+        test_compiled_backend_matches_reference_with_one_package_for_every_setting(aot_cache)
+    cached, other = LoRSPPrompter(image_size=16, groups=3, rank=2), LoRSPPrompter(image_size=16, groups=3, rank=4)
+    for prompter in (cached, other):
+        prompter.plan_run(24)  # far below CPU_COMPILE_MIN_STEPS
+    assert cached.lif_backend("cpu") == "compile" and other.lif_backend("cpu") == "eager"
+    monkeypatch.setattr(aot, "_LOADED", {})  # as a new process: from disk
+    monkeypatch.setattr(aot, "_build", lambda *args: pytest.fail("the cached package was built again"))
+    eager = LoRSPPrompter(image_size=16, groups=3, rank=2, backend="eager")
+    eager.load_state_dict(cached.state_dict())
     x = torch.rand(2, 3, 16, 16)
-    grad_out = torch.randn(2, 3, 16, 16)
-    reference, grads = _prompt_and_grads(prompter, x, grad_out)
-    fused = fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter), backend="compile")
-    (fused * grad_out).sum().backward()
-    torch.testing.assert_close(fused, reference, atol=1e-6, rtol=1e-6)
-    _assert_grads_close(prompter, grads)
+    torch.testing.assert_close(cached.prompt(x), eager.prompt(x), atol=1e-6, rtol=1e-6)
+    assert len(aot._LOADED) == 1  # the forward's package, loaded
 
 
-def test_backend_option_is_checked_and_resolved():
+def test_backend_option_is_checked_and_resolved(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # nothing compiled yet
     with pytest.raises(ValueError, match="backend must be one of auto, eager, compile; got 'triton'"):
         LoRSPPrompter(image_size=8, backend="triton")
     with pytest.raises(ValueError, match="shared basis"):
@@ -164,9 +206,10 @@ def test_backend_option_is_checked_and_resolved():
     assert LoRSPPrompter(image_size=8, shared_basis=False).lif_backend("cuda") == "eager"
 
 
-def test_auto_compiles_on_a_cpu_only_for_runs_planned_long_enough(monkeypatch):
+def test_auto_compiles_on_a_cpu_only_for_runs_planned_long_enough(monkeypatch, tmp_path):
     from lorsp.prompters import fused
 
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # nothing compiled yet
     monkeypatch.setattr(fused, "_COMPILE_FAILED", False)
     monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/" + name)  # a C++ compiler is there
     auto = LoRSPPrompter(image_size=8)
@@ -194,7 +237,8 @@ def test_the_trainer_plans_the_whole_run(monkeypatch):
     short = train(helpers.tiny_config(epochs=1), progress=False)
     assert short["lif_backend"] == "eager"  # 5 steps: far below CPU_COMPILE_MIN_STEPS
     planned = []
-    monkeypatch.setattr(lowrank_sparse, "auto_backend", lambda device, steps: planned.append(steps) or "eager")
+    monkeypatch.setattr(lowrank_sparse, "auto_backend",
+                        lambda device, steps, cached=False: planned.append(steps) or "eager")
     cut = train(helpers.tiny_config(epochs=2, max_steps=3), progress=False)
     assert cut["steps_completed"] == 3 and set(planned) == {2 * cut["steps_per_epoch"]}  # the whole run's length
 
@@ -202,7 +246,7 @@ def test_the_trainer_plans_the_whole_run(monkeypatch):
 def _broken_compiler(monkeypatch):
     from lorsp.prompters import fused
 
-    def refuse(kind):
+    def refuse(kind, *args):
         raise RuntimeError(f"no compiler for {kind}")
 
     monkeypatch.setattr(fused, "_compiled", refuse)
@@ -245,7 +289,8 @@ def test_compiled_backward_failure_falls_back(monkeypatch):
     _, expected_grads = _prompt_and_grads(prompter, x, grad_out)  # the reference (fused=False)
     monkeypatch.setattr(fused, "_COMPILE_FAILED", False)
     # the forward "compiles" (its functional form, run eagerly); the backward's compiler fails
-    monkeypatch.setattr(fused, "_compiled", lambda kind: fused._compiled_forward_impl if kind == "forward" else 1 / 0)
+    monkeypatch.setattr(fused, "_compiled", lambda kind, inputs, groups, rank: functools.partial(
+        fused._compiled_forward_impl, groups=groups, rank=rank) if kind == "forward" else 1 / 0)
     delta = fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter),
                                backend="compile", fallback=True)
     with pytest.warns(RuntimeWarning, match="ZeroDivisionError"):
@@ -253,20 +298,3 @@ def test_compiled_backward_failure_falls_back(monkeypatch):
     _assert_grads_close(prompter, expected_grads, scaled=False)
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
-                    reason="torch.compile on CPU needs a C++ compiler (g++)")
-def test_compiled_backend_serves_every_lif_setting_without_recompiling():
-    from torch._dynamo.utils import counters
-
-    x, grad_out = torch.rand(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
-    graphs = []
-    for tau, v_threshold in [(2.5, 0.1), (3.0, -0.05), (1.5, 0.2)]:
-        prompter = _prompter(0.0, False)
-        prompter.lif.tau, prompter.lif.v_threshold = tau, v_threshold
-        reference, expected = _prompt_and_grads(prompter, x, grad_out)
-        delta = fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter), backend="compile")
-        (delta * grad_out).sum().backward()
-        graphs.append(counters["stats"]["unique_graphs"])
-        torch.testing.assert_close(delta, reference, atol=1e-6, rtol=1e-6)
-        _assert_grads_close(prompter, expected)
-    assert graphs[1] == graphs[2] == graphs[0]  # the settings are data, not constants baked into the kernel

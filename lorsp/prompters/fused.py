@@ -27,11 +27,14 @@ pass when the backbone's activations are already freed) and then backwards in ti
 surrogate Θ'(u) ≈ α σ(αu)(1 − σ(αu)), u = H_t − V_th, and the reset term detached or not
 (``detach_reset``), exactly the gradient autograd takes through the reference.
 
-``fused_lorsp_prompt(..., backend="compile")`` runs the same recurrence through ``torch.compile``: one fused
+``fused_lorsp_prompt(..., backend="compile")`` runs the same recurrence compiled by inductor: one fused
 kernel for δ, one for ∂L/∂F_1..F_G (the LIF recomputed, backwards in time) and ∂A, then ∂B as a matmul
-(:func:`_store_factor_grads`). :class:`~lorsp.prompters.lowrank_sparse.LoRSPPrompter` picks the backend with
-its ``backend`` option (:data:`LIF_BACKENDS`; ``auto`` compiles on CUDA and for long CPU runs, with an eager
-fallback, :func:`auto_backend`).
+(:func:`_store_factor_grads`). On a CPU the two kernels are ahead-of-time packages kept on disk
+(:mod:`lorsp.prompters.aot`, :func:`aot_package_dir`): built once per configuration (G, r, image shape,
+dtype; every batch size and LIF setting shares them), then loaded in milliseconds by every later run and
+process. On CUDA it is ``torch.compile``. :class:`~lorsp.prompters.lowrank_sparse.LoRSPPrompter` picks the
+backend with its ``backend`` option (:data:`LIF_BACKENDS`; ``auto`` compiles on CUDA, and on a CPU when the
+packages are built or the run is long enough to build them, with an eager fallback, :func:`auto_backend`).
 
 :func:`lif_gate_spikes` returns the spikes and δ of the same fused forward loop (no autograd), for checks.
 :func:`saved_tensor_bytes` measures what a computation keeps for backward, device-independently.
@@ -40,14 +43,17 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 
 from ..lif import validate_lif_settings
+from . import aot
 
 __all__ = ["fused_lif_gate", "fused_lorsp_prompt", "lif_gate_spikes", "saved_tensor_bytes", "SavedTensorMeter",
            "compile_available", "LIF_BACKENDS",
-           "CPU_COMPILE_MIN_STEPS", "auto_backend", "compile_cache_dir", "use_persistent_compile_cache"]
+           "CPU_COMPILE_MIN_STEPS", "auto_backend", "compile_cache_dir", "use_persistent_compile_cache",
+           "aot_package_dir", "compiled_gate_cached"]
 
 
 def _check_factors(factors: torch.Tensor) -> None:
@@ -319,17 +325,20 @@ def _store_factor_grads(t, grad_f, projected, basis, rank, grad_projected, grad_
 
 
 # ---------------------------------------------------------------------------------------------------------
-# optional torch.compile path (inductor fuses the G-step elementwise loop into one kernel; slow to compile)
+# the compiled path (inductor fuses the G-step elementwise loop into one kernel; slow to build, see aot.py)
 # ---------------------------------------------------------------------------------------------------------
-def _lif_constants(like: torch.Tensor, tau, v_threshold, v_reset, alpha) -> torch.Tensor:
-    """1/τ, V_th, V_reset (0 for the soft reset) and α as one small tensor on ``like``'s device: the compiled
-    functions take the LIF settings as data, so one compiled kernel serves every setting (a hyperparameter
-    sweep compiles once, not once per value). 1/τ rather than τ: a multiply instead of a vector division per
-    pixel and step (exactly the same for τ a power of two, else within a rounding of the eager path)."""
-    key = (like.device, tau, v_threshold, v_reset, alpha)
+def _lif_constants(like: torch.Tensor, tau, v_threshold, v_reset, alpha, detach_reset) -> torch.Tensor:
+    """The LIF settings as one small tensor on ``like``'s device: 1/τ, V_th, V_reset (0 for the soft reset), α,
+    1 for the hard reset (0 soft), and 1 when the gradient flows through the reset (0 for ``detach_reset``).
+    The compiled functions take the settings as data, so one compiled kernel serves every setting (a
+    hyperparameter sweep compiles once, not once per value). 1/τ rather than τ: a multiply instead of a vector
+    division per pixel and step (exactly the same for τ a power of two, else within a rounding of the eager
+    path)."""
+    key = (like.device, tau, v_threshold, v_reset, alpha, detach_reset)
     if key not in _CONSTANTS:
         with torch.inference_mode(False):  # a normal tensor even when first made during evaluation
-            _CONSTANTS[key] = torch.tensor([1.0 / tau, v_threshold, 0.0 if v_reset is None else v_reset, alpha],
+            _CONSTANTS[key] = torch.tensor([1.0 / tau, v_threshold, 0.0 if v_reset is None else v_reset, alpha,
+                                            float(v_reset is not None), float(not detach_reset)],
                                            dtype=torch.float32, device=like.device)
     return _CONSTANTS[key]
 
@@ -337,11 +346,11 @@ def _lif_constants(like: torch.Tensor, tau, v_threshold, v_reset, alpha) -> torc
 _CONSTANTS: dict = {}
 
 
-def _functional_steps(projected, basis, groups, rank, constants, soft_reset: bool):
-    """Factors, membranes and spikes of Eqs. 5–8 written functionally (for torch.compile); ``constants`` from
-    :func:`_lif_constants`."""
-    inv_tau, v_threshold, v_reset = constants[0], constants[1], constants[2]
-    rest = 0.0 if soft_reset else v_reset
+def _functional_steps(projected, basis, groups, rank, constants):
+    """Factors, membranes and spikes of Eqs. 5–8 written functionally (for torch.compile and AOTInductor);
+    ``constants`` from :func:`_lif_constants`."""
+    inv_tau, v_threshold, v_reset, hard = constants[0], constants[1], constants[2], constants[4] > 0
+    rest = v_reset  # V_rest = V_reset; 0 for the soft reset
     factors, membranes, fired_all = [], [], []
     voltage = None
     for t in range(groups):
@@ -349,42 +358,43 @@ def _functional_steps(projected, basis, groups, rank, constants, soft_reset: boo
         x_t = (projected[..., t * rank:(t + 1) * rank, None] * basis[:, None]).sum(-2)
         membrane = x_t * inv_tau + rest if voltage is None else voltage + (x_t - (voltage - rest)) * inv_tau
         fired = membrane >= v_threshold
-        voltage = torch.where(fired, membrane - v_threshold if soft_reset else v_reset.to(membrane.dtype), membrane)
+        voltage = torch.where(fired, torch.where(hard, v_reset, membrane - v_threshold), membrane)
         factors.append(x_t)
         membranes.append(membrane)
         fired_all.append(fired)
     return factors, membranes, fired_all
 
 
-def _compiled_forward_impl(projected, basis, groups: int, rank: int, constants, soft_reset: bool):
-    factors, _, fired = _functional_steps(projected, basis, groups, rank, constants, soft_reset)
+def _compiled_forward_impl(projected, basis, constants, *, groups: int, rank: int):
+    """δ (Eq. 9) of :func:`_functional_steps`."""
+    factors, _, fired = _functional_steps(projected, basis, groups, rank, constants)
     total = factors[0] * fired[0]
     for t in range(1, groups):
         total = total + factors[t] * fired[t]
     return total / groups
 
 
-def _compiled_grad_impl(projected, basis, grad_delta, groups: int, rank: int, constants, soft_reset: bool,
-                        detach_reset: bool):
+def _compiled_grad_impl(projected, basis, grad_delta, constants, *, groups: int, rank: int):
     """``(∂L/∂A, (∂L/∂F_1, ..., ∂L/∂F_G))``: Eqs. 6–9 backwards in time, then ∂A_t = ∂F_t Bᵀ (Eq. 5), compiled
     together (∂A sums over each row's W pixels, which inductor fuses into the same kernel). ∂B = Σ A_tᵀ ∂F_t sums
     over images and rows instead; it follows as a matmul (:func:`_store_factor_grads`), which on CPU beats that
     reduction inside the kernel."""
-    factors, membranes, fired_all = _functional_steps(projected, basis, groups, rank, constants, soft_reset)
+    factors, membranes, fired_all = _functional_steps(projected, basis, groups, rank, constants)
     inv_tau, v_threshold, v_reset, alpha = constants[0], constants[1], constants[2], constants[3]
+    hard, reset_grad = constants[4] > 0, constants[5] > 0
     grad_gate = grad_delta * (1.0 / groups)  # ∂δ/∂(S_t ⊙ X_t) = 1/G (Eq. 9)
     grad_voltage = None
     grad_factors = [None] * groups
     for t in reversed(range(groups)):
         membrane, x_t, fired = membranes[t], factors[t], fired_all[t]
         grad_spike = grad_gate * x_t  # through Eq. 9
-        if grad_voltage is not None and not detach_reset:  # through the reset of Eq. 8
-            grad_spike = grad_spike + (grad_voltage * (-v_threshold) if soft_reset
-                                       else grad_voltage * (v_reset - membrane))
+        if grad_voltage is not None:  # through the reset of Eq. 8 (hard: ∂V/∂S = V_reset − H; soft: −V_th)
+            through_reset = grad_voltage * torch.where(hard, v_reset - membrane, -v_threshold)
+            grad_spike = torch.where(reset_grad, grad_spike + through_reset, grad_spike)
         sig = torch.sigmoid(alpha * (membrane - v_threshold))  # surrogate of Eq. 7
         grad_h = grad_spike * alpha * sig * (1.0 - sig)
         if grad_voltage is not None:  # ∂V_t/∂H_t: 1 − S_t (hard) or 1 (soft)
-            grad_h = grad_h + (grad_voltage if soft_reset else torch.where(fired, 0.0, grad_voltage))
+            grad_h = grad_h + torch.where(hard & fired, 0.0, grad_voltage)
         grad_factors[t] = grad_h * inv_tau + grad_gate * fired  # Eq. 6 and Eq. 9 directly
         grad_voltage = grad_h * (1.0 - inv_tau)  # ∂H_t/∂V_{t−1} = 1 − 1/τ (Eq. 6)
     grad_projected = torch.cat([(grad_f[..., None, :] * basis[:, None]).sum(-1) for grad_f in grad_factors], -1)
@@ -396,13 +406,46 @@ _COMPILE_FAILED = False  # set by _compile_failed: compile nothing more in this 
 
 
 _IMPLS = {"forward": _compiled_forward_impl, "backward": _compiled_grad_impl}
+#: the inputs of each kind whose dimension 0 is the batch (projected A, and ∂L/∂δ for the backward)
+_BATCH_INPUTS = {"forward": (0,), "backward": (0, 2)}
 
 
-def _compiled(kind: str):
-    if kind not in _COMPILED:
+def _compiled(kind: str, inputs, groups: int, rank: int):
+    """The compiled ``kind`` ("forward" or "backward") for G = ``groups`` and r = ``rank``, as a callable on
+    tensors like ``inputs`` (forward: A, B, constants; backward: A, B, ∂L/∂δ, constants). On a CPU, an
+    AOTInductor package kept in :func:`aot_package_dir` (built on first use, then loaded in milliseconds by
+    every later process: :mod:`lorsp.prompters.aot`); elsewhere ``torch.compile``."""
+    function = partial(_IMPLS[kind], groups=groups, rank=rank)
+    projected = inputs[0]
+    if projected.device.type == "cpu":
+        return aot.load_or_build(function, inputs, _BATCH_INPUTS[kind], aot_package_dir(),
+                                 _package_key(kind, groups, rank, *projected.shape[1:3], inputs[1].shape[-1],
+                                              projected.dtype))
+    if (kind, groups, rank) not in _COMPILED:
         use_persistent_compile_cache()
-        _COMPILED[kind] = torch.compile(_IMPLS[kind], dynamic=False)
-    return _COMPILED[kind]
+        _COMPILED[kind, groups, rank] = torch.compile(function, dynamic=False)
+    return _COMPILED[kind, groups, rank]
+
+
+def _package_key(kind, groups, rank, channels, height, width, dtype) -> str:
+    return aot.package_key(f"lorsp-lif-{kind}", groups=groups, rank=rank, channels=channels, height=height,
+                           width=width, dtype=dtype)
+
+
+def aot_package_dir() -> str:
+    """Where the CPU's compiled LIF gates are kept: ``aot/`` in :func:`compile_cache_dir`."""
+    import os
+
+    return os.path.join(compile_cache_dir(), "aot")
+
+
+def compiled_gate_cached(groups: int, rank: int, channels: int, height: int, width: int,
+                         dtype: torch.dtype = torch.float32) -> bool:
+    """Whether both compiled halves (δ and its gradients) of the LIF gate for this configuration are already
+    built on this CPU (:func:`aot_package_dir`): then compiling costs milliseconds, and ``backend="auto"``
+    compiles whatever the run's length (:func:`auto_backend`)."""
+    return all(aot.is_built(aot_package_dir(), _package_key(kind, groups, rank, channels, height, width, dtype))
+               for kind in _IMPLS)
 
 
 def compile_cache_dir() -> str:
@@ -437,9 +480,8 @@ class _CompiledLowRankLIFGate(torch.autograd.Function):
         with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
             basis_c = basis.to(projected.dtype)
             ctx.save_for_backward(projected, basis_c)
-            delta = _try_compiled(fallback, lambda: _compiled("forward")(
-                projected, basis_c, groups, rank, _lif_constants(projected, tau, v_threshold, v_reset, alpha),
-                v_reset is None))
+            delta = _try_compiled(fallback, lambda: _compiled_forward(projected, basis_c, groups, rank, tau,
+                                                                      v_threshold, v_reset, alpha, detach_reset))
             if delta is None:
                 delta = _eager_lowrank_forward(projected, basis_c, groups, rank, tau, v_threshold, v_reset,
                                                chunk=_chunk_elements(projected.device, None))
@@ -471,11 +513,17 @@ def _try_compiled(fallback: bool, call):
         return None
 
 
+def _compiled_forward(projected, basis, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset):
+    inputs = (projected.contiguous(), basis.contiguous(),
+              _lif_constants(projected, tau, v_threshold, v_reset, alpha, detach_reset))
+    return _compiled("forward", inputs, groups, rank)(*inputs)
+
+
 def _compiled_backward(projected, basis, grad_delta, groups, rank, tau, v_threshold, v_reset, alpha, detach_reset):
     with torch.no_grad(), torch.autocast(projected.device.type, enabled=False):
-        constants = _lif_constants(projected, tau, v_threshold, v_reset, alpha)
-        grad_projected, grad_factors = _compiled("backward")(projected, basis, grad_delta, groups, rank, constants,
-                                                             v_reset is None, detach_reset)
+        inputs = (projected.contiguous(), basis.contiguous(), grad_delta.contiguous(),
+                  _lif_constants(projected, tau, v_threshold, v_reset, alpha, detach_reset))
+        grad_projected, grad_factors = _compiled("backward", inputs, groups, rank)(*inputs)
         grad_basis = torch.zeros_like(basis)
         for t, grad_f in enumerate(grad_factors):
             _store_factor_grads(t, grad_f, projected, basis, rank, None, grad_basis)
@@ -484,22 +532,26 @@ def _compiled_backward(projected, basis, grad_delta, groups, rank, tau, v_thresh
 
 LIF_BACKENDS = ("auto", "eager", "compile")
 """How LoRSP runs its fused LIF gate (``LoRSPPrompter(backend=...)``): ``auto`` compiles on CUDA, and on a CPU
-for a run planned to take at least :data:`CPU_COMPILE_MIN_STEPS` steps (:func:`auto_backend`); it falls back to
-``eager`` if compiling fails, and runs ``eager`` otherwise."""
+when this configuration's compiled gate is already built (:func:`compiled_gate_cached`) or the run is planned to
+take at least :data:`CPU_COMPILE_MIN_STEPS` steps (:func:`auto_backend`); it falls back to ``eager`` if compiling
+fails, and runs ``eager`` otherwise."""
 
 CPU_COMPILE_MIN_STEPS = 1000
-"""``backend="auto"`` compiles on a CPU only for runs planned (``LoRSPPrompter.plan_run``) to take at least this
-many training steps: there a first compile costs tens of seconds per batch shape, and the compiled gate saves
-tens of milliseconds per step (``benchmarks/README.md``), so it repays itself after roughly a thousand steps
-when the kernels are not cached yet."""
+"""``backend="auto"`` builds the compiled gate on a CPU only for runs planned (``LoRSPPrompter.plan_run``) to take
+at least this many training steps: there building it costs minutes per configuration (torch.export and a C++
+compile of each half), and the compiled gate saves tens of milliseconds per step (``benchmarks/README.md``), so
+it repays itself after roughly a thousand steps. Once built it loads in milliseconds, and ``auto`` uses it for
+runs of any length."""
 
 
-def auto_backend(device: torch.device | str, planned_steps: int | None = None) -> str:
+def auto_backend(device: torch.device | str, planned_steps: int | None = None, cached: bool = False) -> str:
     """What ``backend="auto"`` runs on ``device`` for a run of ``planned_steps`` training steps (None: unknown,
-    i.e. short): ``"compile"`` on CUDA, and on a CPU from :data:`CPU_COMPILE_MIN_STEPS` planned steps on, where
-    :func:`compile_available`; else ``"eager"``."""
+    i.e. short): ``"compile"`` on CUDA, and on a CPU where :func:`compile_available`, when the compiled gate is
+    already ``cached`` (:func:`compiled_gate_cached`) or from :data:`CPU_COMPILE_MIN_STEPS` planned steps on;
+    else ``"eager"``."""
     device = torch.device(device)
-    if device.type == "cpu" and (planned_steps is None or planned_steps < CPU_COMPILE_MIN_STEPS):
+    long_enough = planned_steps is not None and planned_steps >= CPU_COMPILE_MIN_STEPS
+    if device.type == "cpu" and not (cached or long_enough):
         return "eager"
     return "compile" if compile_available(device) else "eager"
 

@@ -17,7 +17,7 @@ import torch
 
 from ..lif import LIF
 from .factors import PromptFactors, factor_param_count
-from .fused import LIF_BACKENDS, auto_backend, fused_lorsp_prompt
+from .fused import LIF_BACKENDS, auto_backend, compiled_gate_cached, fused_lorsp_prompt
 from .registry import Prompter, prompt_sparsity, register_prompter
 
 __all__ = ["LowRankPrompter", "LoRSPPrompter", "LPFPrompter", "TopKPrompter", "DropoutPrompter",
@@ -91,13 +91,14 @@ class LoRSPPrompter(LowRankPrompter):
     float rounding, gradients to 1e-5); ``fused=False`` runs the reference path (:meth:`gate` through
     :class:`lorsp.LIF`, every step recorded by autograd). :meth:`explain` always uses the reference path.
 
-    ``backend`` (fused only): ``"eager"`` runs the fused loop as PyTorch operations; ``"compile"`` has
-    ``torch.compile`` fuse the G-step loop into a few kernels (much faster, but the first call of each new
-    batch shape compiles, tens of seconds on CPU, cached between processes); ``"auto"`` (default) compiles on
-    CUDA, and on a CPU when the run is planned (:meth:`plan_run`) to take at least
-    :data:`~lorsp.prompters.fused.CPU_COMPILE_MIN_STEPS` steps, which repays the compiling; it falls back to
-    ``"eager"`` with a warning if compiling fails, and runs ``"eager"`` otherwise (short runs, the tests, the
-    smoke book). Benchmarks: ``benchmarks/README.md``.
+    ``backend`` (fused only): ``"eager"`` runs the fused loop as PyTorch operations; ``"compile"`` runs it as
+    two kernels fused by inductor (much faster; on a CPU they are built once per configuration, a minute or
+    more each, and kept on disk, where every later run and process loads them in milliseconds:
+    :mod:`lorsp.prompters.aot`); ``"auto"`` (default) compiles on CUDA, and on a CPU when this configuration's
+    kernels are already built (:func:`~lorsp.prompters.fused.compiled_gate_cached`) or the run is planned
+    (:meth:`plan_run`) to take at least :data:`~lorsp.prompters.fused.CPU_COMPILE_MIN_STEPS` steps, which repays
+    building them; it falls back to ``"eager"`` with a warning if compiling fails, and runs ``"eager"``
+    otherwise (short runs on a fresh machine, the tests, the smoke book). Benchmarks: ``benchmarks/README.md``.
     """
 
     def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
@@ -115,6 +116,7 @@ class LoRSPPrompter(LowRankPrompter):
                              "shared_basis=False")
         self.backend = backend
         self.planned_steps: int | None = None
+        self._gate_cached: bool | None = None
 
     def plan_run(self, steps: int | None) -> None:
         """Say how many training steps the run will take (the trainer and ``lorsp bench`` do): ``backend="auto"``
@@ -122,12 +124,20 @@ class LoRSPPrompter(LowRankPrompter):
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
             raise ValueError(f"steps must be None or an integer >= 0, got {steps!r}")
         self.planned_steps = steps
+        self._gate_cached = None  # looked up again for the new run (lif_backend)
 
     def lif_backend(self, device) -> str:
         """The fused backend that runs on ``device``: ``backend``, with ``"auto"`` resolved (see the class)."""
         if self.backend != "auto":
             return self.backend
-        return auto_backend(device, self.planned_steps) if self.factors.shared_basis else "eager"
+        if not self.factors.shared_basis:
+            return "eager"
+        if torch.device(device).type != "cpu":
+            return auto_backend(device, self.planned_steps)
+        if self._gate_cached is None:  # once per run (plan_run): a run does not switch backends midway
+            self._gate_cached = compiled_gate_cached(self.factors.groups, self.factors.rank, self.channels,
+                                                     *self.image_size)
+        return auto_backend(device, self.planned_steps, self._gate_cached)
 
     def gate(self, factors: torch.Tensor, return_trace: bool = False):
         """Eqs. 6–9 on precomputed factors ``[G, N, C, H, W]``: returns δ (and the LIF trace)."""

@@ -1,0 +1,107 @@
+"""Compiled kernels kept on disk as ahead-of-time packages (torch.export + AOTInductor), for a CPU.
+
+``torch.compile`` keeps its kernels in a cache between processes too, but a process that finds them there still
+traces the Python function and loads the graph again: about 16 s at the desk shape
+(``benchmarks/cpu-compile-cache-64.json``), which a 24-step benchmark or a short run never repays. A package
+built once by ``torch.export.export`` and ``torch._inductor.aoti_compile_and_package`` loads in milliseconds
+(``torch._inductor.aoti_load_package``), so from then on every run and process of that configuration runs the
+compiled kernels from its first step.
+
+This module knows nothing of the LIF: :func:`load_or_build` takes a pure tensor function (no autograd), example
+inputs, which of their dimensions is the batch (exported as a dynamic dimension, so that one package serves
+every batch size), and the package's path; :func:`package_key` names a package by what it was built for, plus
+torch's version and the CPU's vector instruction set (a package built for AVX-512 must not load on a CPU
+without it). :mod:`lorsp.prompters.fused` uses it for LoRSP's gate (:func:`~lorsp.prompters.fused.
+compiled_gate_cached`).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = ["package_key", "load_or_build", "is_built", "vector_isa"]
+
+#: packages loaded in this process, by path
+_LOADED: dict[str, Callable] = {}
+
+
+@functools.lru_cache(maxsize=None)
+def vector_isa() -> str:
+    """The CPU vector instruction set inductor builds for here (``avx512``, ``avx2``, ... or ``none``)."""
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+        return str(pick_vec_isa()) or "none"
+    except Exception:  # noqa: BLE001 - an inductor without this helper: name the machine instead
+        return platform.machine() or "unknown"
+
+
+def package_key(name: str, **built_for) -> str:
+    """``<name>-<hash>``: the file name of the package of ``name`` built for ``built_for`` (ints, strings,
+    dtypes), this torch, this Python and this CPU's vector instruction set."""
+    described = {key: str(value) for key, value in sorted(built_for.items())}
+    described.update(torch=torch.__version__, python=f"{sys.version_info[0]}.{sys.version_info[1]}",
+                     isa=vector_isa())
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{name}-{digest}"
+
+
+def _path(folder, key: str) -> Path:
+    return Path(folder) / f"{key}.pt2"
+
+
+def is_built(folder, key: str) -> bool:
+    """Whether the package ``key`` exists in ``folder`` (loading it costs milliseconds)."""
+    return _path(folder, key).is_file()
+
+
+class _Exported(torch.nn.Module):
+    """A pure tensor function as the module ``torch.export`` wants."""
+
+    def __init__(self, function: Callable):
+        super().__init__()
+        self.function = function
+
+    def forward(self, *inputs):
+        return self.function(*inputs)
+
+
+def _build(function: Callable, inputs: Sequence[torch.Tensor], batch_inputs: Sequence[int], path: Path) -> None:
+    """Export ``function`` at ``inputs`` with dimension 0 of the inputs ``batch_inputs`` dynamic, compile it
+    with AOTInductor and write the package to ``path`` (atomically: a crash leaves no half-written package,
+    and two processes building the same one each write a whole one)."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    dynamic = tuple({0: batch} if index in batch_inputs else None for index in range(len(inputs)))
+    exported = torch.export.export(_Exported(function), tuple(inputs), dynamic_shapes=(dynamic,))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f"{path.stem}.partial-", suffix=".pt2", dir=path.parent)
+    os.close(handle)
+    try:
+        torch._inductor.aoti_compile_and_package(exported, package_path=partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def load_or_build(function: Callable, inputs: Sequence[torch.Tensor], batch_inputs: Sequence[int], folder,
+                  key: str) -> Callable:
+    """The compiled ``function`` as a callable on tensors like ``inputs``: the package ``key`` in ``folder``,
+    loaded (milliseconds), or first built there (a minute or more on a CPU: torch.export, then a C++ compile).
+    ``batch_inputs``: the indices of the inputs whose dimension 0 is the batch, which may differ between
+    calls. Inputs must be contiguous."""
+    path = _path(folder, key)
+    loaded = _LOADED.get(str(path))
+    if loaded is None:
+        if not path.is_file():
+            _build(function, inputs, batch_inputs, path)
+        loaded = _LOADED[str(path)] = torch._inductor.aoti_load_package(str(path))
+    return loaded

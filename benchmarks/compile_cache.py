@@ -1,6 +1,7 @@
-"""What compiling LoRSP's LIF gate costs on this machine, first with an empty inductor cache and then again in a
-new process with the cache the first one left (``lorsp.prompters.fused.use_persistent_compile_cache``), against
-what it saves per training step; the break-even run lengths behind ``CPU_COMPILE_MIN_STEPS``.
+"""What compiling LoRSP's LIF gate costs on this machine, first with an empty cache and then again in a new
+process with the cache the first one left, against what it saves per training step; the break-even run lengths
+behind ``CPU_COMPILE_MIN_STEPS``. On a CPU the compiled gate is a pair of AOTInductor packages
+(``lorsp.prompters.aot``): the first process builds them, the second loads them.
 
     python benchmarks/compile_cache.py --batch-size 32 --image-size 128 --output benchmarks/cpu-compile-cache-128.json
 
@@ -59,6 +60,11 @@ def _run_child(cache: str, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _commit() -> str | None:
+    from lorsp.results import git_commit
+    return git_commit(ROOT)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -82,7 +88,8 @@ def main() -> int:
               "break_even_steps_cold": compile_ms["cold"] / saved_ms if saved_ms > 0 else None,
               "break_even_steps_cached": compile_ms["cached"] / saved_ms if saved_ms > 0 else None,
               "meta": {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "loadavg": list(os.getloadavg()), "cpu_count": os.cpu_count()}}
+                       "loadavg": list(os.getloadavg()), "cpu_count": os.cpu_count(),
+                       "git_commit": _commit(), "compiled_on_cpu": "AOTInductor packages (lorsp.prompters.aot)"}}
     print(json.dumps(result, indent=1))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=1) + "\n")

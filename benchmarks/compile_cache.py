@@ -53,7 +53,8 @@ def _child(batch: int, size: int, steps: int) -> dict:
 
 
 def _run_child(cache: str, args) -> dict:
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, LORSP_AOT_CACHE=os.path.join(cache, "aot"),
+               PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, __file__, "--child", "--batch-size", str(args.batch_size), "--image-size",
                           str(args.image_size), "--steps", str(args.steps)], env=env, capture_output=True, text=True,
                          check=True)

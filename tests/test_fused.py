@@ -147,7 +147,7 @@ def aot_cache(tmp_path_factory):
     """A compile cache of this module's own (its packages are built once, for all its compiled tests)."""
     with pytest.MonkeyPatch.context() as patch:
         folder = tmp_path_factory.mktemp("inductor")
-        patch.setenv("TORCHINDUCTOR_CACHE_DIR", str(folder))
+        patch.setenv("LORSP_AOT_CACHE", str(folder / "aot"))
         yield folder
 
 
@@ -194,7 +194,7 @@ def test_auto_loads_a_cached_gate_whatever_the_runs_length(aot_cache, monkeypatc
 
 
 def test_backend_option_is_checked_and_resolved(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # nothing compiled yet
+    monkeypatch.setenv("LORSP_AOT_CACHE", str(tmp_path))  # nothing compiled yet
     with pytest.raises(ValueError, match="backend must be one of auto, eager, compile; got 'triton'"):
         LoRSPPrompter(image_size=8, backend="triton")
     with pytest.raises(ValueError, match="shared basis"):
@@ -209,7 +209,7 @@ def test_backend_option_is_checked_and_resolved(monkeypatch, tmp_path):
 def test_auto_compiles_on_a_cpu_only_for_runs_planned_long_enough(monkeypatch, tmp_path):
     from lorsp.prompters import fused
 
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # nothing compiled yet
+    monkeypatch.setenv("LORSP_AOT_CACHE", str(tmp_path))  # nothing compiled yet
     monkeypatch.setattr(fused, "_COMPILE_FAILED", False)
     monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/" + name)  # a C++ compiler is there
     auto = LoRSPPrompter(image_size=8)
@@ -227,6 +227,10 @@ def test_auto_compiles_on_a_cpu_only_for_runs_planned_long_enough(monkeypatch, t
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "/home/reader/.cache")
     assert fused.compile_cache_dir() == "/home/reader/.cache/lorsp/inductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/torchinductor_root")  # as inductor sets it itself
+    assert fused.aot_package_dir() == str(tmp_path)
+    monkeypatch.delenv("LORSP_AOT_CACHE")
+    assert fused.aot_package_dir() == "/home/reader/.cache/lorsp/aot"
 
 
 def test_the_trainer_plans_the_whole_run(monkeypatch):

@@ -433,10 +433,17 @@ def _package_key(kind, groups, rank, channels, height, width, dtype) -> str:
 
 
 def aot_package_dir() -> str:
-    """Where the CPU's compiled LIF gates are kept: ``aot/`` in :func:`compile_cache_dir`."""
+    """Where the CPU's compiled LIF gates are kept: ``$LORSP_AOT_CACHE`` when set, else
+    ``$XDG_CACHE_HOME/lorsp/aot`` (``~/.cache/lorsp/aot``), which outlives ``/tmp``. Not inductor's
+    ``$TORCHINDUCTOR_CACHE_DIR``: inductor sets that variable itself (to ``/tmp/torchinductor_<user>``) the first
+    time any of its code runs in a process, so it cannot tell whether a user chose it."""
     import os
 
-    return os.path.join(compile_cache_dir(), "aot")
+    configured = os.environ.get("LORSP_AOT_CACHE")
+    if configured:
+        return configured
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lorsp", "aot")
 
 
 def compiled_gate_cached(groups: int, rank: int, channels: int, height: int, width: int,
@@ -449,7 +456,8 @@ def compiled_gate_cached(groups: int, rank: int, channels: int, height: int, wid
 
 
 def compile_cache_dir() -> str:
-    """Where inductor keeps its compiled kernels between processes: ``$TORCHINDUCTOR_CACHE_DIR`` when set, else
+    """Where ``torch.compile`` (CUDA) keeps its compiled kernels between processes (the CPU's packages are in
+    :func:`aot_package_dir`): ``$TORCHINDUCTOR_CACHE_DIR`` when set, else
     ``$XDG_CACHE_HOME/lorsp/inductor`` (``~/.cache/lorsp/inductor``), which outlives ``/tmp``."""
     import os
 

@@ -230,7 +230,7 @@ SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh"
 def _session(tmp_path, *parts, **env):
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                    "SMOKE": "1", "DEVICE": "cpu", "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path),
-                   "BACKBONES": "mobilenetv2", **env}
+                   "BACKBONES": "mobilenetv2", "LORSP_AOT_CACHE": str(tmp_path / "aot"), **env}
     return subprocess.run(["bash", str(SESSION), *parts], env=environment, capture_output=True, text=True,
                           timeout=1200)
 

@@ -53,3 +53,21 @@ def test_committed_desk_records_are_reproduced():
     assert not problems, "\n".join(problems)
     if any(replayable(json.loads(p.read_text())) for p in COMMITTED):
         assert replayed
+
+
+def test_the_replay_runs_the_gate_backend_the_record_was_trained_with(monkeypatch):
+    """A LoRSP record trained by the eager gate is replayed eagerly even where ``backend="auto"`` would load a
+    built compiled gate; an explicit backend in the record's options stays."""
+    from lorsp.experiments import staleness
+
+    seen = []
+    monkeypatch.setattr("lorsp.train.train", lambda config, **kwargs: seen.append(config.prompter_kwargs))
+    record = {"config": {"dataset": "synthetic", "method": "lorsp", "prompter_kwargs": {"groups": 2}},
+              "lif_backend": "eager", "loss_trace": [1.0]}
+    staleness.replay_losses(record, steps=1)
+    record["config"]["prompter_kwargs"] = {"backend": "compile"}
+    staleness.replay_losses(record, steps=1)
+    del record["lif_backend"]
+    record["config"]["method"], record["config"]["prompter_kwargs"] = "lorvp", {}
+    staleness.replay_losses(record, steps=1)
+    assert seen == [{"groups": 2, "backend": "eager"}, {"backend": "compile"}, {}]

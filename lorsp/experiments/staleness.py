@@ -39,6 +39,7 @@ def replay_losses(record: dict, steps: int, data_root=None) -> list[float]:
     config = TrainConfig.from_dict(dict(record["config"]))
     config = dataclasses.replace(config, output=None, resume=False, results_dir=None, device="cpu",
                                  deterministic=True, max_steps=steps, fault_injection=None,
+                                 prompter_kwargs=_same_lif_backend(record, config.prompter_kwargs),
                                  data_root=data_root if data_root is not None else config.data_root)
     losses: list[float] = []
 
@@ -52,6 +53,16 @@ def replay_losses(record: dict, steps: int, data_root=None) -> list[float]:
     except _Enough:
         pass
     return losses
+
+
+def _same_lif_backend(record: dict, prompter_kwargs: dict) -> dict:
+    """``prompter_kwargs`` with LoRSP's fused gate pinned to the backend the record was trained with
+    (``lif_backend``): ``backend="auto"`` may pick the compiled gate on a machine where it is built, and the
+    replay must compute as the run did, not as this machine would choose."""
+    backend = record.get("lif_backend")
+    if backend is None or "backend" in prompter_kwargs:
+        return prompter_kwargs
+    return {**prompter_kwargs, "backend": backend}
 
 
 def compare_trace(record: dict, losses: list[float], rtol: float = RTOL) -> str | None:

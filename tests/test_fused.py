@@ -2,6 +2,8 @@
 import functools
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -191,6 +193,22 @@ def test_auto_loads_a_cached_gate_whatever_the_runs_length(aot_cache, monkeypatc
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(cached.prompt(x), eager.prompt(x), atol=1e-6, rtol=1e-6)
     assert len(aot._LOADED) == 1  # the forward's package, loaded
+
+
+def test_asking_whether_a_gate_is_built_imports_no_compiler():
+    """``backend="auto"`` looks the compiled gate up before every run; doing so must not import inductor, whose
+    import logs a CUDA warning into the output of every notebook that trains LoRSP on a CPU."""
+    code = ("import sys, torch\n"
+            "from lorsp.prompters import build_prompter\n"
+            "prompter = build_prompter('lorsp', image_size=16)\n"
+            "prompter.plan_run(24)\n"
+            "assert prompter.lif_backend('cpu') == 'eager'\n"
+            "prompter(torch.rand(2, 3, 16, 16))\n"
+            "print(sorted(m for m in ('torch._inductor', 'torch.utils.cpp_extension') if m in sys.modules))\n")
+    env = {**os.environ, "LORSP_AOT_CACHE": "/nonexistent/lorsp-aot"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]" and "No CUDA runtime" not in done.stderr
 
 
 def test_backend_option_is_checked_and_resolved(monkeypatch, tmp_path):

@@ -28,6 +28,8 @@ SLIDER_CHAPTERS = ("lif_dynamics", "prompt_factorisation")
 # Python reprs that leak when a cell ends with a matplotlib or widget call instead of a figure or a table
 STRAY_REPRS = re.compile(r"<matplotlib\.|\bText\(|<Figure size|\bLine2D\(|<Axes:|\bAxesSubplot\b|<AxesSubplot|"
                          r"\bVBox\(|\bHBox\(|\binteractive\(children|\bSliderExplorer\(|<IPython\.core")
+# a library's log line (torch's glog format: ``W1202 05:59:47.589000 25568 file.py:183] ...``) in a cell output
+LOG_LINES = re.compile(r"\b[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +85,21 @@ def test_no_cell_output_is_a_stray_repr(html):
             for match in STRAY_REPRS.finditer(text):
                 found.setdefault(str(page.relative_to(html)), []).append(text[max(0, match.start() - 40):match.end() + 60])
     assert not found, "Python reprs shown as cell outputs:\n" + "\n".join(f"{p}: {hits[:3]}" for p, hits in found.items())
+
+
+def test_no_cell_output_is_a_library_log_line(html):
+    """A library that logs on import (torch's inductor: "No CUDA runtime is found") writes into the output of
+    the cell that first imports it; a reader should see the chapter's results, not the machine's logs."""
+    from bs4 import BeautifulSoup
+
+    found = {}
+    for page in _pages(html):
+        soup = BeautifulSoup(page.read_text(encoding="utf8"), "html.parser")
+        for output in soup.select("div.cell_output"):
+            text = output.get_text(" ")
+            for match in LOG_LINES.finditer(text):
+                found.setdefault(str(page.relative_to(html)), []).append(text[match.start():match.end() + 80])
+    assert not found, "log lines shown as cell outputs:\n" + "\n".join(f"{p}: {hits[:2]}" for p, hits in found.items())
 
 
 @pytest.mark.parametrize("chapter", SLIDER_CHAPTERS)

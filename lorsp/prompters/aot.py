@@ -36,11 +36,13 @@ _LOADED: dict[str, Callable] = {}
 
 @functools.lru_cache(maxsize=None)
 def vector_isa() -> str:
-    """The CPU vector instruction set inductor builds for here (``avx512``, ``avx2``, ... or ``none``)."""
+    """The CPU's vector instruction set as torch dispatches to it here (``AVX512``, ``AVX2``, ``DEFAULT``, ...;
+    ``torch.backends.cpu.get_cpu_capability``), the level inductor's CPU kernels are built for. Asked of ATen
+    rather than of inductor, whose import would log a CUDA warning into every notebook that asks whether a gate
+    is built."""
     try:
-        from torch._inductor.cpu_vec_isa import pick_vec_isa
-        return str(pick_vec_isa()) or "none"
-    except Exception:  # noqa: BLE001 - an inductor without this helper: name the machine instead
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):  # an older torch: name the machine instead
         return platform.machine() or "unknown"
 
 

@@ -72,9 +72,8 @@ def test_no_page_shows_a_machine_path(html):
         f"{page}: {hits[:3]}" for page, hits in found.items())
 
 
-def test_no_cell_output_is_a_stray_repr(html):
-    """A cell that ends in `ax.set_title(...)` or a widget shows its return value (`Text(0.5, 1.0, '...')`);
-    the book shows figures and tables, never such reprs."""
+def _cell_outputs_matching(html: Path, pattern: re.Pattern) -> dict[str, list[str]]:
+    """Page → the cell-output snippets around each match of ``pattern``, over every built page."""
     from bs4 import BeautifulSoup
 
     found = {}
@@ -82,23 +81,23 @@ def test_no_cell_output_is_a_stray_repr(html):
         soup = BeautifulSoup(page.read_text(encoding="utf8"), "html.parser")
         for output in soup.select("div.cell_output"):
             text = output.get_text(" ")
-            for match in STRAY_REPRS.finditer(text):
-                found.setdefault(str(page.relative_to(html)), []).append(text[max(0, match.start() - 40):match.end() + 60])
+            for match in pattern.finditer(text):
+                found.setdefault(str(page.relative_to(html)), []).append(
+                    text[max(0, match.start() - 40):match.end() + 80])
+    return found
+
+
+def test_no_cell_output_is_a_stray_repr(html):
+    """A cell that ends in `ax.set_title(...)` or a widget shows its return value (`Text(0.5, 1.0, '...')`);
+    the book shows figures and tables, never such reprs."""
+    found = _cell_outputs_matching(html, STRAY_REPRS)
     assert not found, "Python reprs shown as cell outputs:\n" + "\n".join(f"{p}: {hits[:3]}" for p, hits in found.items())
 
 
 def test_no_cell_output_is_a_library_log_line(html):
     """A library that logs on import (torch's inductor: "No CUDA runtime is found") writes into the output of
     the cell that first imports it; a reader should see the chapter's results, not the machine's logs."""
-    from bs4 import BeautifulSoup
-
-    found = {}
-    for page in _pages(html):
-        soup = BeautifulSoup(page.read_text(encoding="utf8"), "html.parser")
-        for output in soup.select("div.cell_output"):
-            text = output.get_text(" ")
-            for match in LOG_LINES.finditer(text):
-                found.setdefault(str(page.relative_to(html)), []).append(text[match.start():match.end() + 80])
+    found = _cell_outputs_matching(html, LOG_LINES)
     assert not found, "log lines shown as cell outputs:\n" + "\n".join(f"{p}: {hits[:2]}" for p, hits in found.items())
 
 

@@ -439,11 +439,7 @@ def aot_package_dir() -> str:
     time any of its code runs in a process, so it cannot tell whether a user chose it."""
     import os
 
-    configured = os.environ.get("LORSP_AOT_CACHE")
-    if configured:
-        return configured
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "lorsp", "aot")
+    return os.environ.get("LORSP_AOT_CACHE") or _user_cache_dir("aot")
 
 
 def compiled_gate_cached(groups: int, rank: int, channels: int, height: int, width: int,
@@ -461,11 +457,15 @@ def compile_cache_dir() -> str:
     ``$XDG_CACHE_HOME/lorsp/inductor`` (``~/.cache/lorsp/inductor``), which outlives ``/tmp``."""
     import os
 
-    configured = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if configured:
-        return configured
+    return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or _user_cache_dir("inductor")
+
+
+def _user_cache_dir(name: str) -> str:
+    """``$XDG_CACHE_HOME/lorsp/<name>`` (``~/.cache/lorsp/<name>``): lorsp's folders that outlive ``/tmp``."""
+    import os
+
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "lorsp", "inductor")
+    return os.path.join(base, "lorsp", name)
 
 
 def use_persistent_compile_cache() -> str:

@@ -7,6 +7,7 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from lorsp import experiments as ex
@@ -234,9 +235,24 @@ def test_training_curves_and_resolution_cost_from_records(tmp_path):
     assert set(curves["label"]) == {"LP", "LoRSP"} and sorted(curves["epoch"].unique()) == [1, 2, 3]
     flat = ex.flattening(curves)
     assert flat["last epoch's share of the drop"].iloc[0] == pytest.approx(0.05 / 0.85)
+    assert flat["flattened"].tolist() == ["yes", "yes"]   # 6% of the drop, under FLATTENED_BELOW
+    assert ex.flattening_sentence(flat, "desk").startswith("At `desk` the training loss has flattened")
     cost = ex.resolution_cost("backbones", "desk", folder)
     assert cost["dataset"].tolist() == ["cifar10"] and cost["seeds"].tolist() == [3]
     assert cost["paired difference (pp)"].iloc[0].startswith("+20.00")
+
+
+def test_flattening_says_which_curves_have_not_flattened_with_their_share():
+    curves = pd.DataFrame([dict(label=label, dataset="cifar10", seed=seed, epoch=epoch, train_loss=loss)
+                           for label, losses in (("LP", (1.8, 1.2, 0.8)), ("LoRSP", (1.8, 1.0, 0.95)))
+                           for seed in (0, 1) for epoch, loss in zip((1, 2, 3), losses)])
+    flat = ex.flattening(curves).set_index("label")
+    assert flat.loc["LP", "last epoch's share of the drop"] == pytest.approx(0.4)
+    assert flat["flattened"].to_dict() == {"LP": "no", "LoRSP": "yes"}
+    sentence = ex.flattening_sentence(flat.reset_index(), "desk")
+    assert "**not flattened**" in sentence and "40% (LP, cifar10)" in sentence
+    assert "flattened (6% (LoRSP, cifar10))" in sentence
+    assert ex.flattening_sentence(ex.flattening(curves.iloc[:0]), "desk") == ""
 
 
 def test_chapter_hours_sum_the_records_wall_time_beside_the_plan(tmp_path):

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 from .claims import (LEVEL, MARGIN_PP, PAIR_ON, Claim, chapter_claims, claim_pairs, claims, closing_paragraph,
                      paired_values, rule_description)
-from .evidence import (HEADLINE_SCALES, Evidence, committed_status, flattening, headline_evidence,
-                       prompt_lr_deviation, resolution_cost, training_curves)
+from .evidence import (FLATTENED_BELOW, HEADLINE_SCALES, Evidence, committed_status, flattening, flattening_sentence,
+                       headline_evidence, prompt_lr_deviation, resolution_cost, training_curves)
 from .dissection import (DISSECTION_SCALES, DissectedPrompt, DissectionSearch, DissectionSubject,
                          dissection_candidates, dissection_images, dissection_subject, find_dissection_record,
                          load_dissected_prompt, measured_sentences, prompt_measurements)
@@ -71,7 +71,7 @@ __all__ = [
     "TRANSFORMER_BACKBONES", "EVP_PAD_AT_224", "MARGIN_PP", "LEVEL", "PAIR_ON", "paired_values", "rule_description", "failed_runs",
     "usable_rows", "describe_failed", "instance_variation", "varying_share", "shown_path",
     "HEADLINE_SCALES", "Evidence", "committed_status", "headline_evidence", "training_curves", "resolution_cost",
-    "flattening", "LP_224_LABEL", "prompt_lr_deviation", "deviation_label", "DEVIATION_LABELS",
+    "flattening", "flattening_sentence", "FLATTENED_BELOW", "LP_224_LABEL", "prompt_lr_deviation", "deviation_label", "DEVIATION_LABELS",
     "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS", "DESK_PROMPT_LR",
     "desk_missing", "desk_setup", "replay_losses", "stale_records",
     "DISSECTION_SCALES", "DissectedPrompt", "DissectionSearch", "dissection_candidates", "dissection_images",

@@ -4,12 +4,14 @@ A chapter's headline table, figures and verdicts come from the **largest scale w
 complete** (``results/<scale>/``, or ``$LORSP_RESULTS/<scale>/``: ``paper``, then ``mini``, then ``desk``); when none is complete they come
 from the runs the chapter trains now (``smoke`` in CI), and the chapter says how many records of each
 larger scale exist (:func:`headline_evidence`). Beside them: the training loss per epoch of LP and LoRSP
-(:func:`training_curves`: is training long enough to flatten?), LP at the scale's resolution beside LP
+(:func:`training_curves`, :func:`flattening` and :func:`flattening_sentence`: is training long enough
+to flatten?), LP at the scale's resolution beside LP
 with cached features at 224 px on the same images (:func:`resolution_cost`: what the lower resolution costs),
 and the labelled deviation of a larger prompt learning rate (:func:`prompt_lr_deviation`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -182,21 +184,48 @@ def _fmt(values: pd.Series) -> str:
     return f"{values.mean():.2f}"
 
 
+#: [ours] the training loss counts as flattened when its last epoch lowers it by less than this share of the
+#: whole drop from the first epoch's mean to the last (:func:`flattening`)
+FLATTENED_BELOW = 0.2
+_FLATTENING_COLUMNS = ["label", "dataset", "first epoch loss", "last epoch loss", "last epoch's share of the drop",
+                       "flattened"]
+
+
 def flattening(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per label and dataset: the mean training loss at the first and the last epoch and the drop over the
-    last epoch as a share of the whole drop (small: the loss has flattened)."""
-    if curves.empty:
-        return pd.DataFrame(columns=["label", "dataset", "first epoch loss", "last epoch loss",
-                                     "last epoch's share of the drop"])
+    """Per label and dataset: the mean training loss at the first and the last epoch, the drop over the
+    last epoch as a share of the whole drop, and whether that share is under :data:`FLATTENED_BELOW`
+    (``flattened``: "yes", "no", or "—" when there is no drop to share)."""
     out = []
-    for (label, dataset), part in curves.groupby(["label", "dataset"], sort=False):
+    for (label, dataset), part in curves.groupby(["label", "dataset"], sort=False) if not curves.empty else ():
         mean = part.groupby("epoch")["train_loss"].mean().sort_index()
         first, last = float(mean.iloc[0]), float(mean.iloc[-1])
         whole = first - last
         share = (float(mean.iloc[-2]) - last) / whole if len(mean) > 1 and whole > 0 else float("nan")
+        flattened = "—" if math.isnan(share) else ("yes" if share < FLATTENED_BELOW else "no")
         out.append({"label": label, "dataset": dataset, "first epoch loss": first, "last epoch loss": last,
-                    "last epoch's share of the drop": share})
-    return pd.DataFrame(out)
+                    "last epoch's share of the drop": share, "flattened": flattened})
+    return pd.DataFrame(out, columns=_FLATTENING_COLUMNS)
+
+
+def flattening_sentence(table: pd.DataFrame, scale: str) -> str:
+    """What :func:`flattening`'s ``table`` says, in words: which curves have flattened at ``scale`` and which
+    have not, each with its last epoch's share of the drop (empty when the table is)."""
+    def listed(rows):
+        return ", ".join(f"{row[_FLATTENING_COLUMNS[4]]:.0%} ({row['label']}, {row['dataset']})"
+                         for _, row in rows.iterrows())
+    if table.empty:
+        return ""
+    criterion = f"(we count a curve as flattened when that share is under {FLATTENED_BELOW:.0%})"
+    flat, steep = table[table["flattened"] == "yes"], table[table["flattened"] == "no"]
+    if steep.empty and not flat.empty:
+        return (f"At `{scale}` the training loss has flattened: its last epoch brings this share of the whole "
+                f"drop: {listed(flat)} {criterion}.")
+    sentence = (f"At `{scale}` the training loss has **not flattened**: its last epoch still brings this share of "
+                f"the whole drop: {listed(steep)} {criterion}. The accuracies and verdicts on this page are those of this "
+                f"training length; longer training may change them.")
+    if not flat.empty:
+        sentence += f" The others have flattened ({listed(flat)})."
+    return sentence
 
 
 # ----------------------------------------------------------------------------------------------------

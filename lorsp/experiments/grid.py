@@ -71,73 +71,100 @@ def grid(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None
     LP in the backbones and downstream chapters).
     """
     setup = setup or scale_setup(scale, require_data=False)  # listing runs needs no data
-    runs: list[dict[str, Any]] = []
-    if chapter == "sparsifiers":
-        backbones = setup.backbones if setup.scale != "paper" else ("vit_b32", "resnet50")
-        dataset = setup.table2_datasets[0]
-        for backbone in backbones:
-            for seed in setup.seeds:
-                for ratio in setup.sparsifier_ratios or SPARSIFIER_RATIOS:
-                    for label in ("Top-k", "Dropout"):
-                        runs.append(_run(setup, chapter, label, dataset, backbone, seed, keep_ratio=ratio,
-                                         tags=dict(keep_ratio=ratio)))
-                for label in ("LPF", "LoRSP"):
-                    runs.append(_run(setup, chapter, label, dataset, backbone, seed))
-    elif chapter == "backbones":
-        for dataset in setup.table2_datasets:
-            for backbone in setup.backbones:
-                for seed in setup.headline_seeds or setup.seeds:
-                    for label in ("LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP"):
-                        runs.append(_run(setup, chapter, label, dataset, backbone, seed))
-                    if setup.reference_224 and seed in setup.seeds:
-                        runs.append(_reference_224(setup, chapter, dataset, backbone, seed))
-                    if setup.deviation_prompt_lr and seed in setup.seeds:
-                        runs += [_deviation_prompt_lr(setup, chapter, label, dataset, backbone, seed)
-                                 for label in DEVIATION_LABELS]
-    elif chapter == "downstream":
-        backbone = "vit_b32" if setup.scale == "paper" else setup.backbones[0]
-        for dataset in setup.table3_datasets:
-            for seed in setup.seeds:
-                for label in ("LP", "VPT", "AutoVP", "LoR-VP", "LoRSP"):
-                    if not_applicable(label, backbone):
-                        continue
-                    runs.append(_run(setup, chapter, label, dataset, backbone, seed))
-                if setup.reference_224:
-                    runs.append(_reference_224(setup, chapter, dataset, backbone, seed))
-    elif chapter == "ood":
-        backbone = "vit_b32" if setup.scale == "paper" else setup.backbones[0]
-        for seed in setup.seeds:
-            for label in ("LP", "EVP", "LoR-VP", "LoRSP"):
-                factors = OOD_FACTORS if label == "LoRSP" else None
-                runs.append(_run(setup, chapter, label, setup.ood_source, backbone, seed, factors=factors,
-                                 tags=dict(eval_on=list(setup.ood_targets))))
-    elif chapter == "hyperparameters":
-        dataset = setup.table2_datasets[0]
-        by_key: dict[str, dict[str, Any]] = {}
-        for backbone in setup.hyper_backbones:
-            for seed in setup.hyper_seeds:
-                sweep = dict(groups=GROUPS_SWEEP, rank=RANK_SWEEP, tau=TAU_SWEEP, v_threshold=V_THRESHOLD_SWEEP)
-                sweep.update(setup.sweep_points or {})
-                points = ([("groups", dict(factors=dict(groups=g, rank=4))) for g in sweep["groups"]]
-                          + [("rank", dict(factors=dict(groups=4, rank=r))) for r in sweep["rank"]]
-                          + [("tau", dict(tau=t, v_threshold=0.0)) for t in sweep["tau"]]
-                          + [("v_threshold", dict(tau=4.0, v_threshold=v)) for v in sweep["v_threshold"]])
-                for sweep, kwargs in points:
-                    run = _run(setup, chapter, "LoRSP", dataset, backbone, seed, tags=dict(sweeps=[sweep]),
-                               **kwargs)
-                    key = run_key(run)
-                    if key in by_key:  # the default point (G=4, r=4, tau=4, V_th=0) is on every sweep
-                        by_key[key]["tags"]["sweeps"].append(sweep)
-                    else:
-                        by_key[key] = run
-        runs.extend(by_key.values())
-    elif chapter == "prompt_gallery":
-        for label in ("LoR-VP", "LoRSP"):
-            runs.append(_run(setup, chapter, label, setup.gallery_dataset, setup.gallery_backbone,
-                             setup.seeds[0]))
-    else:
+    if chapter not in _CHAPTER_RUNS:
         raise KeyError(f"unknown chapter {chapter!r}; expected one of {CHAPTERS}")
+    runs = _CHAPTER_RUNS[chapter](setup)
     return [run for run in runs if unavailable(_label_key(run)) is None]
+
+
+def _sparsifier_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
+    """Table VI: Top-k and Dropout at each keep ratio, then LPF and LoRSP, per backbone and seed."""
+    chapter, runs = "sparsifiers", []
+    backbones = setup.backbones if setup.scale != "paper" else ("vit_b32", "resnet50")
+    dataset = setup.table2_datasets[0]
+    for backbone in backbones:
+        for seed in setup.seeds:
+            for ratio in setup.sparsifier_ratios or SPARSIFIER_RATIOS:
+                for label in ("Top-k", "Dropout"):
+                    runs.append(_run(setup, chapter, label, dataset, backbone, seed, keep_ratio=ratio,
+                                     tags=dict(keep_ratio=ratio)))
+            for label in ("LPF", "LoRSP"):
+                runs.append(_run(setup, chapter, label, dataset, backbone, seed))
+    return runs
+
+
+def _backbone_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
+    """Tables II and V: the seven methods per dataset, backbone and headline seed, with LP at 224 px and the
+    labelled deviation on the scale's seeds."""
+    chapter, runs = "backbones", []
+    for dataset in setup.table2_datasets:
+        for backbone in setup.backbones:
+            for seed in setup.headline_seeds or setup.seeds:
+                for label in BACKBONE_ROWS:
+                    runs.append(_run(setup, chapter, label, dataset, backbone, seed))
+                if setup.reference_224 and seed in setup.seeds:
+                    runs.append(_reference_224(setup, chapter, dataset, backbone, seed))
+                if setup.deviation_prompt_lr and seed in setup.seeds:
+                    runs += [_deviation_prompt_lr(setup, chapter, label, dataset, backbone, seed)
+                             for label in DEVIATION_LABELS]
+    return runs
+
+
+def _downstream_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
+    """Table III: the downstream methods that apply to the backbone, per dataset and seed, with LP at 224 px."""
+    chapter, runs = "downstream", []
+    backbone = "vit_b32" if setup.scale == "paper" else setup.backbones[0]
+    for dataset in setup.table3_datasets:
+        for seed in setup.seeds:
+            runs += [_run(setup, chapter, label, dataset, backbone, seed)
+                     for label in DOWNSTREAM_ROWS if not not_applicable(label, backbone)]
+            if setup.reference_224:
+                runs.append(_reference_224(setup, chapter, dataset, backbone, seed))
+    return runs
+
+
+def _ood_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
+    """Table IV: the OOD methods trained on the source set (LoRSP at :data:`OOD_FACTORS`); each run's tags
+    carry ``eval_on``, the shifted test sets."""
+    backbone = "vit_b32" if setup.scale == "paper" else setup.backbones[0]
+    return [_run(setup, "ood", label, setup.ood_source, backbone, seed,
+                 factors=OOD_FACTORS if label == "LoRSP" else None, tags=dict(eval_on=list(setup.ood_targets)))
+            for seed in setup.seeds for label in OOD_ROWS]
+
+
+def _hyperparameter_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
+    """Figs. 3a and 4: LoRSP along each sweep (G, r, tau, V_th); the default point is one run whose
+    ``tags["sweeps"]`` lists every sweep it lies on."""
+    dataset = setup.table2_datasets[0]
+    sweep = dict(groups=GROUPS_SWEEP, rank=RANK_SWEEP, tau=TAU_SWEEP, v_threshold=V_THRESHOLD_SWEEP)
+    sweep.update(setup.sweep_points or {})
+    points = ([("groups", dict(factors=dict(groups=g, rank=4))) for g in sweep["groups"]]
+              + [("rank", dict(factors=dict(groups=4, rank=r))) for r in sweep["rank"]]
+              + [("tau", dict(tau=t, v_threshold=0.0)) for t in sweep["tau"]]
+              + [("v_threshold", dict(tau=4.0, v_threshold=v)) for v in sweep["v_threshold"]])
+    by_key: dict[str, dict[str, Any]] = {}
+    for backbone in setup.hyper_backbones:
+        for seed in setup.hyper_seeds:
+            for name, kwargs in points:
+                run = _run(setup, "hyperparameters", "LoRSP", dataset, backbone, seed, tags=dict(sweeps=[name]),
+                           **kwargs)
+                key = run_key(run)
+                if key in by_key:  # the default point (G=4, r=4, tau=4, V_th=0) is on every sweep
+                    by_key[key]["tags"]["sweeps"].append(name)
+                else:
+                    by_key[key] = run
+    return list(by_key.values())
+
+
+def _gallery_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
+    """Fig. 5: LoR-VP and LoRSP on the gallery dataset, first seed."""
+    return [_run(setup, "prompt_gallery", label, setup.gallery_dataset, setup.gallery_backbone, setup.seeds[0])
+            for label in ("LoR-VP", "LoRSP")]
+
+
+#: the builder of each chapter's runs (:func:`grid`)
+_CHAPTER_RUNS = {"sparsifiers": _sparsifier_runs, "backbones": _backbone_runs, "downstream": _downstream_runs,
+                 "ood": _ood_runs, "hyperparameters": _hyperparameter_runs, "prompt_gallery": _gallery_runs}
 
 
 #: the label of the reference runs: LP with features cached at 224 px on the same images as the scale's LP

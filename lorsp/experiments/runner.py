@@ -120,12 +120,9 @@ def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: b
     done = {run_key(run): _is_done(_record_path(results_dir, run)) for run in runs}
     todo = [key for key, finished in done.items() if not (resume and finished)]
     plan = {run_key(run): float(planned(run)) if planned else None for run in runs}
-    bar = None
-    if progress and train and todo and log is None:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(todo), desc=f"training ({len(done) - len(todo)} runs already done)", unit="run")
-    spent = planned_spent = 0.0
-    trained, left = 0, []
+    report = _GridProgress(todo, plan, log, bar=progress and train and bool(todo) and log is None,
+                           already_done=len(done) - len(todo))
+    left = []
     for run in runs:
         key = run_key(run)
         if key in seen:
@@ -133,36 +130,58 @@ def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: b
         elif resume and done[key]:
             record = _read_record(_record_path(results_dir, run))
         elif train:
-            elapsed = time.perf_counter() - started
-            over_time = max_seconds is not None and plan[key] is not None and elapsed + plan[key] > max_seconds
-            if over_time or (max_runs is not None and trained >= max_runs):
+            over_time = (max_seconds is not None and plan[key] is not None
+                         and time.perf_counter() - started + plan[key] > max_seconds)
+            if over_time or (max_runs is not None and report.trained >= max_runs):
                 left.append(key)
                 continue
             t0 = time.perf_counter()
             record = train_one(run, results_dir, work_dir=work_dir)
-            seconds = time.perf_counter() - t0
-            trained += 1
-            if bar is not None:
-                bar.update(1)
-            if log is not None:
-                spent += seconds
-                planned_spent += plan[key] or 0.0
-                rest = sum(plan[k] or 0.0 for k in todo[trained:] if k not in left)
-                pace = spent / planned_spent if planned_spent else 1.0
-                planned_text = f" (planned {_duration(plan[key])})" if plan[key] else ""
-                log(f"[{trained}/{len(todo)}] {key} {run.get('tags', {}).get('label', '')}: "
-                    f"{record.get('status', 'completed')}, accuracy {_pct(record.get('final_accuracy'))}, "
-                    f"{_duration(seconds)}{planned_text}; left about {_duration(rest * pace)}")
+            report.run_trained(run, key, record, time.perf_counter() - t0, left)
         else:
             continue
         seen[key] = record
         rows.append((run, record))
-    if bar is not None:
-        bar.close()
+    report.close()
     frame = records_frame(rows)
-    frame.attrs.update(trained=trained if train else 0, reused=len(done) - len(todo) if train else len(seen),
+    frame.attrs.update(trained=report.trained if train else 0,
+                       reused=len(done) - len(todo) if train else len(seen),
                        seconds=time.perf_counter() - started, left=left)
     return frame
+
+
+class _GridProgress:
+    """What :func:`run_grid` says while it trains: a tqdm bar over the runs (``bar``), or one ``log`` line per
+    trained run with its planned time and the time left (the plan of the runs still to train, scaled by how
+    long the runs so far took against their plan)."""
+
+    def __init__(self, todo: list[str], plan: dict, log=None, bar: bool = False, already_done: int = 0):
+        self.todo, self.plan, self.log = todo, plan, log
+        self.trained = 0
+        self.spent = self.planned_spent = 0.0
+        self.bar = None
+        if bar:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=len(todo), desc=f"training ({already_done} runs already done)", unit="run")
+
+    def run_trained(self, run: dict, key: str, record: dict, seconds: float, left: list[str]) -> None:
+        self.trained += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.log is None:
+            return
+        self.spent += seconds
+        self.planned_spent += self.plan[key] or 0.0
+        rest = sum(self.plan[k] or 0.0 for k in self.todo[self.trained:] if k not in left)
+        pace = self.spent / self.planned_spent if self.planned_spent else 1.0
+        planned_text = f" (planned {_duration(self.plan[key])})" if self.plan[key] else ""
+        self.log(f"[{self.trained}/{len(self.todo)}] {key} {run.get('tags', {}).get('label', '')}: "
+                 f"{record.get('status', 'completed')}, accuracy {_pct(record.get('final_accuracy'))}, "
+                 f"{_duration(seconds)}{planned_text}; left about {_duration(rest * pace)}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _duration(seconds: float | None) -> str:

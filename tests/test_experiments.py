@@ -318,6 +318,8 @@ def test_summarise_and_compare():
     assert table[(PAPER_LABEL, "cifar10")]["LoRSP"] == "97.77"
     assert table[("ours · smoke (%)", "cifar10")]["LoRSP"] == "41.0 ± 1.4 (n=2)"
     assert table[("ours · smoke (%)", "cifar10")]["VPT"] == "not applicable (CNN)"
+    paper_only = ex.compare(paper, {"smoke": frame.iloc[:0]}, rows=["LP", "LoRSP"])
+    assert {c[0] for c in paper_only.columns} == {PAPER_LABEL} and list(paper_only.index) == ["LP", "LoRSP"]
 
 
 # --- run_grid resume -------------------------------------------------------------------------------------
@@ -431,8 +433,8 @@ def test_compare_with_larger_scale_columns():
     smoke = _rows([("LoRSP", 0, 40.0, {}), ("LoRSP", 1, 42.0, {}), ("LP", 0, 38.0, {}), ("LP", 1, 39.0, {})])
     mini = _rows([("LoRSP", s, 80.0 + s, {}) for s in (0, 1, 2)])
     table = ex.chapter_table("backbones", {"smoke": smoke, "mini": mini})
-    sources = {c[0] for c in table.columns}
-    assert sources == {PAPER_LABEL, "ours · smoke (%)", "ours · mini (%)"}
+    sources = list(dict.fromkeys(c[0] for c in table.columns))
+    assert sources == ["ours · smoke (%)", PAPER_LABEL, "ours · mini (%)"]   # the first scale given, then the paper
     assert table.loc["LoRSP", ("ours · mini (%)", "cifar10 · mobilenetv2")] == "81.0 ± 1.0 (n=3)"
     assert table.loc["LP", ("ours · mini (%)", "cifar10 · mobilenetv2")] == "—"
     assert table.loc["LoRSP", (PAPER_LABEL, "tiny-imagenet · vit_b32")] == "86.93"

@@ -58,24 +58,26 @@ def compare(paper: pd.DataFrame | None, ours: dict[str, pd.DataFrame], index: st
             columns: Sequence[str] = ("dataset",), rows: Sequence[str] | None = None,
             value: str = ACCURACY, paper_value: str = "paper_pct", paper_index: str = "method",
             na_rows: dict[str, str] | None = None) -> pd.DataFrame:
-    """Side by side: the paper's numbers (labelled) and ours at each scale (mean ± std over seeds).
+    """Side by side: ours at each scale (mean ± std over seeds) and the paper's numbers (labelled).
 
-    ``paper``: :func:`lorsp.paper.paper_long` rows (or ``None``); ``ours``: ``{scale: run rows}``.
-    Row index: ``index`` (ours) / ``paper_index`` (the paper's) — the method label; columns: a MultiIndex
-    (source, ``columns`` values) where source is ``"paper (reported, %)"`` or ``"ours · <scale> (%)"``.
+    ``paper``: :func:`lorsp.paper.paper_long` rows (or ``None``); ``ours``: ``{scale: run rows}``, the headline
+    first. Row index: ``index`` (ours) / ``paper_index`` (the paper's) — the method label; columns: a MultiIndex
+    (source, ``columns`` values) where source is ``"paper (reported, %)"`` or ``"ours · <scale> (%)"``, in the
+    order: ours at the first scale (the headline, which a narrow page shows without scrolling), the paper's,
+    ours at the other scales.
     ``rows`` orders (and selects) the methods; ``na_rows`` puts a reason in the cells of ours for a method
     that was not run at a scale (e.g. VPT on a CNN).
     """
     from ..paper import PAPER_LABEL
     columns = list(columns)
-    blocks = []
+    blocks, paper_block = [], None
     if paper is not None and not paper.empty:
         pivot = paper.pivot_table(index=paper_index, columns=columns, values=paper_value, aggfunc="first")
         pivot = pivot.map(lambda v: "—" if pd.isna(v) else f"{v:.2f}")
         pivot.index.name = "method"
         pivot.columns = pd.MultiIndex.from_tuples(
             [(PAPER_LABEL, _colname(c)) for c in pivot.columns])
-        blocks.append(pivot)
+        paper_block = pivot
     for scale, frame in ours.items():
         summary = summarise(frame, by=[index] + columns, value=value)
         if summary.empty:
@@ -89,6 +91,8 @@ def compare(paper: pd.DataFrame | None, ours: dict[str, pd.DataFrame], index: st
                 if label not in pivot.index:  # only where the method was not run at this scale
                     pivot.loc[label] = reason
         blocks.append(pivot)
+    if paper_block is not None:
+        blocks.insert(min(1, len(blocks)), paper_block)
     if not blocks:
         return pd.DataFrame()
     table = pd.concat(blocks, axis=1)

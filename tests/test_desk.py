@@ -34,7 +34,7 @@ def test_desk_grid_seeds_headline_five_every_other_run_three():
     labels = {r["tags"]["label"] for r in headline}
     assert {"LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP", "LPF", "LoRSP"} <= labels
     for seeds in _seed_groups([r for r in headline if r["tags"]["label"] != ex.LP_224_LABEL
-                               and "deviation" not in r["tags"]]).values():
+                               and "deviation" not in r["tags"] and "training_length" not in r["tags"]]).values():
         assert len(seeds) == 5
     for chapter in ex.CHAPTERS:
         runs = ex.grid(chapter, setup=setup)
@@ -93,19 +93,41 @@ def test_prompt_lr_deviation_tests_its_own_questions_on_seed_pairs(tmp_path):
     folder = tmp_path / "desk"
     runs = ex.grid("backbones", "desk")
     fast = ex.deviation_label("LoR-VP", ex.DESK_PROMPT_LR)
-    accuracy = {"LP": 0.600, "LoR-VP": 0.600, "LoRSP": 0.598, fast: 0.630}
-    for run in runs:
-        label = run["tags"]["label"]
-        if label in accuracy and run["seed"] < 3:
-            _fake_record(folder, run, accuracy[label] + [0.0, 0.004, -0.003][run["seed"]]
-                         + (0.001 * run["seed"] if label == fast else 0.0))
-    frame = ex.collect(runs, folder)
+    frame = _fake_seed_pairs(folder, runs, {"LP": 0.600, "LoR-VP": 0.600, "LoRSP": 0.598, fast: 0.630},
+                             drifting=fast, drift=0.001)
     sentences, table = ex.prompt_lr_deviation(frame, "desk")
     verdicts = {(row.better, row.worse): row.verdict for row in table.itertuples()}
     assert verdicts == {(fast, "LoR-VP"): "holds", (fast, "LP"): "holds", ("LoRSP", fast): "reversed"}
     assert set(table["n"]) == {3} and len(sentences) == 3
     assert ex.prompt_lr_deviation(frame[frame["label"] != fast], "desk")[1].empty
     assert ex.prompt_lr_deviation(frame, "smoke")[1].empty           # the smoke scale has no deviation
+
+
+def test_desk_trains_lp_again_for_the_papers_epochs_on_the_same_images():
+    setup = _desk()
+    runs = ex.grid("backbones", setup=setup)
+    long_label = ex.training_length_label(ex.PAPER_EPOCHS)
+    checks = [r for r in runs if r["tags"]["label"] == long_label]
+    lp = {r["seed"]: r for r in runs if r["tags"]["label"] == "LP"}
+    assert sorted(r["seed"] for r in checks) == [0, 1, 2] and ex.PAPER_EPOCHS == 20
+    for run in checks:
+        assert run["epochs"] == run["eval_every"] == 20 and lp[run["seed"]]["epochs"] == setup.epochs == 3
+        different = {k for k, v in _config_only(run).items() if _config_only(lp[run["seed"]]).get(k) != v}
+        assert different == {"epochs", "eval_every"} and ex.run_key(run) != ex.run_key(lp[run["seed"]])
+    assert not any("training_length" in r["tags"] for scale in ("smoke", "mini") for r in ex.grid("backbones", scale))
+
+
+def test_training_length_check_pairs_lp_at_the_papers_epochs_with_lp_by_seed(tmp_path):
+    folder = tmp_path / "desk"
+    runs = ex.grid("backbones", "desk")
+    long_label = ex.training_length_label(ex.PAPER_EPOCHS)
+    frame = _fake_seed_pairs(folder, runs, {"LP": 0.612, long_label: 0.575}, drifting=long_label, drift=0.002)
+    sentences, table = ex.training_length_check(frame, "desk")
+    assert table[["better", "worse", "n", "verdict"]].values.tolist() == [[long_label, "LP", 3, "reversed"]]
+    assert len(sentences) == 1 and "20 epochs" in sentences[0] and "reversed" in sentences[0]
+    assert ex.training_length_check(frame[frame["label"] != long_label], "desk")[1].empty
+    assert ex.training_length_check(frame, "smoke")[1].empty        # only the desk scale runs the check
+    assert long_label in set(frame["label"]) and long_label not in ex.chapter_table("backbones", {"desk": frame}).index
 
 
 def test_desk_refuses_to_run_without_the_real_data(tmp_path):
@@ -203,6 +225,18 @@ def _fake_record(folder: Path, run: dict, accuracy: float, losses=(2.0, 1.2, 1.0
     path.write_text(json.dumps({"status": "completed", "final_accuracy": accuracy, "best_accuracy": accuracy,
                                 "config": _config_only(run), "metrics": metrics,
                                 "experiment": {"key": ex.run_key(run), "tags": run["tags"]}}))
+
+
+def _fake_seed_pairs(folder: Path, runs: list[dict], accuracy: dict[str, float], drifting: str, drift: float):
+    """Fake records of seeds 0–2 of the ``runs`` whose label is in ``accuracy``: each label's accuracy plus a
+    per-seed offset shared by all labels (so pairs by seed are tight), and ``drift × seed`` more for
+    ``drifting``; returns their rows (:func:`ex.collect`)."""
+    for run in runs:
+        label = run["tags"]["label"]
+        if label in accuracy and run["seed"] < 3:
+            _fake_record(folder, run, accuracy[label] + [0.0, 0.004, -0.003][run["seed"]]
+                         + (drift * run["seed"] if label == drifting else 0.0))
+    return ex.collect(runs, folder)
 
 
 def test_headline_comes_from_complete_committed_records_only(tmp_path):

@@ -38,7 +38,8 @@ from __future__ import annotations
 from .claims import (LEVEL, MARGIN_PP, PAIR_ON, Claim, chapter_claims, claim_pairs, claims, closing_paragraph,
                      paired_values, rule_description)
 from .evidence import (FLATTENED_BELOW, HEADLINE_SCALES, Evidence, committed_status, flattening, flattening_sentence,
-                       headline_evidence, prompt_lr_deviation, resolution_cost, training_curves)
+                       headline_evidence, prompt_lr_deviation, resolution_cost, training_curves,
+                       training_length_check)
 from .dissection import (DISSECTION_SCALES, DissectedPrompt, DissectionSearch, DissectionSubject,
                          dissection_candidates, dissection_images, dissection_subject, find_dissection_record,
                          load_dissected_prompt, measured_sentences, prompt_measurements)
@@ -47,14 +48,14 @@ from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, 
 from .grid import (BACKBONE_ROWS, CHAPTERS, DEVIATION_LABELS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS,
                    OOD_ROWS, RANK_SWEEP, LP_224_LABEL, RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS,
                    TAU_SWEEP, V_THRESHOLD_SWEEP, _config_only, chapter_facts, deviation_label, grid, missing_methods,
-                   results_root, run_key, runs_dir, shown_path)
+                   results_root, run_key, runs_dir, shown_path, training_length_label)
 from .methods import (DOWNSTREAM_FACTORS, EVP_PAD_AT_224, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
                       TRANSFORMER_BACKBONES, label_of, method_config, not_applicable, unavailable)
 from .records import (ACCURACY, _read_record, _record_path, _write_record, describe_failed, failed_runs,
                       records_frame, usable_rows)
 from .runner import PUBLISHED_FILES, RUN_ORDER, collect, dry_run, machine_info, main, run_grid, train_one
 from .staleness import replay_losses, stale_records
-from .scales import _REPO, DESK_DATASETS, DESK_PROMPT_LR, SCALES, ScaleSetup, desk_missing, desk_setup, scale_setup
+from .scales import _REPO, DESK_DATASETS, DESK_PROMPT_LR, PAPER_EPOCHS, SCALES, ScaleSetup, desk_missing, desk_setup, scale_setup
 from .tables import (PAPER_HYPER_FINDINGS, chapter_table, compare, hyper_long, larger_scales, load_larger,
                      ood_long, style_compare, summarise, sweep_frame)
 
@@ -72,6 +73,7 @@ __all__ = [
     "usable_rows", "describe_failed", "instance_variation", "varying_share", "shown_path",
     "HEADLINE_SCALES", "Evidence", "committed_status", "headline_evidence", "training_curves", "resolution_cost",
     "flattening", "flattening_sentence", "FLATTENED_BELOW", "LP_224_LABEL", "prompt_lr_deviation", "deviation_label", "DEVIATION_LABELS",
+    "training_length_check", "training_length_label", "PAPER_EPOCHS",
     "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS", "DESK_PROMPT_LR",
     "desk_missing", "desk_setup", "replay_losses", "stale_records",
     "DISSECTION_SCALES", "DissectedPrompt", "DissectionSearch", "dissection_candidates", "dissection_images",

@@ -7,7 +7,8 @@ larger scale exist (:func:`headline_evidence`). Beside them: the training loss p
 (:func:`training_curves`, :func:`flattening` and :func:`flattening_sentence`: is training long enough
 to flatten?), LP at the scale's resolution beside LP
 with cached features at 224 px on the same images (:func:`resolution_cost`: what the lower resolution costs),
-and the labelled deviation of a larger prompt learning rate (:func:`prompt_lr_deviation`).
+the labelled deviation of a larger prompt learning rate (:func:`prompt_lr_deviation`), and LP trained for the
+paper's epochs beside LP at the scale's (:func:`training_length_check`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from .grid import DEVIATION_LABELS, LP_224_LABEL, deviation_label, grid, run_key
+from .grid import DEVIATION_LABELS, LP_224_LABEL, deviation_label, grid, run_key, training_length_label
 from .grid import results_root as resolve_results_root
 from .records import _is_done, _read_record, _record_path
 from .runner import collect
@@ -250,3 +251,22 @@ def prompt_lr_deviation(frame: pd.DataFrame, scale: str) -> tuple[list[str], pd.
                   Claim(f"{method} at a prompt lr of {prompt_lr:g} beats LP", [(fast, "LP")]),
                   Claim(f"LoRSP at the paper's lr beats {method} at a prompt lr of {prompt_lr:g}", [("LoRSP", fast)])]
     return claims(frame, specs, scale=scale)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the training-length check: LP at the paper's epochs
+# ----------------------------------------------------------------------------------------------------
+def training_length_check(frame: pd.DataFrame, scale: str) -> tuple[list[str], pd.DataFrame]:
+    """What the paper's training length does to LP, on the runs of ``frame`` (a chapter's rows at ``scale``,
+    whose setup has ``training_length_epochs``): ``(sentences, table)`` from :func:`lorsp.experiments.claims`
+    for one question, ours: does LP trained that many epochs beat LP trained the scale's epochs on the same
+    images (seed-paired t-interval)? Empty when the scale has no such check or ``frame`` holds none of its
+    runs."""
+    from .claims import Claim, claims
+    setup = scale_setup(scale, require_data=False)
+    epochs = setup.training_length_epochs
+    if not epochs or "label" not in frame or training_length_label(epochs) not in set(frame["label"]):
+        return [], pd.DataFrame()
+    question = Claim(f"LP trained for the paper's {epochs} epochs beats LP trained for this scale's {setup.epochs}",
+                     [(training_length_label(epochs), "LP")])
+    return claims(frame, [question], scale=scale)

@@ -68,7 +68,8 @@ def grid(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None
     A scale may shrink or grow a chapter (:class:`ScaleSetup`): ``headline_seeds`` (the backbones chapter;
     5 at ``desk``), ``sparsifier_ratios`` and ``sweep_points`` (fewer points at ``desk``), and
     ``reference_224`` (LP with cached features at 224 px on the same images, :data:`LP_224_LABEL`, beside
-    LP in the backbones and downstream chapters).
+    LP in the backbones and downstream chapters), ``deviation_prompt_lr`` (:func:`deviation_label`) and
+    ``training_length_epochs`` (LP again at the paper's epochs, :func:`training_length_label`; backbones).
     """
     setup = setup or scale_setup(scale, require_data=False)  # listing runs needs no data
     if chapter not in _CHAPTER_RUNS:
@@ -94,8 +95,8 @@ def _sparsifier_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
 
 
 def _backbone_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
-    """Tables II and V: the seven methods per dataset, backbone and headline seed, with LP at 224 px and the
-    labelled deviation on the scale's seeds."""
+    """Tables II and V: the seven methods per dataset, backbone and headline seed, with LP at 224 px, the
+    labelled deviation and LP's training-length check on the scale's seeds."""
     chapter, runs = "backbones", []
     for dataset in setup.table2_datasets:
         for backbone in setup.backbones:
@@ -107,6 +108,8 @@ def _backbone_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
                 if setup.deviation_prompt_lr and seed in setup.seeds:
                     runs += [_deviation_prompt_lr(setup, chapter, label, dataset, backbone, seed)
                              for label in DEVIATION_LABELS]
+                if setup.training_length_epochs and seed in setup.seeds:
+                    runs.append(_training_length(setup, chapter, dataset, backbone, seed))
     return runs
 
 
@@ -199,6 +202,23 @@ def _deviation_prompt_lr(setup: ScaleSetup, chapter: str, label: str, dataset: s
                tags=dict(deviation=f"prompt lr {setup.deviation_prompt_lr:g}", method_label=label))
     run["prompt_lr"] = setup.deviation_prompt_lr
     run["tags"]["label"] = deviation_label(label, setup.deviation_prompt_lr)
+    return run
+
+
+def training_length_label(epochs: int) -> str:
+    """The label of LP trained for ``epochs`` epochs in a scale's training-length check."""
+    return f"LP · {epochs} epochs (training-length check)"
+
+
+def _training_length(setup: ScaleSetup, chapter: str, dataset: str, backbone: str, seed: int) -> dict[str, Any]:
+    """LP on the same images and seed, trained ``setup.training_length_epochs`` epochs (the paper's) instead of
+    the scale's and evaluated after the last: what the scale's shorter training does to LP (never a headline
+    row). Its features are cached, so its extra epochs cost little."""
+    epochs = setup.training_length_epochs
+    run = _run(setup, chapter, "LP", dataset, backbone, seed,
+               tags=dict(training_length=epochs, method_label="LP"))
+    run.update(epochs=epochs, eval_every=epochs)
+    run["tags"]["label"] = training_length_label(epochs)
     return run
 
 

@@ -195,6 +195,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-features", choices=["auto", "memory", "disk", "off"], default="auto",
                    help="linear probing: cache backbone features in memory (auto), on disk in the run "
                    "directory, or not at all")
+    g.add_argument("--feature-cache-dir", metavar="DIR", default=None,
+                   help="linear probing: also keep the features in DIR, shared by runs on the same images "
+                   "(e.g. the seeds of a grid that uses every image), so that they are computed once")
     g.add_argument("--backbone-option", dest="backbone_options", action="append", type=_key_value, default=[],
                    metavar="KEY=VALUE", help="extra timm create_model argument (repeatable), e.g. img_size=32")
     g = p.add_argument_group("run directory")
@@ -370,7 +373,8 @@ def config_from_args(args):
         num_workers=args.num_workers, loader=args.loader, amp=args.amp, channels_last=args.channels_last,
         bad_image_policy=args.bad_image_policy, label_mapping_interval=args.label_mapping_interval,
         max_grad_norm=args.max_grad_norm, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
-        max_steps=args.max_steps, trace_steps=args.trace_steps, cache_features=args.cache_features, data_root=args.data_root,
+        max_steps=args.max_steps, trace_steps=args.trace_steps, cache_features=args.cache_features,
+        feature_cache_dir=args.feature_cache_dir, data_root=args.data_root,
         download=args.download, results_dir=args.results_dir)
 
 

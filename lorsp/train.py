@@ -21,8 +21,9 @@ What the trainer guarantees:
 - **Divergence**: a non-finite loss stops the run with :class:`DivergenceError`; the last good checkpoint
   stays, and the record is written with ``status: "failed"`` and the reason.
 - **LP with cached features**: for ``method="none"`` with a linear head the frozen backbone's features are
-  computed once (in memory, or on disk with ``cache_features="disk"``) and the head trains on them — the
-  same batches, optimizer and schedule, so the same results as through the backbone every epoch.
+  computed once (in memory, or on disk with ``cache_features="disk"``; with ``feature_cache_dir`` in a folder
+  that runs on the same images share, whatever their seed) and the head trains on them — the same batches,
+  optimizer and schedule, so the same results as through the backbone every epoch.
 - **Several processes** under torchrun (:mod:`lorsp.distributed`): DDP, global batch split over ranks,
   metrics reduced, rank 0 writes.
 - Autocast (bf16 where supported) and channels_last on CUDA; tqdm progress bars.
@@ -30,6 +31,7 @@ What the trainer guarantees:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import json
 import math
@@ -70,7 +72,8 @@ FEATURES_ON_DEVICE_MAX_BYTES = 2 << 30  # LP feature caches larger than this liv
 # eval_every and eval_batch_size only decide which epochs are evaluated and in how large batches: every epoch
 # reseeds from (seed, epoch, rank) before it trains, so evaluating (or not) changes nothing of the training.
 RESUME_FREE_FIELDS = frozenset({"resume", "output", "num_workers", "device", "results_dir", "fault_injection",
-                                "data_root", "cache_features", "loader", "eval_every", "eval_batch_size"})
+                                "data_root", "cache_features", "feature_cache_dir", "loader", "eval_every",
+                                "eval_batch_size"})
 
 
 class DivergenceError(RuntimeError):
@@ -143,6 +146,7 @@ class TrainConfig:
     max_steps: int | None = None
     trace_steps: int = 32
     cache_features: str = "auto"
+    feature_cache_dir: str | None = None
     data_root: str | None = None
     download: bool = False
     results_dir: str | None = None
@@ -216,6 +220,8 @@ class TrainConfig:
             raise ValueError("TrainConfig.weights and TrainConfig.random_init exclude each other: give one")
         if self.cache_features == "disk" and not self.output:
             raise ValueError("TrainConfig.cache_features='disk' needs TrainConfig.output (the cache lives there)")
+        if self.feature_cache_dir is not None and not isinstance(self.feature_cache_dir, (str, os.PathLike)):
+            fail("feature_cache_dir", "None or a folder path")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -607,26 +613,53 @@ def _extract_features(model, dataset, config, device, amp_dtype, ctx, progress, 
 
 
 def _cached_features(model, dataset, split, config, info, device, amp_dtype, ctx, progress, run_dir):
+    """The frozen backbone's features of ``dataset`` and its labels: read from a cache file whose key matches,
+    else computed once (and written where a cache file is asked for). Two files may hold them: the run's own
+    (``cache_features="disk"``: ``<output>/features_<split>.pt``) and one shared by runs
+    (``feature_cache_dir``: named by :func:`_shared_feature_key`, so that runs on the same images share it)."""
     key = {"backbone": config.backbone, "weights_source": str(getattr(info, "weights_source", None)),
            "weights": config.weights, "dataset": config.dataset, "split": split, "image_size": config.image_size,
            "per_class": config.train_per_class if split == "train" else config.test_per_class,
            "seed": config.seed, "n": len(dataset), "fingerprint": _backbone_fingerprint(model)}
-    path = Path(run_dir) / f"features_{split}.pt" if (config.cache_features == "disk" and run_dir) else None
-    if path is not None and path.is_file():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        if stored.get("key") == json.dumps(key, sort_keys=True):
-            return stored["features"].to(device), stored["labels"]
+    files = []
+    if config.cache_features == "disk" and run_dir:
+        files.append((Path(run_dir) / f"features_{split}.pt", key))
+    shared = _shared_feature_key(key, dataset, device, amp_dtype) if config.feature_cache_dir else None
+    if shared is not None:
+        name = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:32]
+        files.append((Path(config.feature_cache_dir) / f"{name}_{split}.pt", shared))
+    for path, wanted in files:
+        if path.is_file():
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            if stored.get("key") == json.dumps(wanted, sort_keys=True):
+                return stored["features"].to(device), stored["labels"]
     features = _extract_features(model, dataset, config, device, amp_dtype, ctx, progress, f"features ({split})")
     if features.is_cuda and features.numel() * features.element_size() > FEATURES_ON_DEVICE_MAX_BYTES:
         features = features.cpu()  # large caches stay in host memory; each batch moves to the device
     labels = _labels_of(dataset)
-    if path is not None and ctx.is_main:
-        import io
-        from .checkpoint import atomic_write_bytes
-        buffer = io.BytesIO()
-        torch.save({"key": json.dumps(key, sort_keys=True), "features": features.cpu(), "labels": labels}, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+    for path, wanted in files if ctx.is_main else ():
+        _write_features(path, wanted, features, labels)
     return features, labels
+
+
+def _shared_feature_key(key: dict, dataset, device: torch.device, amp_dtype) -> dict | None:
+    """What features depend on, without the seed: the backbone and its weights, the images (the dataset's
+    :meth:`~lorsp.data.images.LorspDataset.content_fingerprint`: the same files in the same order, whatever seed
+    drew them), the resolution, the device type and the autocast dtype. ``None`` when the dataset cannot say."""
+    images = getattr(dataset, "content_fingerprint", lambda: None)()
+    if images is None:
+        return None
+    shared = {k: v for k, v in key.items() if k not in ("seed", "per_class")}
+    return {**shared, "images": images, "device": device.type, "amp": str(amp_dtype)}
+
+
+def _write_features(path: Path, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:
+    import io
+    from .checkpoint import atomic_write_bytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"key": json.dumps(key, sort_keys=True), "features": features.cpu(), "labels": labels}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _labels_of(dataset) -> torch.Tensor:

@@ -435,3 +435,21 @@ def test_sample_images_from_the_data_root():
     assert not samples.synthetic and samples.images.shape == (3, 3, 24, 24)
     for name, label in zip(samples.names, samples.labels.tolist()):
         assert data.imagenet_wnids()[label] == name.split("_")[0]
+
+
+def test_content_fingerprint_names_the_images_not_the_seed_that_drew_them():
+    from lorsp.data.images import ArrayDataset
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8), [0, 1, 2] * 4
+
+    def fingerprint(per_class, seed, size=8, pixels=images):
+        return ArrayDataset(pixels, labels, ["a", "b", "c"], image_size=size, per_class=per_class,
+                            seed=seed).content_fingerprint()
+
+    assert fingerprint(4, seed=0) == fingerprint(4, seed=1) == fingerprint(None, seed=2)   # every image, any seed
+    assert fingerprint(3, seed=0) != fingerprint(3, seed=1)          # a seeded subset: other images
+    assert fingerprint(4, seed=0, size=16) != fingerprint(4, seed=0)   # another resolution
+    changed = images.copy()
+    changed[0, 0, 0, 0] ^= 1
+    assert fingerprint(4, seed=0, pixels=changed) != fingerprint(4, seed=0)   # one pixel differs
+    assert build_dataset("synthetic", per_class=2).content_fingerprint() is None   # cannot say: no sharing

@@ -130,6 +130,17 @@ def test_training_length_check_pairs_lp_at_the_papers_epochs_with_lp_by_seed(tmp
     assert long_label in set(frame["label"]) and long_label not in ex.chapter_table("backbones", {"desk": frame}).index
 
 
+def test_runs_that_cache_features_share_a_folder_beside_their_run_folders(tmp_path):
+    from lorsp.experiments.runner import FEATURE_CACHE_FOLDER, _train_config
+    runs = [r for r in ex.grid("downstream", "desk") if r["dataset"] == "tiny-imagenet" and r["method"] == "none"]
+    reference = [r for r in runs if r["tags"]["label"] == ex.LP_224_LABEL]
+    assert len(reference) == 3 and all(r["train_per_class"] == 100 for r in reference)   # every local image
+    for run in runs:
+        config = _train_config(run, tmp_path / ex.run_key(run))
+        shared = str(tmp_path / FEATURE_CACHE_FOLDER) if run in reference else None
+        assert config.feature_cache_dir == shared, run["tags"]["label"]
+
+
 def test_desk_refuses_to_run_without_the_real_data(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         ex.scale_setup("desk", data_root=tmp_path)

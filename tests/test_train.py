@@ -38,6 +38,7 @@ def _metrics(record):
     ("eval_every", 0, "integer >= 1"), ("eval_batch_size", 0, "None or an integer >= 1"),
     ("max_steps", 2.5, "None or an integer >= 1"), ("trace_steps", -1, "integer >= 0"),
     ("prompt_lr", 0.0, "(0, 100]"), ("prompt_lr", float("inf"), "(0, 100]"),
+    ("feature_cache_dir", 3, "None or a folder path"),
 ])
 def test_config_validation_names_field_and_range(field, value, words):
     config = TrainConfig(**{field: value})
@@ -158,6 +159,31 @@ def test_lp_cached_features_match_training_through_the_backbone():
 def image_folder(tmp_path_factory):
     """``train/`` and ``test/`` of two classes, PNGs of several native sizes."""
     return helpers.write_image_folder(tmp_path_factory.mktemp("folder"))
+
+
+def test_lp_seeds_on_the_same_images_share_one_feature_cache(tmp_path, image_folder, monkeypatch):
+    import lorsp.train as engine
+    extracted = []
+    extract = engine._extract_features
+    monkeypatch.setattr(engine, "_extract_features", lambda *a, **k: extracted.append(a[-1]) or extract(*a, **k))
+    import timm
+    from safetensors.torch import save_file
+    weights = tmp_path / "tiny.safetensors"   # one backbone for every seed (random_init would draw one per seed)
+    save_file(timm.create_model(helpers.TINY_BACKBONE, pretrained=False).state_dict(), str(weights))
+    shared = tmp_path / "features"
+    every_image = dict(dataset=f"folder:{image_folder}", method="none", prompter_kwargs={}, deterministic=True,
+                       random_init=False, weights=str(weights),
+                       train_per_class=6, test_per_class=3)   # all the folder has: every seed draws the same images
+    first = train(tiny_config(seed=0, feature_cache_dir=str(shared), **every_image), progress=False)
+    assert len(extracted) == 2 and len(list(shared.glob("*_train.pt"))) == len(list(shared.glob("*_test.pt"))) == 1
+    second = train(tiny_config(seed=1, feature_cache_dir=str(shared), **every_image), progress=False)
+    alone = train(tiny_config(seed=1, **every_image), progress=False)
+    assert len(extracted) == 4   # the second run read both splits from the shared folder; the third computed them
+    assert _metrics(second) == _metrics(alone) and _metrics(second) != _metrics(first)   # seed 1's own batches
+    fewer = train(tiny_config(seed=1, feature_cache_dir=str(shared), **{**every_image, "train_per_class": 5}),
+                  progress=False)   # other training images (5 of 6, drawn by the seed), the same test images
+    assert extracted[4:] == ["features (train)"] and len(list(shared.glob("*_train.pt"))) == 2
+    assert fewer["features_cached"]
 
 
 def test_device_loader_trains_like_the_dataloader_and_resumes_across_loaders(tmp_path, image_folder):

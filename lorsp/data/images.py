@@ -26,6 +26,7 @@ ignored when folders are listed.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -229,6 +230,20 @@ class LorspDataset(torch.utils.data.Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def content_fingerprint(self) -> str | None:
+        """A hash of what every sample's image tensor depends on (its source, label and the resolution), or
+        ``None`` when a dataset cannot say: two datasets with the same fingerprint yield the same samples in
+        the same order, whatever seed drew them (e.g. ``per_class`` that keeps every image of each class).
+        The feature cache shared by runs (``TrainConfig.feature_cache_dir``) is keyed by it."""
+        return None
+
+    def _fingerprint(self, *parts: bytes) -> str:
+        digest = hashlib.sha256(f"{type(self).__name__}|{self.name}|{self.split}|{tuple(self.image_size)}|"
+                                f"{self.targets}".encode())
+        for part in parts:
+            digest.update(part)
+        return digest.hexdigest()
+
     def __len__(self) -> int:
         return len(self.targets)
 
@@ -270,6 +285,10 @@ class ImageFileDataset(LorspDataset):
     def samples(self) -> list[tuple[str, int]]:
         return list(zip(self.paths, self.targets))
 
+    def content_fingerprint(self) -> str:
+        """The files (their paths, in order), labels and resolution (:meth:`LorspDataset.content_fingerprint`)."""
+        return self._fingerprint("\n".join(self.paths).encode())
+
     def __getitem__(self, index: int):
         return self.transform(load_rgb(self.paths[index])), self.targets[index]
 
@@ -288,6 +307,10 @@ class ArrayDataset(LorspDataset):
         self.images = np.ascontiguousarray(np.asarray(images)[keep])
         self.targets = [labels[i] for i in keep]
         self.transform = make_transform(self.image_size)
+
+    def content_fingerprint(self) -> str:
+        """The pixels, labels and resolution (:meth:`LorspDataset.content_fingerprint`)."""
+        return self._fingerprint(self.images.tobytes())
 
     def __getitem__(self, index: int):
         return self.transform(self.images[index]), self.targets[index]

@@ -25,12 +25,18 @@ from .records import _engine, _is_done, _key_record_path, _read_record, _record_
 from .scales import SCALES, scale_setup
 
 
+#: the folder of the work folder where runs that cache their features share them (TrainConfig.feature_cache_dir)
+FEATURE_CACHE_FOLDER = "feature-cache"
+
+
 def _train_config(run: dict, output: Path):
     """The engine's :class:`lorsp.train.TrainConfig` of a run dict.
 
     Keys that are TrainConfig fields go there; the others (groups, rank, tau, v_threshold, keep_ratio,
     inner_size...) are the prompter's options (``prompter_kwargs``). ``output`` is the run directory and
-    ``resume=True``, so a run interrupted mid-way continues from its last epoch's checkpoint.
+    ``resume=True``, so a run interrupted mid-way continues from its last epoch's checkpoint. A run that
+    caches its features (``cache_features``) keeps them in :data:`FEATURE_CACHE_FOLDER` beside its run
+    directory too, where a run on the same images (another seed that draws every image) finds them.
     """
     engine = _engine()
     from dataclasses import fields
@@ -40,6 +46,8 @@ def _train_config(run: dict, output: Path):
         (kwargs if key in names else prompter)[key] = value
     kwargs["prompter_kwargs"] = {**kwargs.get("prompter_kwargs", {}), **prompter}
     kwargs.update(output=str(output), resume=True)
+    if "cache_features" in run:   # e.g. LP at 224 px: its seeds on the same images share one feature file
+        kwargs["feature_cache_dir"] = str(Path(output).parent / FEATURE_CACHE_FOLDER)
     return engine.TrainConfig(**kwargs)
 
 

@@ -37,7 +37,8 @@ def replay_losses(record: dict, steps: int, data_root=None) -> list[float]:
     """The training losses of the first ``steps`` steps of ``record``'s run, re-run now on the CPU."""
     from ..train import TrainConfig, train
     config = TrainConfig.from_dict(dict(record["config"]))
-    config = dataclasses.replace(config, output=None, resume=False, results_dir=None, device="cpu",
+    config = dataclasses.replace(config, output=None, resume=False, results_dir=None, feature_cache_dir=None,
+                                 device="cpu",
                                  deterministic=True, max_steps=steps, fault_injection=None,
                                  prompter_kwargs=_same_lif_backend(record, config.prompter_kwargs),
                                  data_root=data_root if data_root is not None else config.data_root)

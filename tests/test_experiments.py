@@ -530,3 +530,16 @@ def test_shown_path_is_never_absolute(tmp_path, monkeypatch):
     monkeypatch.delenv("LORSP_RUNS")
     shown = ex.shown_path(tmp_path / "elsewhere")
     assert shown == "…/elsewhere" and str(tmp_path) not in shown
+
+
+def test_style_claims_shows_each_claim_once_over_its_pairs():
+    rows = _rows([(label, seed, base + 0.1 * seed + (0.3 if label == "LoRSP" else 0.0), {})
+                  for label, base in (("LoRSP", 62.0), ("LP", 61.0), ("LoR-VP", 61.5)) for seed in (0, 1, 2)])
+    spec = ex.Claim("LoRSP beats LP and LoR-VP", [("LoRSP", "LP"), ("LoRSP", "LoR-VP")])
+    _, table = ex.claims(rows, [spec], scale="smoke")
+    shown = ex.style_claims(table, "caption")
+    assert list(shown.data.columns) == [c for c in ex.tables.CLAIM_COLUMNS if c in table.columns]
+    assert shown.data["claim"].tolist() == ["LoRSP beats LP and LoR-VP", ""]
+    assert shown.data["claim_verdict"].iloc[1] == "" and shown.data["worse"].tolist() == ["LP", "LoR-VP"]
+    html = shown.to_html()
+    assert "caption" in html and "min-width: 18em" in html and "nowrap" in html

@@ -57,11 +57,11 @@ from .runner import PUBLISHED_FILES, RUN_ORDER, collect, dry_run, machine_info, 
 from .staleness import replay_losses, stale_records
 from .scales import _REPO, DESK_DATASETS, DESK_PROMPT_LR, PAPER_EPOCHS, SCALES, ScaleSetup, desk_missing, desk_setup, scale_setup
 from .tables import (PAPER_HYPER_FINDINGS, chapter_table, compare, hyper_long, larger_scales, load_larger,
-                     ood_long, style_compare, summarise, sweep_frame)
+                     ood_long, style_claims, style_compare, summarise, sweep_frame)
 
 __all__ = [
     "SCALES", "CHAPTERS", "METHOD_LABELS", "ScaleSetup", "scale_setup", "method_config", "label_of", "grid",
-    "run_key", "run_grid", "collect", "records_frame", "summarise", "compare", "style_compare",
+    "run_key", "run_grid", "collect", "records_frame", "summarise", "compare", "style_compare", "style_claims",
     "larger_scales", "load_larger", "sweep_frame", "Claim", "claims", "claim_pairs", "evaluate_shifts", "RESULTS_ROOT",
     "RUNS_ROOT", "runs_dir", "results_root", "ACCURACY", "not_applicable", "chapter_facts", "chapter_table", "chapter_claims",
     "closing_paragraph", "ood_long", "hyper_long", "prompt_gallery", "gallery_claims", "load_run_model",

@@ -118,6 +118,29 @@ def style_compare(table: pd.DataFrame, caption: str):
     return styler
 
 
+#: the columns of a claims table (:func:`lorsp.experiments.claims`) that :func:`style_claims` shows, in order
+CLAIM_COLUMNS = ["claim", "claim_verdict", "better", "worse", "n", "better_mean", "worse_mean", "difference",
+                 "ci_low", "ci_high", "detectable", "p_value", "p_holm", "verdict"]
+
+
+def style_claims(table: pd.DataFrame, caption: str):
+    """A pandas Styler of a claims table for a narrow page: one row per pair of methods, a claim's text and
+    verdict on its first pair only (its other pairs follow it), the numbers on one line, no index. The columns
+    are :data:`CLAIM_COLUMNS` (the others — the claim's note and ``where`` filters — are in its text)."""
+    shown = table[[c for c in CLAIM_COLUMNS if c in table.columns]].copy()
+    if "claim" in shown:
+        repeated = shown["claim"].eq(shown["claim"].shift()).to_numpy()
+        for column in ("claim", "claim_verdict"):
+            if column in shown:
+                shown[column] = shown[column].astype(object)
+                shown.loc[repeated, column] = ""
+    return shown.style.format(precision=2, na_rep="—").hide(axis="index").set_caption(caption).set_table_styles([
+        {"selector": "caption", "props": [("caption-side", "top"), ("font-weight", "bold"), ("text-align", "left")]},
+        {"selector": "td", "props": [("white-space", "nowrap"), ("vertical-align", "top")]},
+        {"selector": "td.col0", "props": [("white-space", "normal"), ("min-width", "18em")]},
+    ])
+
+
 #: the claims of Sec. IV-D and Fig. 4 in the paper's words (values of the figure are not printed)
 PAPER_HYPER_FINDINGS = {
     "groups": "best at G = 4 (r = 4); G = 1 drops, G = 8 drops slightly",

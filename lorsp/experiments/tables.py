@@ -107,11 +107,15 @@ def _colname(value) -> str:
     return str(value)
 
 
+#: the caption of a styled table: above it, bold, left-aligned (:func:`style_compare`, :func:`style_claims`)
+_CAPTION_STYLE = {"selector": "caption", "props": [("caption-side", "top"), ("font-weight", "bold"),
+                                                   ("text-align", "left")]}
+
+
 def style_compare(table: pd.DataFrame, caption: str):
     """A pandas Styler of a :func:`compare` table with a caption and readable headers."""
     styler = table.style.set_caption(caption).set_table_styles([
-        {"selector": "caption", "props": [("caption-side", "top"), ("font-weight", "bold"),
-                                          ("text-align", "left")]},
+        _CAPTION_STYLE,
         {"selector": "th", "props": [("text-align", "center")]},
         {"selector": "td", "props": [("text-align", "right"), ("white-space", "nowrap")]},
     ])
@@ -135,7 +139,7 @@ def style_claims(table: pd.DataFrame, caption: str):
                 shown[column] = shown[column].astype(object)
                 shown.loc[repeated, column] = ""
     return shown.style.format(precision=2, na_rep="—").hide(axis="index").set_caption(caption).set_table_styles([
-        {"selector": "caption", "props": [("caption-side", "top"), ("font-weight", "bold"), ("text-align", "left")]},
+        _CAPTION_STYLE,
         {"selector": "td", "props": [("white-space", "nowrap"), ("vertical-align", "top")]},
         {"selector": "td.col0", "props": [("white-space", "normal"), ("min-width", "18em")]},
     ])

@@ -164,6 +164,23 @@ def test_dry_run_plans_every_chapter_within_ten_hours(capsys):
     assert planned["all"] == pytest.approx(sum(v for k, v in planned.items() if k != "all"), abs=0.05)
 
 
+def test_dry_run_marks_shifted_evaluations_done_only_when_every_shift_is_recorded(tmp_path):
+    run = next(r for r in ex.grid("ood", "desk") if r.get("tags", {}).get("eval_on"))
+    targets, key = run["tags"]["eval_on"], ex.run_key(run)
+    chapters = {"backbones": [run], "ood": [run]}   # trained by the first, evaluated on shifts by the second
+    (tmp_path / key).mkdir()
+
+    def shifted_line(shifted):
+        record = {"status": "completed", "experiment": {"shifted": shifted}}
+        (tmp_path / key / "record.json").write_text(json.dumps(record))
+        lines = []
+        ex.dry_run(chapters, tmp_path, out=lines.append)
+        return next(line for line in lines if f"{key}:shifted" in line)
+
+    assert not shifted_line({t: 0.5 for t in targets[:-1]}).endswith("done")
+    assert shifted_line({t: 0.5 for t in targets}).endswith("done")
+
+
 def test_results_folder_is_not_ignored_by_git():
     paths = ["results/desk/cifar10-x/record.json", "results/desk/cifar10-x/prompt.safetensors"]
     result = subprocess.run(["git", "check-ignore", *paths], cwd=REPO, capture_output=True, text=True)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from .grid import DEVIATION_LABELS, LP_224_LABEL, deviation_label, grid, run_key, training_length_label
 from .grid import results_root as resolve_results_root
-from .records import _is_done, _read_record, _record_path
+from .records import _complete, _is_done, _read_record, _record_path
 from .runner import collect
 from .scales import ScaleSetup, scale_setup
 
@@ -36,18 +36,6 @@ def committed_status(chapter: str, scale: str, results_root=None) -> tuple[int, 
     if not folder.is_dir():
         return 0, len(runs)
     return sum(_complete(folder, r) for r in runs.values()), len(runs)
-
-
-def _complete(folder: Path, run: dict) -> bool:
-    """The run's record is final and, for the OOD chapter, holds its accuracy on every shifted test set."""
-    path = _record_path(folder, run)
-    if not _is_done(path):
-        return False
-    targets = run.get("tags", {}).get("eval_on") or []
-    if not targets:
-        return True
-    shifted = (_read_record(path).get("experiment") or {}).get("shifted") or {}
-    return all(t in shifted for t in targets)
 
 
 @dataclass

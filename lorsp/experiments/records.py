@@ -52,6 +52,18 @@ def _is_done(path: Path) -> bool:
     return status == "completed" or str(record.get("reason") or "").startswith("DivergenceError")
 
 
+def _complete(folder: Path, run: dict) -> bool:
+    """The run's record is final and, for the OOD chapter, holds its accuracy on every shifted test set."""
+    path = _record_path(folder, run)
+    if not _is_done(path):
+        return False
+    targets = run.get("tags", {}).get("eval_on") or []
+    if not targets:
+        return True
+    shifted = (_read_record(path).get("experiment") or {}).get("shifted") or {}
+    return all(t in shifted for t in targets)
+
+
 def _write_record(record: dict, path: Path) -> None:
     """Write ``record`` atomically as ``path`` (:func:`lorsp.results.write_record`)."""
     from ..results import write_record

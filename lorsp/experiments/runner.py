@@ -21,7 +21,7 @@ import pandas as pd
 
 from .evaluation import evaluate_shifts
 from .grid import CHAPTERS, _config_only, grid, run_key, runs_dir
-from .records import _engine, _is_done, _key_record_path, _read_record, _record_path, _write_record, records_frame
+from .records import _complete, _engine, _is_done, _key_record_path, _read_record, _record_path, _write_record, records_frame
 from .scales import SCALES, scale_setup
 
 
@@ -223,8 +223,7 @@ def dry_run(chapters: dict[str, list[dict]], results_dir, costs=None, out=None) 
     out = out or _line
     costs = costs or load_costs()
     rows = plan(chapters, costs, key=run_key)
-    done = {row["key"] for row in rows if not row["key"].endswith(":shifted")
-            and _is_done(_key_record_path(results_dir, row["key"]))}
+    done = {row["key"] for row in rows if _planned_row_done(row, chapters, results_dir)}
     for row in rows:
         out(f"{row['chapter']:<16} {row['key']:<56} {str(row['label']):<24} {_duration(row['seconds']):>9}"
             f"{'  done' if row['key'] in done else ''}")
@@ -232,6 +231,17 @@ def dry_run(chapters: dict[str, list[dict]], results_dir, costs=None, out=None) 
     out(f"planned time on an unloaded 2-core CPU, from {costs.source} (see lorsp.desk_budget):")
     out(format_plan(rows, done, chapters=list(chapters)))
     return rows
+
+
+def _planned_row_done(row: dict, chapters: dict[str, list[dict]], results_dir) -> bool:
+    """A planned run is done when its record is final; a ``<key>:shifted`` row (an earlier chapter's run
+    evaluated on the OOD chapter's shifted sets) when that record also holds every shifted accuracy."""
+    key = row["key"]
+    if not key.endswith(":shifted"):
+        return _is_done(_key_record_path(results_dir, key))
+    base = key[: -len(":shifted")]
+    run = next(r for r in chapters[row["chapter"]] if run_key(r) == base)
+    return _complete(Path(results_dir), run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

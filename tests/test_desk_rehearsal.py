@@ -132,3 +132,38 @@ def test_backbones_notebook_runs_on_the_complete_desk_records(env):
                      "What the numbers say at `desk` scale", "paired difference (pp)",
                      "prompt lr 0.03 (deviation)", "training loss"):
         assert expected in text, expected
+
+
+# --- the findings page: every chapter's verdicts at its headline scale ---------------------------------------
+def test_findings_gather_every_chapters_claims_from_the_complete_records(rehearsal):
+    root, _ = rehearsal
+    found = ex.findings(root)
+    assert list(found.chapters["chapter"]) == list(ex.CLAIM_CHAPTERS)
+    assert set(found.chapters["headline scale"]) == {"desk"}
+    assert (found.chapters["resolution"] == "64×64 px").all()
+    claims = found.claims()
+    for chapter in ex.CLAIM_CHAPTERS:   # the same claims, pairs and verdicts as the chapter's own page
+        evidence = ex.headline_evidence(chapter, SMOKE, pd.DataFrame(), root / SMOKE, results_root=root)
+        _, own = ex.chapter_claims(chapter, evidence.frame, scale="desk")
+        mine = claims[claims["chapter"] == chapter]
+        assert list(mine["claim"]) == list(own.groupby("claim", sort=False)["claim_verdict"].first().index)
+        assert list(mine["verdict"]) == list(own.groupby("claim", sort=False)["claim_verdict"].first())
+    counts = found.counts()
+    assert counts["all claims"].sum() == len(claims) == found.chapters["claims"].sum()
+    assert f"{len(claims)} claims of the paper checked on committed records at `desk` scale" in found.sentence()
+    forest = found.forest()
+    assert len(forest) == int(((found.pairs["measure"] == ex.ACCURACY) & (found.pairs["verdict"] != "not run")).sum())
+    assert not forest["pair"].str.contains("sparser").any() and forest["pair"].str.startswith("ood: ").any()
+
+
+def test_findings_claim_nothing_without_complete_records(tmp_path, rehearsal):
+    root, _ = rehearsal
+    partial = tmp_path / "results"
+    (partial / "desk").mkdir(parents=True)
+    first = ex.run_key(ex.grid("backbones", "desk")[0])
+    import shutil
+    shutil.copytree(root / "desk" / first, partial / "desk" / first)   # one record of 44: incomplete
+    found = ex.findings(partial)
+    assert set(found.chapters["headline scale"]) == {"none"} and found.claims().empty and found.forest().empty
+    assert "desk: 1 of 44" in found.chapters.set_index("chapter").loc["backbones", "committed records"]
+    assert found.sentence().startswith("No chapter has complete committed records")

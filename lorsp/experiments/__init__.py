@@ -30,8 +30,8 @@ facts), :mod:`.records` (run records and their rows), :mod:`.runner` (training t
 command line ``python -m lorsp.experiments``), :mod:`.evaluation` (shifted test sets, trained models),
 :mod:`.tables` (summaries and side-by-side tables), :mod:`.claims` (the paper's claims checked on the
 numbers), :mod:`.gallery` (Fig. 5), :mod:`.dissection` (the committed trained prompt that the method chapter
-``prompt_factorisation`` dissects) and :mod:`.evidence` (which scale a chapter's headline comes from, training
-curves, what the resolution costs). Everything public is importable from ``lorsp.experiments``.
+``prompt_factorisation`` dissects), :mod:`.evidence` (which scale a chapter's headline comes from, training
+curves, what the resolution costs) and :mod:`.findings` (every chapter's verdicts on one page). Everything public is importable from ``lorsp.experiments``.
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from .evidence import (FLATTENED_BELOW, HEADLINE_SCALES, Evidence, committed_sta
 from .dissection import (DISSECTION_SCALES, DissectedPrompt, DissectionSearch, DissectionSubject,
                          dissection_candidates, dissection_images, dissection_subject, find_dissection_record,
                          load_dissected_prompt, measured_sentences, prompt_measurements)
+from .findings import CLAIM_CHAPTERS, VERDICTS, Findings, findings
 from .evaluation import engine_evaluate_shifts, evaluate_shifts, load_run_model, test_set_of
 from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, prompt_gallery, varying_share
 from .grid import (BACKBONE_ROWS, CHAPTERS, DEVIATION_LABELS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS,
@@ -73,7 +74,8 @@ __all__ = [
     "usable_rows", "describe_failed", "instance_variation", "varying_share", "shown_path",
     "HEADLINE_SCALES", "Evidence", "committed_status", "headline_evidence", "training_curves", "resolution_cost",
     "flattening", "flattening_sentence", "FLATTENED_BELOW", "LP_224_LABEL", "prompt_lr_deviation", "deviation_label", "DEVIATION_LABELS",
-    "training_length_check", "training_length_label", "PAPER_EPOCHS",
+    "training_length_check", "training_length_label", "PAPER_EPOCHS", "CLAIM_CHAPTERS", "VERDICTS", "Findings",
+    "findings",
     "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS", "DESK_PROMPT_LR",
     "desk_missing", "desk_setup", "replay_losses", "stale_records",
     "DISSECTION_SCALES", "DissectedPrompt", "DissectionSearch", "dissection_candidates", "dissection_images",

@@ -77,7 +77,7 @@ def claims(rows: pd.DataFrame, specs: Sequence[Claim], label: str = "label", val
     step-down rule over its pairs). A pair whose methods have no common seed is **not run**; the claim's
     verdict is over the pairs that were run. ``table``: one row per pair with the means over the paired
     seeds, ``difference``, ``ci_low``/``ci_high``, ``detectable``, ``p_value``, ``p_holm``, the pair's
-    ``verdict`` after Holm and the claim's ``claim_verdict``.
+    ``verdict`` after Holm, the claim's ``claim_verdict`` and the ``measure`` compared (``value``).
     """
     table_rows, sentences = [], []
     for spec in specs:
@@ -104,7 +104,7 @@ def claims(rows: pd.DataFrame, specs: Sequence[Claim], label: str = "label", val
                 detectable=test.detectable if test else float("nan"),
                 p_value=test.p_value if test else float("nan"), p_holm=pair.p_adjusted if pair else float("nan"),
                 verdict=pair.verdict if pair else "not run", claim_verdict=overall,
-                note=(test.reason if test else "no common seeds"),
+                note=(test.reason if test else "no common seeds"), measure=value,
                 **{f"where_{k}": v for k, v in spec.where.items()}))
         sentences.append(_sentence(spec, overall, table_rows[-len(spec.pairs):], by_pair, scale, margin, level))
     return sentences, pd.DataFrame(table_rows)

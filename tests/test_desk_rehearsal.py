@@ -154,6 +154,7 @@ def test_findings_gather_every_chapters_claims_from_the_complete_records(rehears
     forest = found.forest()
     assert len(forest) == int(((found.pairs["measure"] == ex.ACCURACY) & (found.pairs["verdict"] != "not run")).sum())
     assert not forest["pair"].str.contains("sparser").any() and forest["pair"].str.startswith("ood: ").any()
+    assert set(ex.VERDICT_COLOURS) == set(ex.VERDICTS)   # the figure has a colour for every verdict
 
 
 def test_findings_claim_nothing_without_complete_records(tmp_path, rehearsal):

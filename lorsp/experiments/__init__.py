@@ -43,7 +43,7 @@ from .evidence import (FLATTENED_BELOW, HEADLINE_SCALES, Evidence, committed_sta
 from .dissection import (DISSECTION_SCALES, DissectedPrompt, DissectionSearch, DissectionSubject,
                          dissection_candidates, dissection_images, dissection_subject, find_dissection_record,
                          load_dissected_prompt, measured_sentences, prompt_measurements)
-from .findings import CLAIM_CHAPTERS, VERDICTS, Findings, findings
+from .findings import CLAIM_CHAPTERS, VERDICT_COLOURS, VERDICTS, Findings, findings
 from .evaluation import engine_evaluate_shifts, evaluate_shifts, load_run_model, test_set_of
 from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, prompt_gallery, varying_share
 from .grid import (BACKBONE_ROWS, CHAPTERS, DEVIATION_LABELS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS,
@@ -74,7 +74,7 @@ __all__ = [
     "usable_rows", "describe_failed", "instance_variation", "varying_share", "shown_path",
     "HEADLINE_SCALES", "Evidence", "committed_status", "headline_evidence", "training_curves", "resolution_cost",
     "flattening", "flattening_sentence", "FLATTENED_BELOW", "LP_224_LABEL", "prompt_lr_deviation", "deviation_label", "DEVIATION_LABELS",
-    "training_length_check", "training_length_label", "PAPER_EPOCHS", "CLAIM_CHAPTERS", "VERDICTS", "Findings",
+    "training_length_check", "training_length_label", "PAPER_EPOCHS", "CLAIM_CHAPTERS", "VERDICTS", "VERDICT_COLOURS", "Findings",
     "findings",
     "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS", "DESK_PROMPT_LR",
     "desk_missing", "desk_setup", "replay_losses", "stale_records",

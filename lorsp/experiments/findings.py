@@ -26,6 +26,10 @@ PROTOCOL_FACTS = ("data", "resolution", "epochs", "seeds")
 
 #: the order in which verdicts are listed and counted
 VERDICTS = ("holds", "reversed", "equivalent", "inconclusive", "not run")
+#: one colour per verdict in the findings page's figure: holds green, reversed red, equivalent blue,
+#: inconclusive grey
+VERDICT_COLOURS = {"holds": "#2a9d4b", "reversed": "#c8363a", "equivalent": "#3b6fb6", "inconclusive": "#8a8a8a",
+                   "not run": "#cccccc"}
 
 
 @dataclass

@@ -103,18 +103,24 @@ def test_prompt_lr_deviation_tests_its_own_questions_on_seed_pairs(tmp_path):
     assert ex.prompt_lr_deviation(frame, "smoke")[1].empty           # the smoke scale has no deviation
 
 
-def test_desk_trains_lp_again_for_the_papers_epochs_on_the_same_images():
+@pytest.mark.parametrize("chapter, datasets", [("backbones", ["cifar10"]), ("downstream", ["cifar10", "tiny-imagenet"])])
+def test_desk_trains_lp_again_for_the_papers_epochs_on_the_same_images(chapter, datasets):
     setup = _desk()
-    runs = ex.grid("backbones", setup=setup)
+    runs = ex.grid(chapter, setup=setup)
     long_label = ex.training_length_label(ex.PAPER_EPOCHS)
     checks = [r for r in runs if r["tags"]["label"] == long_label]
-    lp = {r["seed"]: r for r in runs if r["tags"]["label"] == "LP"}
-    assert sorted(r["seed"] for r in checks) == [0, 1, 2] and ex.PAPER_EPOCHS == 20
+    lp = {(r["dataset"], r["seed"]): r for r in runs if r["tags"]["label"] == "LP"}
+    assert sorted((r["dataset"], r["seed"]) for r in checks) == [(d, s) for d in datasets for s in (0, 1, 2)]
+    assert ex.PAPER_EPOCHS == 20
     for run in checks:
-        assert run["epochs"] == run["eval_every"] == 20 and lp[run["seed"]]["epochs"] == setup.epochs == 3
-        different = {k for k, v in _config_only(run).items() if _config_only(lp[run["seed"]]).get(k) != v}
-        assert different == {"epochs", "eval_every"} and ex.run_key(run) != ex.run_key(lp[run["seed"]])
-    assert not any("training_length" in r["tags"] for scale in ("smoke", "mini") for r in ex.grid("backbones", scale))
+        twin = lp[(run["dataset"], run["seed"])]
+        assert run["epochs"] == run["eval_every"] == 20 and twin["epochs"] == setup.epochs == 3
+        different = {k for k, v in _config_only(run).items() if _config_only(twin).get(k) != v}
+        assert different == {"epochs", "eval_every"} and ex.run_key(run) != ex.run_key(twin)
+    assert not any("training_length" in r["tags"] for scale in ("smoke", "mini") for r in ex.grid(chapter, scale))
+    # on CIFAR-10 the downstream chapter's check is the backbones chapter's runs, trained once
+    headline = {ex.run_key(r) for r in ex.grid("backbones", setup=setup)}
+    assert all(ex.run_key(r) in headline for r in checks if r["dataset"] == "cifar10")
 
 
 def test_training_length_check_pairs_lp_at_the_papers_epochs_with_lp_by_seed(tmp_path):
@@ -128,6 +134,17 @@ def test_training_length_check_pairs_lp_at_the_papers_epochs_with_lp_by_seed(tmp
     assert ex.training_length_check(frame[frame["label"] != long_label], "desk")[1].empty
     assert ex.training_length_check(frame, "smoke")[1].empty        # only the desk scale runs the check
     assert long_label in set(frame["label"]) and long_label not in ex.chapter_table("backbones", {"desk": frame}).index
+
+
+def test_training_length_check_asks_one_question_per_dataset(tmp_path):
+    runs = ex.grid("downstream", "desk")
+    long_label = ex.training_length_label(ex.PAPER_EPOCHS)
+    frame = _fake_seed_pairs(tmp_path / "desk", runs, {"LP": 0.40, long_label: 0.43}, drifting=long_label,
+                             drift=0.002)
+    sentences, table = ex.training_length_check(frame, "desk")
+    assert table["where_dataset"].tolist() == ["cifar10", "tiny-imagenet"] and set(table["n"]) == {3}
+    assert set(table["verdict"]) == {"holds"} and len(sentences) == 2
+    assert "(tiny-imagenet)" in sentences[1]
 
 
 def test_runs_that_cache_features_share_a_folder_beside_their_run_folders(tmp_path):

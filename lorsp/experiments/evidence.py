@@ -247,14 +247,16 @@ def prompt_lr_deviation(frame: pd.DataFrame, scale: str) -> tuple[list[str], pd.
 def training_length_check(frame: pd.DataFrame, scale: str) -> tuple[list[str], pd.DataFrame]:
     """What the paper's training length does to LP, on the runs of ``frame`` (a chapter's rows at ``scale``,
     whose setup has ``training_length_epochs``): ``(sentences, table)`` from :func:`lorsp.experiments.claims`
-    for one question, ours: does LP trained that many epochs beat LP trained the scale's epochs on the same
-    images (seed-paired t-interval)? Empty when the scale has no such check or ``frame`` holds none of its
-    runs."""
+    for one question per dataset that has the check, ours: does LP trained that many epochs beat LP trained
+    the scale's epochs on the same images (seed-paired t-interval)? Empty when the scale has no such check or
+    ``frame`` holds none of its runs."""
     from .claims import Claim, claims
     setup = scale_setup(scale, require_data=False)
     epochs = setup.training_length_epochs
     if not epochs or "label" not in frame or training_length_label(epochs) not in set(frame["label"]):
         return [], pd.DataFrame()
-    question = Claim(f"LP trained for the paper's {epochs} epochs beats LP trained for this scale's {setup.epochs}",
-                     [(training_length_label(epochs), "LP")])
-    return claims(frame, [question], scale=scale)
+    checked = frame.loc[frame["label"] == training_length_label(epochs), "dataset"]
+    questions = [Claim(f"LP trained for the paper's {epochs} epochs beats LP trained for this scale's "
+                       f"{setup.epochs} ({dataset})", [(training_length_label(epochs), "LP")], dict(dataset=dataset))
+                 for dataset in dict.fromkeys(checked)]
+    return claims(frame, questions, scale=scale)

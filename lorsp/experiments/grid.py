@@ -69,7 +69,8 @@ def grid(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None
     5 at ``desk``), ``sparsifier_ratios`` and ``sweep_points`` (fewer points at ``desk``), and
     ``reference_224`` (LP with cached features at 224 px on the same images, :data:`LP_224_LABEL`, beside
     LP in the backbones and downstream chapters), ``deviation_prompt_lr`` (:func:`deviation_label`) and
-    ``training_length_epochs`` (LP again at the paper's epochs, :func:`training_length_label`; backbones).
+    ``training_length_epochs`` (LP again at the paper's epochs, :func:`training_length_label`; backbones and
+    downstream).
     """
     setup = setup or scale_setup(scale, require_data=False)  # listing runs needs no data
     if chapter not in _CHAPTER_RUNS:
@@ -114,7 +115,8 @@ def _backbone_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
 
 
 def _downstream_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
-    """Table III: the downstream methods that apply to the backbone, per dataset and seed, with LP at 224 px."""
+    """Table III: the downstream methods that apply to the backbone, per dataset and seed, with LP at 224 px
+    and LP's training-length check (on CIFAR-10 the same runs as the backbones chapter's)."""
     chapter, runs = "downstream", []
     backbone = "vit_b32" if setup.scale == "paper" else setup.backbones[0]
     for dataset in setup.table3_datasets:
@@ -123,6 +125,8 @@ def _downstream_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
                      for label in DOWNSTREAM_ROWS if not not_applicable(label, backbone)]
             if setup.reference_224:
                 runs.append(_reference_224(setup, chapter, dataset, backbone, seed))
+            if setup.training_length_epochs:
+                runs.append(_training_length(setup, chapter, dataset, backbone, seed))
     return runs
 
 

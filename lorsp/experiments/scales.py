@@ -239,9 +239,9 @@ def desk_setup(data_root=None, require_data: bool = True) -> ScaleSetup:
                f"A labelled deviation, never in place of the paper's protocol: LoR-VP on CIFAR-10 is also trained "
                f"with the prompt at a learning rate of {DESK_PROMPT_LR:g} (the head at 0.01), 3 seeds, because at "
                "0.01 and desk length its prompt barely moves from its zero start (LoRSP's does).",
-               f"A training-length check: LP on CIFAR-10 is also trained for the paper's {PAPER_EPOCHS} epochs "
-               "(3 seeds; its features are cached, so it is cheap), to show what the desk scale's 3 epochs do "
-               "to LP.",
+               f"A training-length check: LP is also trained for the paper's {PAPER_EPOCHS} epochs on each "
+               "dataset (3 seeds; its features are cached, so it is cheap), to show what the desk scale's 3 "
+               "epochs do to LP.",
                "Tiny-ImageNet: the local archive holds the first 100 training images per class and the whole "
                "validation set (50 per class)."],
         table2_datasets=("cifar10",), table3_datasets=("cifar10", "tiny-imagenet"), ood_source="cifar10",

@@ -103,7 +103,8 @@ def test_prompt_lr_deviation_tests_its_own_questions_on_seed_pairs(tmp_path):
     assert ex.prompt_lr_deviation(frame, "smoke")[1].empty           # the smoke scale has no deviation
 
 
-@pytest.mark.parametrize("chapter, datasets", [("backbones", ["cifar10"]), ("downstream", ["cifar10", "tiny-imagenet"])])
+@pytest.mark.parametrize("chapter, datasets", [("backbones", ["cifar10"]),
+                                               ("downstream", ["cifar10", "tiny-imagenet"])])
 def test_desk_trains_lp_again_for_the_papers_epochs_on_the_same_images(chapter, datasets):
     setup = _desk()
     runs = ex.grid(chapter, setup=setup)

@@ -31,7 +31,8 @@ command line ``python -m lorsp.experiments``), :mod:`.evaluation` (shifted test 
 :mod:`.tables` (summaries and side-by-side tables), :mod:`.claims` (the paper's claims checked on the
 numbers), :mod:`.gallery` (Fig. 5), :mod:`.dissection` (the committed trained prompt that the method chapter
 ``prompt_factorisation`` dissects), :mod:`.evidence` (which scale a chapter's headline comes from, training
-curves, what the resolution costs) and :mod:`.findings` (every chapter's verdicts on one page). Everything public is importable from ``lorsp.experiments``.
+curves, what the resolution costs) and :mod:`.findings` (every chapter's verdicts on one page). Everything
+public is importable from ``lorsp.experiments``.
 """
 from __future__ import annotations
 
@@ -74,8 +75,8 @@ __all__ = [
     "usable_rows", "describe_failed", "instance_variation", "varying_share", "shown_path",
     "HEADLINE_SCALES", "Evidence", "committed_status", "headline_evidence", "training_curves", "resolution_cost",
     "flattening", "flattening_sentence", "FLATTENED_BELOW", "LP_224_LABEL", "prompt_lr_deviation", "deviation_label", "DEVIATION_LABELS",
-    "training_length_check", "training_length_label", "PAPER_EPOCHS", "CLAIM_CHAPTERS", "VERDICTS", "VERDICT_COLOURS", "Findings",
-    "findings",
+    "training_length_check", "training_length_label", "PAPER_EPOCHS",
+    "CLAIM_CHAPTERS", "VERDICTS", "VERDICT_COLOURS", "Findings", "findings",
     "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS", "DESK_PROMPT_LR",
     "desk_missing", "desk_setup", "replay_losses", "stale_records",
     "DISSECTION_SCALES", "DissectedPrompt", "DissectionSearch", "dissection_candidates", "dissection_images",

@@ -51,9 +51,9 @@ class Findings:
         rows = []
         for (chapter, claim), part in self.pairs.groupby(["chapter", "claim"], sort=False):
             seeds = sorted({int(n) for n in part["n"] if n})
+            span = "—" if not seeds else str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
             rows.append({"chapter": chapter, "scale": part["scale"].iloc[0], "claim": claim,
-                         "verdict": part["claim_verdict"].iloc[0],
-                         "seeds": "—" if not seeds else f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}",
+                         "verdict": part["claim_verdict"].iloc[0], "seeds": span,
                          "paired differences (pp, 95% CI)": "; ".join(_pair_text(row) for row in part.itertuples())})
         return pd.DataFrame(rows, columns=columns)
 
@@ -92,7 +92,8 @@ class Findings:
         wait = (f" No complete committed records yet for: {', '.join(waiting)} (their pages show only the check "
                 f"that the code runs)." if waiting else "")
         if claims.empty:
-            return "No chapter has complete committed records at a larger scale yet, so no claim is checked here." + wait
+            return ("No chapter has complete committed records at a larger scale yet, so no claim is checked "
+                    "here." + wait)
         counts = claims["verdict"].value_counts()
         summary = ", ".join(f"**{counts[v]} {v}**" for v in VERDICTS if v in counts)
         scales = ", ".join(f"`{s}`" for s in dict.fromkeys(claims["scale"]))

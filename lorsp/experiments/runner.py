@@ -21,7 +21,8 @@ import pandas as pd
 
 from .evaluation import evaluate_shifts
 from .grid import CHAPTERS, _config_only, grid, run_key, runs_dir
-from .records import _complete, _engine, _is_done, _key_record_path, _read_record, _record_path, _write_record, records_frame
+from .records import (_complete, _engine, _is_done, _key_record_path, _read_record, _record_path, _write_record,
+                      records_frame)
 from .scales import SCALES, scale_setup
 
 

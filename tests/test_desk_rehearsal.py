@@ -10,6 +10,7 @@ notebook. Nothing here is written under the repository's ``results/``.
 """
 from __future__ import annotations
 
+import shutil
 
 import pandas as pd
 import pytest
@@ -162,7 +163,6 @@ def test_findings_claim_nothing_without_complete_records(tmp_path, rehearsal):
     partial = tmp_path / "results"
     (partial / "desk").mkdir(parents=True)
     first = ex.run_key(ex.grid("backbones", "desk")[0])
-    import shutil
     shutil.copytree(root / "desk" / first, partial / "desk" / first)   # one record of 44: incomplete
     found = ex.findings(partial)
     assert set(found.chapters["headline scale"]) == {"none"} and found.claims().empty and found.forest().empty

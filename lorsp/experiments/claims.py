@@ -110,11 +110,17 @@ def claims(rows: pd.DataFrame, specs: Sequence[Claim], label: str = "label", val
     return sentences, pd.DataFrame(table_rows)
 
 
+def seed_span(table: pd.DataFrame, empty: str = "no") -> str:
+    """How many seeds the pairs of ``table`` (rows of :func:`claims`) were tested on: ``"3"``, ``"3–5"``, or
+    ``empty`` when no pair was run."""
+    seeds = sorted({int(n) for n in table["n"] if n})
+    return empty if not seeds else str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+
+
 def rule_description(table: pd.DataFrame, margin: float = MARGIN_PP, level: float = LEVEL) -> str:
     """``"paired t-interval over 3 seeds, 95%, equivalence margin ±0.5 pp, Holm over 4 pairs"`` for the
     pairs of ``table`` (one claim's rows of :func:`claims`)."""
-    seeds = sorted({int(n) for n in table["n"] if n})
-    span = "no" if not seeds else str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+    span = seed_span(table)
     run = int((table["verdict"] != "not run").sum())
     return (f"paired t-interval over {span} seeds, {100 * level:g}%, equivalence margin ±{margin:g} pp, "
             f"Holm over {run} pair{'s' if run != 1 else ''}")

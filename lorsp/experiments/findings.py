@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .claims import LEVEL, MARGIN_PP, chapter_claims
+from .claims import LEVEL, MARGIN_PP, chapter_claims, seed_span
 from .evidence import headline_evidence
 from .grid import chapter_facts
-from .records import ACCURACY
 from .grid import results_root as resolve_results_root
+from .records import ACCURACY
 
 #: the chapters that check claims of the paper, in the book's order (the prompt gallery measures, it has
 #: no pairwise claims)
@@ -50,10 +50,8 @@ class Findings:
             return pd.DataFrame(columns=columns)
         rows = []
         for (chapter, claim), part in self.pairs.groupby(["chapter", "claim"], sort=False):
-            seeds = sorted({int(n) for n in part["n"] if n})
-            span = "—" if not seeds else str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
             rows.append({"chapter": chapter, "scale": part["scale"].iloc[0], "claim": claim,
-                         "verdict": part["claim_verdict"].iloc[0], "seeds": span,
+                         "verdict": part["claim_verdict"].iloc[0], "seeds": seed_span(part, empty="—"),
                          "paired differences (pp, 95% CI)": "; ".join(_pair_text(row) for row in part.itertuples())})
         return pd.DataFrame(rows, columns=columns)
 

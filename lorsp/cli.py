@@ -304,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
                             epilog="example:\n  lorsp data fetch --root /scratch/data\n",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--root", default=None, help="data root (default: $LORSP_DATA or data/)")
+    q = data_sub.add_parser("convert-tflite", help="rebuild the MobileNetV2 weights from Google's int8 TFLite file",
+                            description="Convert mobilenet_v2_1.0_224_quant.tflite into the timm mobilenetv2_100 "
+                                        "safetensors the experiments use (lorsp.data.tflite_mobilenetv2).",
+                            epilog="example:\n  lorsp data convert-tflite mobilenet_v2_1.0_224_quant.tflite "
+                                   "data/weights/mobilenetv2_100_tflite_in1k.safetensors\n",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("tflite", help="mobilenet_v2_1.0_224_quant.tflite (google-coral/test_data)")
+    q.add_argument("output", help="the .safetensors file to write")
     from .data.pack import add_pack_arguments
     add_pack_arguments(data_sub.add_parser(
         "pack", help="pack a data subset and the weights into <= 40 MiB (a data root for a GPU machine)",
@@ -486,6 +494,11 @@ def _cmd_data(args) -> int:
     elif args.data_command == "fetch":
         from .data.fetch import ensure_smoke_inputs
         _print_result([r.to_dict() for r in ensure_smoke_inputs(args.root).results])
+    elif args.data_command == "convert-tflite":
+        from .data.tflite_mobilenetv2 import convert_tflite_mobilenetv2
+        from .data.importer import sha256_of
+        out = convert_tflite_mobilenetv2(args.tflite, args.output)
+        print(f"wrote {out} (sha256 {sha256_of(out)})")
     elif args.data_command == "pack":
         from .data.pack import pack_main
         return pack_main(args)

@@ -4,7 +4,10 @@
 :func:`import_data` takes zips, tars (``.tar``, ``.tar.gz``, ``.tgz``), weight files (``.safetensors``,
 ``.pth``, ``.pt``: copied to ``<root>/weights/``), dataset folders (copied to ``<root>/<folder name>``) and
 *bundle* folders (a folder holding archives and/or a ``weights/`` folder, such as the offline data folder:
-each archive and weight file in it is imported). For each archive or weight file with a ``SHA256SUMS`` file
+each archive and weight file in it is imported). Google's ``mobilenet_v2_1.0_224_quant.tflite`` (given, or in a
+bundle's ``weights/``) is converted into ``<root>/weights/mobilenetv2_100_tflite_in1k.safetensors`` when the
+data root lacks that file (:mod:`lorsp.data.tflite_mobilenetv2`), after the bundle's own weight files are
+copied. For each archive or weight file with a ``SHA256SUMS`` file
 beside it (or in its parent folder), its SHA-256 is checked against the listed one first; a mismatch raises
 :class:`ChecksumError` naming the file. Extraction is safe (members with absolute paths, ``..`` components or
 links are refused with an error naming the member) and idempotent: a member whose destination already exists
@@ -170,6 +173,26 @@ def _copy_tree(source: Path, target: Path) -> tuple[int, int]:
     return written, skipped
 
 
+def _is_mobilenetv2_tflite(path: Path) -> bool:
+    from .tflite_mobilenetv2 import TFLITE_NAME
+
+    return path.is_file() and path.name == TFLITE_NAME
+
+
+def _convert_tflite(path: Path, root: Path) -> list[dict]:
+    """The MobileNetV2 TFLite file converted into the data root's safetensors, unless that is already there."""
+    from .tflite_mobilenetv2 import SAFETENSORS_NAME, convert_tflite_mobilenetv2
+
+    check = _verify(path)
+    target = root / "weights" / SAFETENSORS_NAME
+    present = target.is_file()
+    if not present:
+        print(f"converting {path} into {target} (dequantised, batch norm folded, background logit dropped)")
+        convert_tflite_mobilenetv2(path, target)
+    return [dict(source=str(path), kind="weights converted from TFLite", checksum=check, destination=str(target),
+                 written=int(not present), already_present=int(present))]
+
+
 def _import_one(path: Path, root: Path) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"cannot import {path}: no such file or folder")
@@ -178,6 +201,8 @@ def _import_one(path: Path, root: Path) -> list[dict]:
         written, skipped = (_extract_zip if path.name.lower().endswith(".zip") else _extract_tar)(path, root)
         return [dict(source=str(path), kind="archive", checksum=check, destination=str(root), written=written,
                      already_present=skipped)]
+    if _is_mobilenetv2_tflite(path):
+        return _convert_tflite(path, root)
     if path.is_file() and path.name.lower().endswith(WEIGHT_SUFFIXES):
         check = _verify(path)
         target = root / "weights" / path.name
@@ -188,9 +213,10 @@ def _import_one(path: Path, root: Path) -> list[dict]:
         archives = sorted(p for p in path.iterdir() if p.is_file() and _is_archive(p))
         weights = sorted(p for p in (path / "weights").glob("*") if p.is_file()
                          and p.name.lower().endswith(WEIGHT_SUFFIXES)) if (path / "weights").is_dir() else []
-        if archives or weights:  # a bundle folder
+        tflite = [p for p in sorted((path / "weights").glob("*.tflite")) if _is_mobilenetv2_tflite(p)]
+        if archives or weights or tflite:  # a bundle folder; converting last lets a bundled safetensors win
             results = []
-            for item in archives + weights:
+            for item in archives + weights + tflite:
                 results.extend(_import_one(item, root))
             return results
         target = root / path.name
@@ -198,7 +224,7 @@ def _import_one(path: Path, root: Path) -> list[dict]:
         return [dict(source=str(path), kind="folder", checksum="not checked (folder)", destination=str(target),
                      written=written, already_present=skipped)]
     raise ValueError(f"cannot import {path}: expected a zip/tar archive ({', '.join(ARCHIVE_SUFFIXES)}), a weights "
-                     f"file ({', '.join(WEIGHT_SUFFIXES)}) or a folder")
+                     f"file ({', '.join(WEIGHT_SUFFIXES)}), mobilenet_v2_1.0_224_quant.tflite or a folder")
 
 
 def import_data(paths, root=None) -> list[dict]:

@@ -276,11 +276,13 @@ def test_mismatched_files_are_refused_with_the_file_and_what_was_expected(tiny, 
     assert not (tmp_path / "out.safetensors").exists()
     wider = _tiny_timm_model()
     wider.reset_classifier(CLASSES + 3)
-    with pytest.raises(TFLiteConversionError, match=r"operator 8 .*\(6, 16, 1, 1\).*classifier\.weight expects \(8, 16\)"):
+    wrong_shape = r"operator 8 .*\(6, 16, 1, 1\).*classifier\.weight expects \(8, 16\)"
+    with pytest.raises(TFLiteConversionError, match=wrong_shape):
         tflite_layers_to_state_dict(read_tflite_layers(path), wider, str(path))
     swapped = read_tflite_layers(path)
     swapped[1], swapped[2] = swapped[2], swapped[1]
-    with pytest.raises(TFLiteConversionError, match=r"operator 2 .* conv layer but blocks\.0\.0\.conv_dw is a depthwise"):
+    wrong_kind = r"operator 2 .* conv layer but blocks\.0\.0\.conv_dw is a depthwise"
+    with pytest.raises(TFLiteConversionError, match=wrong_kind):
         tflite_layers_to_state_dict(swapped, _tiny_timm_model(), str(path))
 
 

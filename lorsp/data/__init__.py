@@ -10,6 +10,8 @@ offline archives, and the ImageNet sample images.
 - :func:`import_data` / :func:`describe_data` behind ``lorsp data import`` / ``lorsp data list``.
 - :func:`ensure_smoke_inputs` behind ``lorsp data fetch`` (and the smoke scale's setup): CIFAR-10 and the
   MobileNetV2 weights fetched into the data root where a network exists; :mod:`lorsp.data.fetch`.
+- :func:`convert_tflite_mobilenetv2`: the MobileNetV2 weights rebuilt from Google's int8 TFLite file
+  (:mod:`lorsp.data.tflite_mobilenetv2`; ``lorsp data import`` and ``lorsp data convert-tflite`` call it).
 - :func:`load_sample_images`: the 1,000 ImageNet sample images for figures.
 - :func:`class_names`: readable class names (Tiny-ImageNet's and ImageNet's words, not WordNet ids).
 - Image reading and the bad-image policy: :mod:`lorsp.data.images`.
@@ -24,10 +26,12 @@ from .registry import (EUROSAT_SPLIT_SEED, EUROSAT_TEST_FRACTION, DatasetNotFoun
 from .names import class_names
 from .root import data_root, project_root
 from .synthetic import SyntheticDataset
+from .tflite_mobilenetv2 import TFLiteConversionError, convert_tflite_mobilenetv2
 
 __all__ = ["build_dataset", "class_names", "list_datasets", "register_dataset", "dataset_spec", "dataset_location", "data_root",
            "project_root", "import_data", "describe_data", "ensure_smoke_inputs", "SmokeInputs",
            "load_sample_images", "SampleImages", "imagenet_wnids",
            "imagenet_class_index", "imagenet_samples_dataset", "SyntheticDataset", "LorspDataset",
            "BadImageError", "DatasetNotFoundError", "ChecksumError", "UnsafeArchiveError", "BAD_IMAGE_POLICIES",
+           "convert_tflite_mobilenetv2", "TFLiteConversionError",
            "EUROSAT_SPLIT_SEED", "EUROSAT_TEST_FRACTION", "load_rgb", "to_rgb", "make_transform"]

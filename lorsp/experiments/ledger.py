@@ -471,3 +471,76 @@ class Ledger:
         shared = [k for k in order if k in common]
         return (", ".join(shared[:-1]) + " and " + shared[-1] if len(shared) > 1 else
                 shared[0] if shared else "one substitution")
+
+    # ------------------------------------------------------------------------------------------------
+    # the detailed table, for a narrow page
+    # ------------------------------------------------------------------------------------------------
+    def table(self) -> pd.DataFrame:
+        """One row per comparison in six text columns: comparison (and where it is checked), the paper's
+        difference and its source, ours with n seeds and p raw → Holm, the verdicts, the detectable
+        difference, and the protocol with the row's flags."""
+        out = []
+        for r in self.rows.itertuples():
+            unit = " (share of zeros)" if r.measure == SPARSITY else ""
+            paper = (f"{r.paper_difference:+.2f} pp — {r.paper_source}" if math.isfinite(r.paper_difference)
+                     else r.paper_source)
+            ours = (f"{r.difference:+.2f} pp{unit} [{r.ci_low:+.2f}, {r.ci_high:+.2f}], n = {r.n}; "
+                    f"p = {_p(r.p_value)} → Holm {_p(r.p_holm)}")
+            verdict = f"**{r.verdict}**" + (f" (direction: {r.direction})" if r.verdict != r.direction else "")
+            seen = f"{r.detectable:.2f} pp" + (" — cannot see the paper's size" if r.blind else "")
+            flags = [f for f in (r.degenerate_note, r.unstable_note if r.unstable else "", r.still_note) if f]
+            protocol = f"{r.protocol}: {r.substitutions}" if r.substitutions else r.protocol
+            where = r.chapter + (f" (also {r.also_in})" if r.also_in else "")
+            out.append({"comparison": f"{r.comparison} — {where}", "paper's difference": paper,
+                        "ours (95% CI; p raw → Holm)": ours, "verdict; magnitude": f"{verdict}; {r.magnitude}",
+                        "detectable at 80% power": seen,
+                        "protocol; flags": protocol + "".join(f". ⚠ {f}" for f in flags)})
+        return pd.DataFrame(out)
+
+    def styled(self, caption: str = "The ledger: one row per comparison of the paper"):
+        """The :meth:`table` as a pandas Styler that fits a narrow page (wrapped text, small type)."""
+        from .tables import _CAPTION_STYLE
+        return self.table().style.hide(axis="index").set_caption(caption).set_table_styles([
+            _CAPTION_STYLE,
+            {"selector": "td, th", "props": [("white-space", "normal"), ("vertical-align", "top"),
+                                             ("font-size", "0.8em"), ("text-align", "left"),
+                                             ("padding", "2px 4px")]},
+            {"selector": "td.col0", "props": [("min-width", "9em")]},
+            {"selector": "td.col1, td.col5", "props": [("min-width", "12em")]},
+        ])
+
+
+def _p(value: float) -> str:
+    return "—" if not math.isfinite(value) else f"{value:.2g}" if value < 0.01 else f"{value:.2f}"
+
+
+def plot_ledger(ledger: Ledger, width: float = 7.0):
+    """One figure: each accuracy comparison's 95% interval (coloured by its final verdict) with the paper's
+    difference marked on the same row (◇; none where the paper only plots a figure). The horizontal axis
+    is linear within ±2 pp and logarithmic beyond. Rows of another unit (sparsity) are left out."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    rows = ledger.rows[ledger.rows["measure"] == ACCURACY].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(width, 0.24 * len(rows) + 1.9))
+    y = np.arange(len(rows))[::-1]
+    ax.axvspan(-ledger.margin, ledger.margin, color="0.9", zorder=0)
+    ax.axvline(0, color="0.3", lw=0.8)
+    for verdict, part in rows.groupby("verdict", sort=False):
+        ax.errorbar(part["difference"], y[part.index], fmt="o", ms=3.5, capsize=2, lw=1.2,
+                    xerr=[part["difference"] - part["ci_low"], part["ci_high"] - part["difference"]],
+                    color=LEDGER_COLOURS[verdict])
+    ax.scatter(rows["paper_difference"], y, marker="D", s=24, facecolor="none", edgecolor="black", lw=1.0, zorder=5)
+    ax.set_yticks(y, rows["comparison"], fontsize=7)
+    ax.set_xscale("symlog", linthresh=2)
+    low = min(-2.5, 1.3 * float(np.nanmin(rows["ci_low"])))
+    high = max(2.5, 1.3 * float(np.nanmax(rows[["ci_high", "paper_difference"]].to_numpy())))
+    ticks = [t for t in (-40, -20, -10, -2, -1, 0, 1, 2, 10, 20, 40) if low <= t <= high]
+    ax.set_xticks(ticks, [f"{t:+d}" if t else "0" for t in ticks], fontsize=8)
+    ax.set(xlim=(low, high), ylim=(-0.8, len(rows) - 0.2))
+    ax.set_xlabel("difference in top-1 accuracy (pp): ours, 95% t-interval; ◇ the paper's", fontsize=8)
+    handles = [Line2D([], [], color=LEDGER_COLOURS[v], marker="o", ms=4, label=v) for v in LEDGER_VERDICTS
+               if v in set(rows["verdict"])]
+    handles.append(Line2D([], [], ls="", marker="D", mfc="none", mec="black", label="paper's difference"))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.legend(handles=handles, fontsize=7, ncol=len(handles), loc="lower center", frameon=False)
+    return fig

@@ -159,8 +159,8 @@ def _side(rows: pd.DataFrame, column: str, name: str, value: str) -> pd.DataFram
 
 def _pair_runs(rows: pd.DataFrame, column: str, better: str, worse: str, value: str) -> pd.DataFrame:
     """Seed-paired runs of ``better`` and ``worse``: ``seed, key_a, key_b, a, b`` (NaN where a run diverged)."""
-    joined = _side(rows, column, better, value).join(_side(rows, column, worse, value), how="inner",
-                                                      lsuffix="_a", rsuffix="_b")
+    joined = pd.merge(_side(rows, column, better, value), _side(rows, column, worse, value), how="inner",
+                      left_index=True, right_index=True, suffixes=("_a", "_b"))
     return joined.reset_index().rename(columns={"value_a": "a", "value_b": "b"})
 
 

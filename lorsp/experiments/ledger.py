@@ -476,25 +476,25 @@ class Ledger:
     # the detailed table, for a narrow page
     # ------------------------------------------------------------------------------------------------
     def table(self) -> pd.DataFrame:
-        """One row per comparison in six text columns: comparison (and where it is checked), the paper's
-        difference and its source, ours with n seeds and p raw → Holm, the verdicts, the detectable
-        difference, and the protocol with the row's flags."""
+        """One row per comparison in five HTML text columns: the comparison (and the chapters that check it),
+        the paper's difference and its source, ours (interval, n seeds, p raw → Holm), the verdicts with the
+        detectable difference, and the protocol with the row's flags (⚠)."""
         out = []
         for r in self.rows.itertuples():
-            unit = " (share of zeros)" if r.measure == SPARSITY else ""
-            paper = (f"{r.paper_difference:+.2f} pp — {r.paper_source}" if math.isfinite(r.paper_difference)
+            unit = " of zeros" if r.measure == SPARSITY else ""
+            paper = (f"<b>{r.paper_difference:+.2f} pp</b><br>{r.paper_source}" if math.isfinite(r.paper_difference)
                      else r.paper_source)
-            ours = (f"{r.difference:+.2f} pp{unit} [{r.ci_low:+.2f}, {r.ci_high:+.2f}], n = {r.n}; "
-                    f"p = {_p(r.p_value)} → Holm {_p(r.p_holm)}")
-            verdict = f"**{r.verdict}**" + (f" (direction: {r.direction})" if r.verdict != r.direction else "")
-            seen = f"{r.detectable:.2f} pp" + (" — cannot see the paper's size" if r.blind else "")
+            ours = (f"<b>{r.difference:+.2f} pp</b>{unit}<br><span style='white-space:nowrap'>[{r.ci_low:+.2f}, "
+                    f"{r.ci_high:+.2f}]</span><br>n = {r.n}; p {_p(r.p_value)} → Holm {_p(r.p_holm)}")
+            verdict = (f"<b>{r.verdict}</b>" + (f" (direction: {r.direction})" if r.verdict != r.direction else "")
+                       + f"<br>{r.magnitude}<br>detectable: {r.detectable:.2f} pp"
+                       + (" — cannot see the paper's size" if r.blind else ""))
             flags = [f for f in (r.degenerate_note, r.unstable_note if r.unstable else "", r.still_note) if f]
-            protocol = f"{r.protocol}: {r.substitutions}" if r.substitutions else r.protocol
+            protocol = f"<b>{r.protocol}</b>" + (f": {r.substitutions}" if r.substitutions else "")
             where = r.chapter + (f" (also {r.also_in})" if r.also_in else "")
-            out.append({"comparison": f"{r.comparison} — {where}", "paper's difference": paper,
-                        "ours (95% CI; p raw → Holm)": ours, "verdict; magnitude": f"{verdict}; {r.magnitude}",
-                        "detectable at 80% power": seen,
-                        "protocol; flags": protocol + "".join(f". ⚠ {f}" for f in flags)})
+            out.append({"comparison": f"<b>{r.comparison}</b><br>{where}", "paper's difference": paper,
+                        "ours (95% CI)": ours, "verdict": verdict,
+                        "protocol; flags": protocol + "".join(f"<br>⚠ {f}" for f in flags)})
         return pd.DataFrame(out)
 
     def styled(self, caption: str = "The ledger: one row per comparison of the paper"):
@@ -505,8 +505,8 @@ class Ledger:
             {"selector": "td, th", "props": [("white-space", "normal"), ("vertical-align", "top"),
                                              ("font-size", "0.8em"), ("text-align", "left"),
                                              ("padding", "2px 4px")]},
-            {"selector": "td.col0", "props": [("min-width", "9em")]},
-            {"selector": "td.col1, td.col5", "props": [("min-width", "12em")]},
+            {"selector": "td.col0, td.col1, td.col2, td.col3", "props": [("min-width", "8em")]},
+            {"selector": "td.col4", "props": [("min-width", "14em")]},
         ])
 
 

@@ -15,11 +15,14 @@ records, so that the two can be joined.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from importlib import resources
 
 import pandas as pd
 
-__all__ = ["TABLES", "list_tables", "load_table", "paper_long", "PAPER_LABEL"]
+__all__ = ["TABLES", "list_tables", "load_table", "paper_long", "PAPER_LABEL", "PaperGap", "paper_gap",
+           "display_name", "PAPER_IMAGE_SIZE", "PAPER_EPOCHS"]
 
 #: the column label under which the paper's numbers appear in the book's side-by-side tables
 PAPER_LABEL = "paper (reported, %)"
@@ -112,3 +115,73 @@ def paper_long(name: str) -> pd.DataFrame:
     long["paper_pct"] = long["paper_pct"].astype(float)
     long.attrs.update(source="paper", units="percent", caption=TABLES[key][1], label=PAPER_LABEL)
     return long
+
+
+#: the paper's protocol (Sec. IV-A): images resized to 224 px, every model trained for 20 epochs
+PAPER_IMAGE_SIZE = 224
+PAPER_EPOCHS = 20
+
+#: how the book writes the paper's backbones and datasets (and ours) in sentences
+_DISPLAY = {"resnet50": "ResNet-50", "vit_b32": "ViT-B/32", "vit_b16": "ViT-B/16", "swin_b": "Swin-B",
+            "clip_vit_b32": "CLIP ViT-B/32", "mobilenetv2": "MobileNetV2", "cifar10": "CIFAR-10",
+            "cifar100": "CIFAR-100", "tiny-imagenet": "Tiny-ImageNet", "imagenet-1k": "ImageNet-1K",
+            "imagenet": "ImageNet-1K", "imagenet-r": "ImageNet-R", "imagenet-sketch": "ImageNet-Sketch",
+            "imagenet-a": "ImageNet-A", "imagenet-v2": "ImageNet-V2", "ood_avg": "OOD average"}
+_ROMAN = {"table2": "II", "table3": "III", "table4": "IV", "table5": "V", "table6": "VI"}
+
+
+def display_name(name: str) -> str:
+    """``"vit_b32"`` → ``"ViT-B/32"``, ``"cifar10"`` → ``"CIFAR-10"``; other names unchanged."""
+    return _DISPLAY.get(str(name), str(name))
+
+
+@dataclass(frozen=True)
+class PaperGap:
+    """The paper's own difference ``better − worse`` (pp) for one comparison, and where it comes from.
+
+    ``difference`` is NaN when the paper prints no value (e.g. its Figs. 3–4 are plotted only); ``source``
+    names the table, the rows or column and how the number is averaged; ``backbones``, ``dataset`` and
+    ``test_sets`` (Table IV: the shifted sets) and ``image_size``/``epochs`` are the paper's protocol for it."""
+
+    difference: float
+    source: str
+    backbones: tuple[str, ...]
+    dataset: str
+    test_sets: tuple[str, ...] = ()
+    image_size: int = PAPER_IMAGE_SIZE
+    epochs: int = PAPER_EPOCHS
+
+    @property
+    def printed(self) -> bool:
+        return math.isfinite(self.difference)
+
+
+def paper_gap(name: str, better: str, worse: str, dataset: str) -> PaperGap:
+    """The paper's ``better − worse`` in table ``name`` on ``dataset`` (Tables II, V, VI: the training set;
+    Tables III and IV: the column, e.g. ``"cifar10"`` or ``"imagenet-sketch"``), averaged over the backbones
+    the table reports it on (Table II/V: the five; Table VI: ViT-B/32 and ResNet-50; III/IV: ViT-B/32 only).
+
+    Raises ``KeyError`` naming the table, the dataset and the methods it has when a number is missing."""
+    key = _resolve(name)
+    long = paper_long(key)
+    long = long[(long["backbone"] != "avg") & (long["dataset"] == dataset)]
+    if long.empty:
+        raise KeyError(f"paper table {name!r} has no numbers for dataset {dataset!r}")
+    pivot = long.pivot_table(index="backbone", columns="method", values="paper_pct", aggfunc="first")
+    missing = [m for m in (better, worse) if m not in pivot.columns]
+    if missing:
+        raise KeyError(f"paper table {name!r} ({dataset}) has no method {missing[0]!r}; it has "
+                       f"{sorted(pivot.columns)}")
+    backbones = tuple(b for b in dict.fromkeys(load_table(key)["backbone"]) if b in pivot.index) \
+        if "backbone" in load_table(key) else tuple(pivot.index)
+    gaps = (pivot.loc[list(backbones), better] - pivot.loc[list(backbones), worse]).dropna()
+    table = f"Table {_ROMAN[key]}"
+    if key in ("table3", "table4"):
+        where = f"{display_name(dataset)} column, ViT-B/32"
+        trained = "imagenet-1k" if key == "table4" else dataset
+        test_sets = (dataset,) if key == "table4" else ()
+        return PaperGap(float(gaps.mean()), f"{table}, {where}: {better} − {worse}", ("vit_b32",), trained, test_sets)
+    over = ("the paper's five backbones" if len(backbones) == 5 else
+            " and ".join(display_name(b) for b in backbones))
+    return PaperGap(float(gaps.mean()), f"{table}, {display_name(dataset)}: {better} − {worse}, mean over {over}",
+                    tuple(backbones), dataset)

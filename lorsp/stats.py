@@ -43,7 +43,7 @@ import numpy as np
 from scipy import special as _special
 
 __all__ = ["VERDICTS", "PairedVerdict", "HolmPair", "FamilyVerdict", "paired_verdict", "holm_verdict",
-           "holm_adjust", "POWER"]
+           "holm_adjust", "detectable_difference", "POWER"]
 
 #: the four verdicts, in the order they are checked
 VERDICTS = ("holds", "reversed", "equivalent", "inconclusive")
@@ -190,6 +190,38 @@ def _tost(mean: float, se: float, n: int, margin: float) -> float:
     lower = 1.0 - _t_cdf((mean + margin) / se, n - 1)
     upper = _t_cdf((mean - margin) / se, n - 1)
     return max(lower, upper)
+
+
+def detectable_difference(n: int, sd: float, level: float = 0.95, power: float = POWER) -> float:
+    """The smallest true mean paired difference that the two-sided paired t-test over ``n`` seeds (paired sd
+    ``sd``, confidence ``level``) detects with probability ``power`` (80 %): exact, from the noncentral t.
+
+    Under a true difference δ the statistic ``T = mean / (s_d / √n)`` is noncentral t with ``n − 1`` degrees of
+    freedom and noncentrality ``δ √n / sd`` (``scipy.stats.nct``); the test rejects when ``|T| > t_{1−α/2, n−1}``.
+    The returned δ solves ``P(|T| > t_crit) = power`` (``scipy.optimize.brentq``), in the units of ``sd``.
+    (:class:`PairedVerdict`'s ``detectable`` is the shifted-central-t approximation of the same number.)
+    NaN when ``n < 2`` or ``sd`` is not a positive finite number (no spread: nothing to size a test from).
+    Raises ``ValueError`` naming ``level`` or ``power`` when they are outside (0, 1)."""
+    from scipy import optimize, stats
+    if not 0 < level < 1:
+        raise ValueError(f"level must be a confidence level in (0, 1), e.g. 0.95; got {level!r}")
+    if not 0 < power < 1:
+        raise ValueError(f"power must be a probability in (0, 1), e.g. 0.8; got {power!r}")
+    if n is None or int(n) < 2 or not (isinstance(sd, (int, float, np.floating)) and math.isfinite(sd) and sd > 0):
+        return float("nan")
+    df = int(n) - 1
+    critical = _t_quantile(1 - (1 - level) / 2, df)
+
+    def shortfall(noncentrality: float) -> float:
+        upper_tail = float(stats.nct.sf(critical, df, noncentrality))
+        lower_tail = float(stats.nct.cdf(-critical, df, noncentrality))   # ~0 for δ > 0; scipy may give NaN there
+        return upper_tail + (lower_tail if math.isfinite(lower_tail) else 0.0) - power
+
+    upper = critical + _t_quantile(power, df)        # the shifted-central-t approximation: a starting bracket
+    while shortfall(upper) < 0:                      # widen until the power at ``upper`` reaches ``power``
+        upper *= 1.5
+    noncentrality = optimize.brentq(shortfall, 0.0, upper, xtol=1e-10)
+    return float(noncentrality * float(sd) / math.sqrt(int(n)))
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:

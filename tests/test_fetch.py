@@ -178,7 +178,7 @@ def test_fetch_fills_the_data_root_and_the_smoke_setup_has_no_fallback(tmp_path,
     assert "mobilenetv2_100.ra_in1k.safetensors" in capsys.readouterr().out
 
     model, info = create_backbone("mobilenetv2", data_root=root)   # found in the data root, exactly as served
-    assert info.weights_source == f"file:{root / 'weights' / 'mobilenetv2_100.ra_in1k.safetensors'}"
+    assert info.weights_source == "file:mobilenetv2_100.ra_in1k.safetensors"
     assert info.mean == pytest.approx((0.485, 0.456, 0.406))
     served_state = served["state"]
     assert all(torch.equal(value, served_state[key]) for key, value in model.state_dict().items())
@@ -229,7 +229,7 @@ def test_a_refused_connection_falls_back_quickly_with_the_reason(tmp_path, monke
         assert result.reason.startswith("no network: could not reach 127.0.0.1:")
         assert "(connection refused)" in result.reason
         assert result.reason.endswith("run `lorsp data import PATH` or connect and rebuild")
-    assert list(setup.datasets) == ["synthetic"] and setup.random_init
+    assert list(setup.datasets) == ["synthetic"] and setup.backbones == ("efficientnet_lite0",)
     assert "CIFAR-10 was not fetched: no network: could not reach 127.0.0.1" in setup.fallbacks[-2]
     assert "MobileNetV2's ImageNet weights were not fetched: no network" in setup.fallbacks[-1]
     assert setup.facts()["fallbacks"] == setup.fallbacks

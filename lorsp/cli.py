@@ -312,6 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("tflite", help="mobilenet_v2_1.0_224_quant.tflite (google-coral/test_data)")
     q.add_argument("output", help="the .safetensors file to write")
+    q = data_sub.add_parser("verify", help="check a data root against the inputs of committed run records",
+                            description="Rebuild the images of each run record from the data root and compare their "
+                                        "fingerprints, and check the weights file or package by sha256 "
+                                        "(lorsp.data.provenance). Exit status 1 when an input differs or is missing.",
+                            epilog="example:\n  lorsp data verify results/desk --root /scratch/data\n",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("results", nargs="*", default=["results/desk"],
+                   help="results folders or record files (default: results/desk)")
+    q.add_argument("--root", default=None, help="data root (default: $LORSP_DATA or data/)")
     from .data.pack import add_pack_arguments
     add_pack_arguments(data_sub.add_parser(
         "pack", help="pack a data subset and the weights into <= 40 MiB (a data root for a GPU machine)",
@@ -499,12 +508,35 @@ def _cmd_data(args) -> int:
         from .data.importer import sha256_of
         out = convert_tflite_mobilenetv2(args.tflite, args.output)
         print(f"wrote {out} (sha256 {sha256_of(out)})")
+    elif args.data_command == "verify":
+        return _verify_data(args)
     elif args.data_command == "pack":
         from .data.pack import pack_main
         return pack_main(args)
     else:
         _print_result(data.describe_data(root=args.root))
     return 0
+
+
+def _verify_data(args) -> int:
+    """``lorsp data verify``: one line per record and input, then the counts; 1 when anything is not "ok"."""
+    from collections import Counter
+
+    from .data.provenance import verify_records
+    files = []
+    for given in args.results:
+        path = Path(given)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist (expected a results folder or a record.json)")
+        files.extend(sorted(path.glob("*/record.json")) if path.is_dir() else [path])
+    if not files:
+        raise FileNotFoundError(f"no */record.json under {', '.join(args.results)}")
+    rows = verify_records(files, args.root)
+    for row in rows:
+        print(f"{row['status']:<10} {row['input']:<13} {row['record']}  {row['note']}")
+    counts = Counter(row["status"] for row in rows)
+    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + f" ({len(files)} records)")
+    return 0 if set(counts) <= {"ok"} else 1
 
 
 def _cmd_bench(args) -> int:

@@ -222,7 +222,10 @@ def test_the_window_script_runs_end_to_end_on_a_cpu_and_resumes(tmp_path):
         record = json.loads((results / item["key"] / "record.json").read_text())
         assert record["status"] == "completed"
         assert record["weights_source"] == f"file:{gw.WEIGHTS_FILE}"
-        assert record["data"]["path"].startswith(str(pack.resolve()))
+        from lorsp.backbones import file_sha256   # the pack's weights and images, named portably
+        assert record["weights_sha256"] == file_sha256(pack / "weights" / gw.WEIGHTS_FILE)
+        assert record["data"]["provenance"]["train"]["location"] == "packed/cifar10/train.npz"
+        assert str(pack) not in json.dumps(record)
         assert record["experiment"]["tags"]["block"] == "table2-cifar10"
     assert {r["label"] for r in summary["accuracy"]} == {i["run"]["tags"]["label"] for i in plan}
     with tarfile.open(out / "mini-window-records.tar.gz") as tar:
@@ -234,7 +237,7 @@ def test_the_window_script_runs_end_to_end_on_a_cpu_and_resumes(tmp_path):
     lines = []
     again = gw.run_window(results, pack, smoke=True, blocks=["table2-cifar10"], log=lines.append)
     assert again["costs"] is None and again["runs"] == [] and again["finished_runs"] == 7
-    assert "7 already done, 0 to run" in lines[0]
+    assert lines[0].startswith("gpu-window: backbone: mobilenetv2") and "7 already done, 0 to run" in lines[1]
     assert stamps == {p: p.stat().st_mtime_ns for p in results.glob("*/record.json")}
 
 
@@ -260,3 +263,12 @@ def test_the_readmes_h100_estimate_is_what_the_code_computes_from_the_committed_
         shown = line.split("|")[column + 1].strip().strip("*")
         assert f"{per_block['table2-cifar10'] / 60:.1f}" == shown
     assert per_block["table2-cifar10"] / 60 < 10  # even the pessimistic bound fits one 10-minute command
+
+
+def test_the_plan_says_which_backbone_it_trains(capsys):
+    from lorsp.cli import main as cli
+
+    assert cli(["gpu-window", "plan", "--costs-from", "benchmarks/cpu-window-costs-128-loaded.json"]) == 0
+    first_lines = capsys.readouterr().out.splitlines()[:2]
+    assert first_lines[1] == ("backbone: mobilenetv2, with the ImageNet-1k weights of the pack's "
+                              "weights/mobilenetv2_100_tflite_in1k.safetensors")

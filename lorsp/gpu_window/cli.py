@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .costs import costs_from_bench, format_plan, measure_costs, plan_table
-from .plan import WINDOW_SCALE, window_plan
+from .plan import WINDOW_SCALE, plan_backbones, window_plan
 from .records import _finished
 from .run import run_window
 
@@ -52,6 +52,7 @@ def main(args) -> int:
         print(f"costs ({costs.source or 'as measured'}): " + ", ".join(
             f"{m} {1e3 * v:.3f} ms/image" for m, v in sorted(costs.train.items())) + f"; {costs.per_run:g} s per run")
         plan = window_plan(args.smoke, None, blocks)
+        print(plan_backbones(plan))
         done = set()
         if args.results:
             done = {i["key"] for i in plan if _finished(Path(args.results) / i["key"] / "record.json")}

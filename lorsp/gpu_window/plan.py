@@ -70,3 +70,12 @@ def window_plan(smoke: bool = False, device: str | None = None, blocks=None) -> 
             plan.append(dict(block=name, run=run, key=key, shared_with=first_seen.get(key)))
             first_seen.setdefault(key, name)
     return plan
+
+
+def plan_backbones(plan) -> str:
+    """The words for which backbone a plan trains and with which weights (``lorsp gpu-window plan`` and ``run``
+    print it first): the plan's backbones and the pack's weights file."""
+    from .pack import WEIGHTS_FILE
+
+    names = ", ".join(sorted({item["run"]["backbone"] for item in plan})) or "none"
+    return f"backbone: {names}, with the ImageNet-1k weights of the pack's weights/{WEIGHTS_FILE}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .costs import Costs, estimate_seconds, format_plan, measure_costs, plan_table
 from .pack import WindowError, _prepare
-from .plan import WINDOW_SCALE, window_plan
+from .plan import WINDOW_SCALE, plan_backbones, window_plan
 from .records import _finished, _State
 
 
@@ -49,6 +49,7 @@ def _run_window(results_dir, pack, minutes, smoke, device, blocks, bundle, summa
     results_dir.mkdir(parents=True, exist_ok=True)
     done = {item["key"] for item in plan if _finished(results_dir / item["key"] / "record.json")}
     todo = [item for item in plan if not item["shared_with"] and item["key"] not in done]
+    log(f"gpu-window: {plan_backbones(plan)}")
     log(f"gpu-window: {len(plan)} plan entries, {len({i['key'] for i in plan})} unique runs, {len(done)} already "
         f"done, {len(todo)} to run; budget {minutes:g} min, {max(0.0, deadline - time.time()) / 60:.1f} min left")
     if costs is None and todo:

@@ -114,7 +114,11 @@ def check_log_folder(log_folder, results_dir) -> Path:
 def make_executor(kind: str, log_folder, options: ClusterOptions):
     """A ``submitit.AutoExecutor`` for ``kind`` (a submitit choice of :data:`EXECUTORS`), configured with
     ``options``; a clear error where ``slurm`` is asked for on a machine without SLURM."""
-    import submitit
+    try:
+        import submitit
+    except ImportError as error:
+        raise RuntimeError(f"--executor {kind} needs submitit, a dependency of lorsp: pip install 'submitit>=1.5' "
+                           f"(or reinstall lorsp: pip install -e .); {error}") from error
     if kind not in _SUBMITIT_CLUSTER:
         raise ValueError(f"executor {kind!r}: expected one of {tuple(_SUBMITIT_CLUSTER)}")
     if kind == "slurm" and shutil.which("srun") is None:

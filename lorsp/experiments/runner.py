@@ -245,11 +245,10 @@ def _planned_row_done(row: dict, chapters: dict[str, list[dict]], results_dir) -
     return _complete(Path(results_dir), run)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lorsp.experiments --scale desk --chapter backbones --out results/desk``: train chapters'
-    grids (and the OOD chapter's shifted evaluations) outside the notebooks, in the background or on a GPU
-    machine; one line per run with the time left; a killed run resumes where it stopped."""
+def _parser():
+    """The command line of :func:`main` (the executor options: :func:`.executors.add_executor_arguments`)."""
     import argparse
+    from .executors import add_executor_arguments
     parser = argparse.ArgumentParser(prog="python -m lorsp.experiments", description=main.__doc__)
     parser.add_argument("--scale", choices=SCALES, default=None, help="default: $LORSP_SCALE or smoke")
     parser.add_argument("--chapter", choices=CHAPTERS + ("all",), default="all",
@@ -269,7 +268,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-hours", type=float, default=None,
                         help="start no run whose planned time would end after this many hours")
     parser.add_argument("--max-runs", type=int, default=None, help="train at most this many runs, then stop")
-    args = parser.parse_args(argv)
+    add_executor_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lorsp.experiments --scale desk --chapter backbones --out results/desk``: train chapters'
+    grids (and the OOD chapter's shifted evaluations) outside the notebooks, in the background or on a GPU
+    machine; one line per run with the time left; a killed run resumes where it stopped. ``--executor
+    slurm`` hands the runs to a cluster instead, one job array (:mod:`.executors`)."""
+    args = _parser().parse_args(argv)
     setup = scale_setup(args.scale, require_data=not (args.list or args.dry_run or args.hours))
     work = Path(args.work) if args.work else runs_dir(setup.scale)
     out = Path(args.out) if args.out else work
@@ -291,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for run in runs:
                 print(chapter, run_key(run), run["tags"].get("label"))
         return 0
+    if args.executor != "local":
+        from .executors import submit_chapters
+        return submit_chapters(by_chapter, out, work_dir, args, log=_line)
     from ..desk_budget import load_costs, run_seconds
     try:
         costs = load_costs()

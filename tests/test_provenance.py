@@ -103,3 +103,27 @@ def test_verify_checks_the_weights_by_sha256(tmp_path):
 def test_verify_names_a_missing_results_folder(tmp_path, capsys):
     assert cli(["data", "verify", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_an_older_record_is_stamped_portable_in_place(tmp_path):
+    from lorsp.backbones import file_sha256
+    from lorsp.data.provenance import stamp_record
+
+    root = _cifar_like(tmp_path / "root")
+    (root / "weights").mkdir()
+    (root / "weights" / "w.safetensors").write_bytes(b"weights")
+    folder = tmp_path / "results" / "run-a"
+    folder.mkdir(parents=True)
+    old = {"config": {"dataset": "cifar10", "image_size": 8, "seed": 0, "train_per_class": 2, "test_per_class": 2,
+                      "output": "/work/main/runs/run-a"}, "run_dir": "/work/main/runs/run-a",
+           "weights_source": "file:/work/main/data/weights/w.safetensors", "final_accuracy": 0.5,
+           "data": {"n_train": 20, "path": "/work/main/data/cifar10/train"}}
+    (folder / "record.json").write_text(json.dumps(old))
+    assert stamp_record(folder / "record.json", root)
+    new = json.loads((folder / "record.json").read_text())
+    assert "/work" not in json.dumps(new) and new["final_accuracy"] == 0.5 and new["data"]["n_train"] == 20
+    assert new["weights_source"] == "file:w.safetensors"
+    assert new["weights_sha256"] == file_sha256(root / "weights" / "w.safetensors")
+    assert new["data"]["provenance"]["train"] == _fingerprint(root, "train")
+    assert not stamp_record(folder / "record.json", root)            # idempotent
+    assert {r["status"] for r in verify_records([folder / "record.json"], root)} == {"ok"}

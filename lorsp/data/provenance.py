@@ -149,3 +149,54 @@ def verify_records(record_files: Iterable, data_root=None) -> list[dict]:
                              f"{found['images']} images, sha256 {str(found['sha256'])[:12]}… against the "
                              f"record's {str(recorded[split].get('sha256'))[:12]}…"})
     return rows
+
+
+def stamp_record(file, data_root=None) -> bool:
+    """Bring an older record to the portable form in place (metadata only; its results are untouched): machine
+    paths dropped (:func:`portable_record`), a ``file:/path/NAME`` weights source named ``file:NAME`` with the
+    sha256 of the data root's ``weights/NAME``, and the images' fingerprints rebuilt from its config. Refuses
+    (ValueError naming the record) when the data root's file or images are not there. True when it changed."""
+    from ..backbones import file_sha256
+    from ..results import write_record
+    from .root import data_root as resolve
+
+    file, root = Path(file), Path(resolve(data_root))
+    record = json.loads(file.read_text())
+    stamped = portable_record(record)
+    source = str(stamped.get("weights_source") or "")
+    if source.startswith("file:") and "/" in source:
+        stamped["weights_source"] = f"file:{Path(source[5:]).name}"
+    if stamped["weights_source"].startswith("file:") and not stamped.get("weights_sha256"):
+        weights = root / "weights" / stamped["weights_source"][5:]
+        if not weights.is_file():
+            raise ValueError(f"{file}: its weights {weights} are not in the data root; cannot stamp their sha256")
+        stamped["weights_sha256"] = file_sha256(weights)
+    data = stamped.setdefault("data", {})
+    if "provenance" not in data:
+        try:
+            data["provenance"] = {split: data_provenance(_split_dataset(stamped["config"], split, root), root)
+                                  for split in ("train", "test")}
+        except (FileNotFoundError, KeyError) as error:
+            raise ValueError(f"{file}: cannot rebuild its images from {root}: {error}") from error
+    if stamped == record:
+        return False
+    write_record(stamped, file.parent, name=file.name)
+    return True
+
+
+def main(argv=None) -> int:
+    """``python -m lorsp.data.provenance --stamp FOLDER...``: :func:`stamp_record` on every ``*/record.json``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lorsp.data.provenance", description=main.__doc__)
+    parser.add_argument("--stamp", nargs="+", required=True, metavar="FOLDER", help="results folders")
+    parser.add_argument("--root", default=None, help="data root (default: $LORSP_DATA or data/)")
+    args = parser.parse_args(argv)
+    files = [f for folder in args.stamp for f in sorted(Path(folder).glob("*/record.json"))]
+    changed = sum(stamp_record(f, args.root) for f in files)
+    print(f"stamped {changed} of {len(files)} records")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -510,12 +510,13 @@ def test_gallery_sentences_state_the_measured_numbers():
 
 
 # --- what the book prints: the smoke epochs stated once, no absolute machine path ---------------------------
-def test_epochs_are_stated_once():
+def test_epochs_are_stated_once(tmp_path, monkeypatch):
     import re
     from pathlib import Path
     from lorsp.scale import SCALES as SCALE_DEFAULTS
+    monkeypatch.setenv("LORSP_DATA", str(tmp_path))   # an empty data root (a fresh clone): the epochs need no data
     for scale in ex.SCALES:
-        # require_data=False: the desk setup's epochs do not depend on the data root (an empty one included)
+        # require_data=False: the desk setup lists its runs without the desk data and weights
         assert ex.scale_setup(scale, require_data=False).epochs == SCALE_DEFAULTS[scale].epochs
     repo = Path(ex.__file__).resolve().parents[2]
     for doc in ("README.md", "book/running.md"):

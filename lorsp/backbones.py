@@ -427,6 +427,11 @@ def _pretrained(spec: BackboneSpec, root: Path, timm_kwargs: dict):
             "timm could not get its pretrained weights",
             f"{OFFLINE_VAR}={os.environ[OFFLINE_VAR].strip()} forbids timm's download (and its hub cache), and the "
             f"data root holds no weights file for it"))
+    unreachable = _hub_unreachable(cfg)
+    if unreachable:
+        raise WeightsUnavailableError(_offline_message(spec, root, None).replace(
+            "timm could not get its pretrained weights", f"timm could not get its pretrained weights ({unreachable}) "
+            f"and they are not in its cache"))
     try:
         model = timm.create_model(spec.timm_name, pretrained=True, **timm_kwargs)
     except (OSError, ConnectionError, TimeoutError) as error:  # URLError, HF hub errors, requests errors
@@ -437,6 +442,24 @@ def _pretrained(spec: BackboneSpec, root: Path, timm_kwargs: dict):
         raise
     cfg = model.pretrained_cfg
     return model, f"timm:{spec.timm_name}", tuple(cfg.get("mean")), tuple(cfg.get("std")), spec.timm_name, None
+
+
+def _hub_unreachable(cfg) -> str | None:
+    """Why timm's download cannot work, decided in seconds (:func:`lorsp.data.fetch.network_obstacle`), when the
+    Hugging Face hub's cache does not hold the weights; None when it may (the cache has them, or the hub answers).
+    Without it an offline machine spends most of a minute in the hub client's retries."""
+    from .data.fetch import _hub_endpoint, network_obstacle
+
+    if not cfg.hf_hub_id:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(cfg.hf_hub_id, filename), str):
+            return None
+    return network_obstacle(_hub_endpoint())
 
 
 def create_backbone(name: str, weights=None, random_init: bool = False, data_root=None, **timm_kwargs):

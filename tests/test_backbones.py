@@ -110,6 +110,7 @@ def test_pretrained_download_is_requested_and_a_network_failure_is_a_clear_error
 
     monkeypatch.setattr(timm, "create_model", spy)
     monkeypatch.delenv("LORSP_OFFLINE", raising=False)   # the download is attempted (and fails, spied)
+    monkeypatch.setattr(backbones, "_hub_unreachable", lambda cfg: None)   # the hub seems to answer
     with pytest.raises(WeightsUnavailableError) as info:
         create_backbone("resnet50", data_root=tmp_path)
     assert calls == [("resnet50.tv2_in1k", True)]
@@ -117,6 +118,20 @@ def test_pretrained_download_is_requested_and_a_network_failure_is_a_clear_error
     for part in ("'resnet50'", "resnet50.tv2_in1k", "--weights FILE", str(tmp_path / "weights"), "online",
                  "--random-init"):
         assert part in message, part
+
+
+def test_an_unreachable_hub_fails_fast_without_the_hub_clients_retries(tmp_path, monkeypatch):
+    import timm
+
+    from lorsp.data import fetch
+
+    calls = []
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: calls.append(a) or pytest.fail("download tried"))
+    monkeypatch.delenv("LORSP_OFFLINE", raising=False)
+    monkeypatch.setattr(fetch, "network_obstacle", lambda url: f"no network: could not reach {url} (refused)")
+    with pytest.raises(WeightsUnavailableError, match=r"no network: could not reach .* not in its cache"):
+        create_backbone("resnet50", data_root=tmp_path)
+    assert calls == []
 
 
 def test_offline_hub_gives_the_clear_error(tmp_path, hub_offline):

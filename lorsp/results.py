@@ -18,6 +18,7 @@ never a record silently skipped.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -34,9 +35,16 @@ from typing import Any, Iterable
 from .checkpoint import atomic_write_bytes
 
 __all__ = ["RECORD_SCHEMA", "RECORD_NAME", "PROMPT_NAME", "PROMPT_SHA256_KEY", "write_record", "read_record", "load",
-           "versions", "git_commit", "record_filename", "to_jsonable", "file_sha256", "check_prompt_file"]
+           "versions", "git_commit", "record_filename", "to_jsonable", "file_sha256", "check_prompt_file",
+           "training_code_sha256", "TRAINING_CODE"]
 
-RECORD_SCHEMA = "lorsp.run/1"
+#: ``lorsp.run/2``: the record holds ``prompt_sha256`` from its run, ``versions.lorsp_code`` (:func:`training_code_sha256`),
+#: and its evaluation is repeatable for every method (random sparsifiers draw evaluation masks per image from the
+#: run's seed); ``lorsp.run/1`` records (before) may hold none of these, and a stamped ``prompt_sha256``
+RECORD_SCHEMA = "lorsp.run/2"
+#: the package's files whose content decides what a run trains and evaluates (:func:`training_code_sha256`)
+TRAINING_CODE = ("train.py", "model.py", "backbones.py", "lif.py", "optim.py", "checkpoint.py", "distributed.py",
+                 "data", "prompters")
 #: the record of a run folder (engine run directory, or ``results/<scale>/<run key>/``), beside its prompt file
 RECORD_NAME = "record.json"
 #: the trained prompter and head of a run folder (:func:`lorsp.train.save_prompt_weights`)
@@ -46,7 +54,8 @@ PROMPT_SHA256_KEY = "prompt_sha256"
 
 
 def versions() -> dict[str, str | None]:
-    """Versions of lorsp, torch, torchvision, timm and python."""
+    """Versions of lorsp, torch, torchvision, timm and python, and ``lorsp_code``: the sha256 of the training
+    code (:func:`training_code_sha256`), so that records of different commits can be told to train alike."""
     import torch
     out: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
     try:
@@ -54,12 +63,28 @@ def versions() -> dict[str, str | None]:
     except ImportError:  # pragma: no cover - circular import during package init
         lorsp_version = None
     out["lorsp"] = lorsp_version
+    out["lorsp_code"] = training_code_sha256()
     for name in ("torchvision", "timm"):
         try:
             out[name] = __import__(name).__version__
         except Exception:  # noqa: BLE001 - an optional library
             out[name] = None
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def training_code_sha256() -> str:
+    """The sha256 over the ``*.py`` files of :data:`TRAINING_CODE` (relative path and content, in path order): two
+    commits with the same digest train and evaluate alike, whatever else (book, experiments' tables) differs."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    files = []
+    for name in TRAINING_CODE:
+        path = package / name
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    for path in files:
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def git_commit(path=None) -> str | None:
@@ -212,7 +237,7 @@ def _looks_like_a_record(path: Path) -> bool:
         head = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return True
-    return f'"schema": "{RECORD_SCHEMA}"' in head or not _parses(head)
+    return '"schema": "lorsp.run/' in head or not _parses(head)
 
 
 def _parses(text: str) -> bool:

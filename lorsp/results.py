@@ -35,7 +35,7 @@ from typing import Any, Iterable
 from .checkpoint import atomic_write_bytes
 
 __all__ = ["RECORD_SCHEMA", "RECORD_NAME", "PROMPT_NAME", "PROMPT_SHA256_KEY", "write_record", "read_record", "load",
-           "versions", "git_commit", "record_filename", "to_jsonable", "file_sha256", "check_prompt_file",
+           "versions", "git_commit", "record_filename", "to_jsonable", "file_sha256", "check_prompt_file", "parse_record_file",
            "training_code_sha256", "TRAINING_CODE"]
 
 #: ``lorsp.run/2``: the record holds ``prompt_sha256`` from its run, ``versions.lorsp_code`` (:func:`training_code_sha256`),
@@ -179,17 +179,16 @@ def _prompt_digest_and_check(path: Path) -> str:
         try:
             load(data)
         except Exception as error:  # noqa: BLE001 - safetensors raises its own error type for every damage
-            raise ValueError(f"prompt file {path} is damaged (not a whole safetensors file: {error}); restore it "
-                             f"from git or regenerate its run") from error
+            raise ValueError(f"{path} is not a readable safetensors file (the prompt file is damaged or "
+                             f"truncated: {error}); restore it from git or regenerate its run") from error
         _CHECKED_PROMPTS[key] = hashlib.sha256(data).hexdigest()
     return _CHECKED_PROMPTS[key]
 
 
 def check_prompt_file(record: dict[str, Any], record_path) -> Path | None:
     """Check the prompt file beside a run folder's ``record.json`` and return its path (None when there is none
-    to check): a record holding ``prompt_sha256`` needs ``prompt.safetensors`` beside it with that digest; a
-    record naming a relative ``prompt_weights`` (as a results folder's does) needs that file; any prompt file
-    there must load as safetensors (a truncated one is refused). Records with other names (the engine's
+    to check): a record holding ``prompt_sha256`` needs ``prompt.safetensors`` beside it with that digest; any
+    prompt file there must load as safetensors (a truncated one is refused). Records with other names (the engine's
     ``results_dir`` copies, unique names) have no prompt beside them and are not checked. Raises a ValueError
     naming the file and what is wrong."""
     record_path = Path(record_path)
@@ -197,12 +196,10 @@ def check_prompt_file(record: dict[str, Any], record_path) -> Path | None:
         return None
     prompt = record_path.parent / PROMPT_NAME
     expected = record.get(PROMPT_SHA256_KEY)
-    named = record.get("prompt_weights")
-    required = expected is not None or named == PROMPT_NAME
     if not prompt.is_file():
-        if required:
-            raise ValueError(f"prompt file {prompt} is missing: its record {record_path} "
-                             f"{'holds its sha256' if expected else 'names it'}; restore it or regenerate the run")
+        if expected is not None:
+            raise ValueError(f"prompt file {prompt} is missing: its record {record_path} holds its sha256; restore "
+                             f"it or regenerate the run")
         return None
     actual = _prompt_digest_and_check(prompt)
     if expected is not None and actual != expected:
@@ -211,16 +208,26 @@ def check_prompt_file(record: dict[str, Any], record_path) -> Path | None:
     return prompt
 
 
-def read_record(path, check_prompt: bool = True) -> dict[str, Any]:
-    """One record file → dict; a ValueError names the file when it does not parse or is not a run record, and
-    (``check_prompt``) when the prompt file beside a ``record.json`` is missing or damaged
-    (:func:`check_prompt_file`)."""
+def parse_record_file(path) -> dict[str, Any]:
+    """The JSON object of a record file; a ValueError names the file when it cannot be read or parsed, or is
+    not a JSON object (a truncated record is never taken for a missing one)."""
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"cannot read run record {path}: {error}") from error
-    if not isinstance(record, dict) or "config" not in record:
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a lorsp run record (expected a JSON object, got {type(record).__name__})")
+    return record
+
+
+def read_record(path, check_prompt: bool = True) -> dict[str, Any]:
+    """One record file → dict; a ValueError names the file when it does not parse or is not a run record, and
+    (``check_prompt``) when the prompt file beside a ``record.json`` is missing or damaged
+    (:func:`check_prompt_file`)."""
+    path = Path(path)
+    record = parse_record_file(path)
+    if "config" not in record:
         raise ValueError(f"{path} is not a lorsp run record (expected a JSON object with a 'config' key)")
     if check_prompt:
         check_prompt_file(record, path)

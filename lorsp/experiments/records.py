@@ -43,11 +43,11 @@ def _key_record_path(results_dir: Path, key: str) -> Path:
 
 
 def _read_record(path: Path) -> dict:
-    """The run record at ``path``, its prompt file checked (:func:`lorsp.results.read_record`): a ValueError
-    names the file when the record does not parse or its prompt file is missing or damaged."""
-    from ..results import read_record
-    record = read_record(path)
-    record.pop("record_path", None)
+    """The run record at ``path``, its prompt file checked (:func:`lorsp.results.check_prompt_file`): a
+    ValueError names the file when the record does not parse or its prompt file is missing or damaged."""
+    from ..results import check_prompt_file, parse_record_file
+    record = parse_record_file(path)
+    check_prompt_file(record, path)
     return record
 
 

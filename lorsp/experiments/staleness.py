@@ -1,13 +1,27 @@
-"""Are the committed run records still what the code trains? (issue 15: committed records stay true)
+"""Are the committed run records still what the code trains? (issue 15: committed records stay true; issue 25,
+item 6: records that are one experiment)
 
-Every run record keeps ``loss_trace``, the training loss of its first steps (``TrainConfig.trace_steps``).
-:func:`replay_losses` re-runs the first ``steps`` steps of a record's run from its config (CPU,
-deterministic) and returns their losses; :func:`stale_records` compares them with the records' traces and
-names every record whose first steps the code no longer reproduces, so that it is retrained.
+From the start of training: every run record keeps ``loss_trace``, the training loss of its first steps
+(``TrainConfig.trace_steps``). :func:`replay_losses` re-runs the first ``steps`` steps of a record's run from
+its config (CPU, deterministic) and returns their losses; :func:`stale_records` compares them with the records'
+traces and names every record whose first steps the code no longer reproduces, so that it is retrained. A
+record whose first steps need a pass over the whole training set before any step (LP with cached features,
+ILM-VP's label mapping) is not replayed there.
 
-A record whose first steps need a pass over the whole training set before any step (LP with cached
-features, ILM-VP's label mapping) is not replayed: the prompted records of the same data and backbone
-cover the same inputs, and replaying these would cost a whole epoch's forward passes.
+From a trained state (every method family, LP and ILM-VP included): a prompt starting at δ = 0 (B = 0) hides
+most of the prompter from the first steps, so :func:`check_trained` also rebuilds one committed record per
+family with its ``prompt.safetensors`` (:func:`trained_run`), re-evaluates it on its whole test set and
+compares the number of correct images with the record's ``final_accuracy`` exactly (:func:`reevaluate`; the
+evaluation the run itself made, so this holds the forward pass of the trained prompter to the record), and
+replays a few steps from that trained state (:func:`replay_from_trained`). What those steps must give cannot
+come from the original run (its optimizer state is not committed), so it is measured once when the prompt file
+is committed (:func:`record_replays`, ``python -m lorsp.experiments.staleness --record-replays results/desk
+--out tests/data/trained_replays.json``, keyed by run key and the prompt file's sha256) and any later change of
+the training step (loss, surrogate gradient, optimizer) is named.
+
+One experiment: :func:`commit_problems` / :func:`chapter_commit_problems` name a chapter's records trained from a
+checkout with uncommitted changes, or by different training code (``versions.lorsp_code``), for records of
+schema ``lorsp.run/2`` (those of the grid run after this check existed).
 """
 from __future__ import annotations
 

@@ -34,13 +34,14 @@ from typing import Any, Iterable
 
 from .checkpoint import atomic_write_bytes
 
-__all__ = ["RECORD_SCHEMA", "RECORD_NAME", "PROMPT_NAME", "PROMPT_SHA256_KEY", "write_record", "read_record", "load",
-           "versions", "git_commit", "record_filename", "to_jsonable", "file_sha256", "check_prompt_file", "parse_record_file",
-           "training_code_sha256", "TRAINING_CODE"]
+__all__ = ["RECORD_SCHEMA", "RECORD_NAME", "PROMPT_NAME", "PROMPT_SHA256_KEY", "TRAINING_CODE", "write_record",
+           "read_record", "parse_record_file", "check_prompt_file", "load", "versions", "git_commit", "record_filename",
+           "to_jsonable", "file_sha256", "training_code_sha256"]
 
-#: ``lorsp.run/2``: the record holds ``prompt_sha256`` from its run, ``versions.lorsp_code`` (:func:`training_code_sha256`),
-#: and its evaluation is repeatable for every method (random sparsifiers draw evaluation masks per image from the
-#: run's seed); ``lorsp.run/1`` records (before) may hold none of these, and a stamped ``prompt_sha256``
+#: ``lorsp.run/2``: the record holds ``prompt_sha256`` from its run and ``versions.lorsp_code``
+#: (:func:`training_code_sha256`), and its evaluation is repeatable for every method (random sparsifiers draw
+#: evaluation masks per image from the run's seed); ``lorsp.run/1`` records (before) hold none of these, at most a
+#: stamped ``prompt_sha256``
 RECORD_SCHEMA = "lorsp.run/2"
 #: the package's files whose content decides what a run trains and evaluates (:func:`training_code_sha256`)
 TRAINING_CODE = ("train.py", "model.py", "backbones.py", "lif.py", "optim.py", "checkpoint.py", "distributed.py",

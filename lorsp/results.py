@@ -7,13 +7,19 @@ may stand beside it, never instead),
 the prompt and head parameter counts, the mean firing rate and prompt sparsity of the final epoch, where
 the backbone weights came from (``weights_source``; ``random_weights`` is true when they are random), the
 data (dataset, number of train and test images, skipped images), ``status`` ("completed" or "failed")
-and the reason of a failure.
+and the reason of a failure. A completed run's record names its prompt file (``prompt_weights``: the trained
+prompter and head, safetensors) and holds that file's sha256 (``prompt_sha256``).
 
 :func:`write_record` writes atomically under a unique name, so several runs can write to one folder at
-once without losing any record; :func:`load` reads a file or a folder into a DataFrame.
+once without losing any record; :func:`load` reads a file or a folder into a DataFrame. Reading is strict: a
+record file that does not parse, or whose prompt file beside it is missing or damaged (sha256 mismatch,
+truncated safetensors), is a ValueError naming the file (:func:`read_record`, :func:`check_prompt_file`),
+never a record silently skipped.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
@@ -28,14 +34,29 @@ from typing import Any, Iterable
 
 from .checkpoint import atomic_write_bytes
 
-__all__ = ["RECORD_SCHEMA", "write_record", "read_record", "load", "versions", "git_commit", "record_filename",
-           "to_jsonable"]
+__all__ = ["RECORD_SCHEMA", "RECORD_NAME", "PROMPT_NAME", "PROMPT_SHA256_KEY", "TRAINING_CODE", "write_record",
+           "read_record", "parse_record_file", "check_prompt_file", "load", "versions", "git_commit", "record_filename",
+           "to_jsonable", "file_sha256", "training_code_sha256"]
 
-RECORD_SCHEMA = "lorsp.run/1"
+#: ``lorsp.run/2``: the record holds ``prompt_sha256`` from its run and ``versions.lorsp_code``
+#: (:func:`training_code_sha256`), and its evaluation is repeatable for every method (random sparsifiers draw
+#: evaluation masks per image from the run's seed); ``lorsp.run/1`` records (before) hold none of these, at most a
+#: stamped ``prompt_sha256``
+RECORD_SCHEMA = "lorsp.run/2"
+#: the package's files whose content decides what a run trains and evaluates (:func:`training_code_sha256`)
+TRAINING_CODE = ("train.py", "model.py", "backbones.py", "lif.py", "optim.py", "checkpoint.py", "distributed.py",
+                 "data", "prompters")
+#: the record of a run folder (engine run directory, or ``results/<scale>/<run key>/``), beside its prompt file
+RECORD_NAME = "record.json"
+#: the trained prompter and head of a run folder (:func:`lorsp.train.save_prompt_weights`)
+PROMPT_NAME = "prompt.safetensors"
+#: the record's key holding the sha256 (hex) of its prompt file
+PROMPT_SHA256_KEY = "prompt_sha256"
 
 
 def versions() -> dict[str, str | None]:
-    """Versions of lorsp, torch, torchvision, timm and python."""
+    """Versions of lorsp, torch, torchvision, timm and python, and ``lorsp_code``: the sha256 of the training
+    code (:func:`training_code_sha256`), so that records of different commits can be told to train alike."""
     import torch
     out: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
     try:
@@ -43,12 +64,28 @@ def versions() -> dict[str, str | None]:
     except ImportError:  # pragma: no cover - circular import during package init
         lorsp_version = None
     out["lorsp"] = lorsp_version
+    out["lorsp_code"] = training_code_sha256()
     for name in ("torchvision", "timm"):
         try:
             out[name] = __import__(name).__version__
         except Exception:  # noqa: BLE001 - an optional library
             out[name] = None
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def training_code_sha256() -> str:
+    """The sha256 over the ``*.py`` files of :data:`TRAINING_CODE` (relative path and content, in path order): two
+    commits with the same digest train and evaluate alike, whatever else (book, experiments' tables) differs."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    files = []
+    for name in TRAINING_CODE:
+        path = package / name
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    for path in files:
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def git_commit(path=None) -> str | None:
@@ -120,17 +157,103 @@ def write_record(record: dict[str, Any], folder, name: str | None = None) -> Pat
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def read_record(path) -> dict[str, Any]:
-    """One record file → dict; a ValueError names the file when it is not a run record."""
+def file_sha256(path) -> str:
+    """The sha256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+#: (path, size, mtime) of prompt files already checked, so that a chapter reading a record many times hashes once
+_CHECKED_PROMPTS: dict[tuple[str, int, int], str] = {}
+
+
+def _prompt_digest_and_check(path: Path) -> str:
+    """The sha256 of a prompt file that loads as safetensors; a ValueError names it when it does not."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKED_PROMPTS:
+        from safetensors.torch import load
+        data = path.read_bytes()
+        try:
+            load(data)
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error type for every damage
+            raise ValueError(f"{path} is not a readable safetensors file (the prompt file is damaged or "
+                             f"truncated: {error}); restore it from git or regenerate its run") from error
+        _CHECKED_PROMPTS[key] = hashlib.sha256(data).hexdigest()
+    return _CHECKED_PROMPTS[key]
+
+
+def check_prompt_file(record: dict[str, Any], record_path) -> Path | None:
+    """Check the prompt file beside a run folder's ``record.json`` and return its path (None when there is none
+    to check): a record holding ``prompt_sha256`` needs ``prompt.safetensors`` beside it with that digest; any
+    prompt file there must load as safetensors (a truncated one is refused). Records with other names (the engine's
+    ``results_dir`` copies, unique names) have no prompt beside them and are not checked. Raises a ValueError
+    naming the file and what is wrong."""
+    record_path = Path(record_path)
+    if record_path.name != RECORD_NAME:
+        return None
+    prompt = record_path.parent / PROMPT_NAME
+    expected = record.get(PROMPT_SHA256_KEY)
+    if not prompt.is_file():
+        if expected is not None:
+            raise ValueError(f"prompt file {prompt} is missing: its record {record_path} holds its sha256; restore "
+                             f"it or regenerate the run")
+        return None
+    actual = _prompt_digest_and_check(prompt)
+    if expected is not None and actual != expected:
+        raise ValueError(f"prompt file {prompt} is damaged: its sha256 is {actual}, its record {record_path} says "
+                         f"{PROMPT_SHA256_KEY} = {expected}; restore it from git or regenerate the run")
+    return prompt
+
+
+def parse_record_file(path) -> dict[str, Any]:
+    """The JSON object of a record file; a ValueError names the file when it cannot be read or parsed, or is
+    not a JSON object (a truncated record is never taken for a missing one)."""
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"cannot read run record {path}: {error}") from error
-    if not isinstance(record, dict) or "config" not in record:
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a lorsp run record (expected a JSON object, got {type(record).__name__})")
+    return record
+
+
+def read_record(path, check_prompt: bool = True) -> dict[str, Any]:
+    """One record file → dict; a ValueError names the file when it does not parse or is not a run record, and
+    (``check_prompt``) when the prompt file beside a ``record.json`` is missing or damaged
+    (:func:`check_prompt_file`)."""
+    path = Path(path)
+    record = parse_record_file(path)
+    if "config" not in record:
         raise ValueError(f"{path} is not a lorsp run record (expected a JSON object with a 'config' key)")
+    if check_prompt:
+        check_prompt_file(record, path)
     record["record_path"] = str(path)
     return record
+
+
+def _looks_like_a_record(path: Path) -> bool:
+    """A JSON file that is meant to be a run record: a run folder's ``record.json``, or one whose text says its
+    schema is a run record's. Such a file that cannot be read as one is an error, never skipped."""
+    if path.name == RECORD_NAME:
+        return True
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True
+    return '"schema": "lorsp.run/' in head or not _parses(head)
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _record_files(path: Path, recursive: bool = False) -> Iterable[Path]:
@@ -171,7 +294,10 @@ def load(path, with_epochs: bool = False, recursive: bool = False):
     data fields (``n_train``, ``n_test``, ``skipped``), versions and timings (``versions.torch``,
     ``timings.total_seconds``). The per-epoch metrics stay a list in the ``metrics`` column; with
     ``with_epochs=True`` the result has one row per run and epoch instead, the epoch metrics as columns.
-    JSON files under the folder that are not run records are skipped.
+    JSON files under the folder that are valid JSON but not run records (no ``config``) are skipped; a
+    ``record.json``, or any JSON file that does not parse, that cannot be read as a record is a ValueError
+    naming it (a damaged record is never silently left out), as is a record whose prompt file is missing or
+    damaged (:func:`check_prompt_file`).
     """
     import pandas as pd
     root = Path(path)
@@ -180,7 +306,7 @@ def load(path, with_epochs: bool = False, recursive: bool = False):
         try:
             record = read_record(file)
         except ValueError:
-            if root.is_file():
+            if root.is_file() or _looks_like_a_record(file):
                 raise
             continue
         row = _flat_row(record)

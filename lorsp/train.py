@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from . import distributed as distrib
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .results import git_commit, host_info, to_jsonable, versions, write_record
+from .results import file_sha256, git_commit, host_info, to_jsonable, versions, write_record
 
 __all__ = ["TrainConfig", "train", "DivergenceError", "EpochSampler", "evaluate_run", "build_run_model",
            "RECORD_NAME", "PROMPT_WEIGHTS_NAME", "LP_METHODS", "SCHEDULES", "AMP_MODES", "CACHE_MODES",
@@ -423,7 +423,10 @@ def build_prompter_for(config: TrainConfig):
             raise ValueError(f"method {config.method!r} (linear probing) takes no prompter options, got "
                              f"{sorted(config.prompter_kwargs)}")
         return None
-    return build_prompter(config.method, image_size=config.image_size, **config.prompter_kwargs)
+    prompter = build_prompter(config.method, image_size=config.image_size, **config.prompter_kwargs)
+    if hasattr(prompter, "set_run_seed"):  # a random sparsifier draws its evaluation masks from the run's seed
+        prompter.set_run_seed(config.seed)
+    return prompter
 
 
 def build_run_model(config: TrainConfig, num_classes: int):
@@ -1131,8 +1134,10 @@ class _Run:
         """The completed run's record (and its prompt weights, with a run directory)."""
         self.record["status"] = "completed"
         if self.run_dir is not None and self.ctx.is_main:
-            self.record["prompt_weights"] = str(save_prompt_weights(self.model, self.run_dir / PROMPT_WEIGHTS_NAME,
-                                                                    self.config))
+            weights = save_prompt_weights(self.model, self.run_dir / PROMPT_WEIGHTS_NAME, self.config)
+            self.record["prompt_weights"] = str(weights)
+            if weights is not None:  # the record vouches for its prompt file (lorsp.results.check_prompt_file)
+                self.record["prompt_sha256"] = file_sha256(weights)
         return self.finish()
 
     def fail(self, error: Exception) -> None:

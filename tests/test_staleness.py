@@ -71,3 +71,54 @@ def test_the_replay_runs_the_gate_backend_the_record_was_trained_with(monkeypatc
     record["config"]["method"], record["config"]["prompter_kwargs"] = "lorvp", {}
     staleness.replay_losses(record, steps=1)
     assert seen == [{"groups": 2, "backend": "eager"}, {"backend": "compile"}, {}]
+
+
+TRAINED_REPLAYS = Path(__file__).resolve().parent / "data" / "trained_replays.json"
+
+
+def test_committed_records_of_every_family_re_evaluate_exactly_and_replay_from_their_trained_state():
+    """One committed desk record per method family (LP and ILM-VP included): its prompt and head, re-evaluated on
+    its whole test set, classify exactly as many images correctly as its record says (not compared for the
+    schema-1 Dropout records, evaluated with unseeded masks); and 3 steps from that trained state give the losses
+    measured when its prompt file was committed (tests/data/trained_replays.json)."""
+    from lorsp.experiments.staleness import FAMILIES, check_trained, family
+    if not COMMITTED:
+        pytest.skip("no committed results/desk records yet")
+    missing = desk_missing()
+    if missing:
+        pytest.skip(f"the data root lacks what the desk records were trained on: {'; '.join(missing)}")
+    replays = json.loads(TRAINED_REPLAYS.read_text(encoding="utf-8"))
+    problems, checked = check_trained(COMMITTED, replays)
+    assert not problems, "\n".join(problems)
+    present = {family(json.loads(p.read_text())) for p in COMMITTED}
+    assert set(checked) == present and {"LP", "ILM-VP", "LoRSP"} <= present <= set(FAMILIES.values())
+    compared = [name for name, done in checked.items() if isinstance(done["accuracy"], tuple)]
+    assert set(present) - set(compared) <= {"Dropout"}, checked
+
+
+def test_a_re_evaluation_or_trained_replay_that_differs_is_named(monkeypatch, tmp_path):
+    """The comparison itself: another accuracy, or other losses, name the record (no data needed)."""
+    import contextlib
+    from lorsp.experiments import staleness
+    folder = tmp_path / "desk" / "some-run"
+    folder.mkdir(parents=True)
+    record = {"config": {"method": "lpf", "head": "linear"}, "final_accuracy": 0.5, "data": {"n_test": 10},
+              "status": "completed", "prompt_sha256": "ab" * 32, "schema": "lorsp.run/2"}
+    (folder / "record.json").write_text(json.dumps(record))
+    path = folder / "record.json"
+    monkeypatch.setattr(staleness, "trained_run", lambda *a, **k: contextlib.nullcontext(None))
+    monkeypatch.setattr(staleness, "replay_from_trained", lambda run, steps: [1.0, 0.9, 0.8])
+    monkeypatch.setattr("lorsp.results.check_prompt_file", lambda record, path: None)
+    replays = {"some-run": {"prompt_sha256": "ab" * 32, "losses": [1.0, 0.9, 0.8]}}
+    monkeypatch.setattr(staleness, "reevaluate", lambda run: {"test_accuracy": 0.5, "test_images": 10})
+    assert staleness.check_trained([path], replays)[0] == []
+    monkeypatch.setattr(staleness, "reevaluate", lambda run: {"test_accuracy": 0.6, "test_images": 10})
+    problems = staleness.check_trained([path], replays)[0]
+    assert len(problems) == 1 and str(path) in problems[0] and "6 of 10" in problems[0] and "says 5" in problems[0]
+    monkeypatch.setattr(staleness, "reevaluate", lambda run: {"test_accuracy": 0.5, "test_images": 10})
+    replays["some-run"]["losses"] = [1.0, 0.95, 0.8]
+    problems = staleness.check_trained([path], replays)[0]
+    assert len(problems) == 1 and "step 1" in problems[0] and "trained state" in problems[0]
+    replays["some-run"]["prompt_sha256"] = "cd" * 32  # the prompt file was regenerated: its replay is not recorded
+    problems = staleness.check_trained([path], replays)[0]
+    assert len(problems) == 1 and "--record-replays" in problems[0]

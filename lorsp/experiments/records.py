@@ -1,5 +1,12 @@
 """Run records on disk (``<results_dir>/<run key>/record.json``) and the DataFrame of their rows
-(:func:`records_frame`)."""
+(:func:`records_frame`).
+
+Reading is strict (:func:`_read_record`, :func:`_is_done`): a record that exists but does not parse, or whose
+``prompt.safetensors`` is missing or damaged (its sha256 differs from the record's ``prompt_sha256``, or it is
+not a whole safetensors file), is a ValueError naming the file, never a run counted as "not trained yet" (which
+would silently turn a chapter's headline back to its smoke runs). ``python -m lorsp.experiments.records
+--stamp-sha256 results/desk`` stamps records with the sha256 of their prompt file (:func:`stamp_prompt_sha256`).
+"""
 from __future__ import annotations
 
 import json
@@ -36,18 +43,20 @@ def _key_record_path(results_dir: Path, key: str) -> Path:
 
 
 def _read_record(path: Path) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """The run record at ``path``, its prompt file checked (:func:`lorsp.results.check_prompt_file`): a
+    ValueError names the file when the record does not parse or its prompt file is missing or damaged."""
+    from ..results import check_prompt_file, parse_record_file
+    record = parse_record_file(path)
+    check_prompt_file(record, path)
+    return record
 
 
 def _is_done(path: Path) -> bool:
-    """A record exists and is final: completed, or failed by divergence (rerunning would diverge again)."""
+    """A record exists and is final: completed, or failed by divergence (rerunning would diverge again). A
+    record that exists but cannot be read, or whose prompt file is damaged, raises (see the module)."""
     if not path.is_file():
         return False
-    try:
-        record = _read_record(path)
-    except (OSError, json.JSONDecodeError):
-        return False
+    record = _read_record(path)
     status = record.get("status", "completed")
     return status == "completed" or str(record.get("reason") or "").startswith("DivergenceError")
 
@@ -164,3 +173,68 @@ def describe_failed(failed: pd.DataFrame) -> str:
     count = len(names)
     return (f"Left out of means and verdicts: {count} failed or diverged run{'s' if count > 1 else ''}: "
             + "; ".join(names) + ".")
+
+
+# ----------------------------------------------------------------------------------------------------
+# stamping committed records with the sha256 of their prompt file
+# ----------------------------------------------------------------------------------------------------
+def _with_key_after(record: dict, after: str, key: str, value) -> dict:
+    """``record`` with ``key: value`` placed right after ``after`` (at the end when ``after`` is absent)."""
+    if after not in record:
+        return {**record, key: value}
+    out = {}
+    for name, item in record.items():
+        out[name] = item
+        if name == after:
+            out[key] = value
+    return out
+
+
+def stamp_prompt_sha256(folder) -> list[Path]:
+    """Add ``prompt_sha256`` (the sha256 of ``prompt.safetensors``) to every ``<folder>/*/record.json`` that has a
+    prompt file beside it and no digest yet; return the records changed. Idempotent: a record whose digest is
+    already right is left as it is. Refuses (ValueError naming the file) a record that does not parse, a prompt
+    file that is not a whole safetensors file, and a record whose digest differs from its prompt file: stamping
+    never blesses a damaged file."""
+    from ..results import PROMPT_NAME, PROMPT_SHA256_KEY, _prompt_digest_and_check, write_record
+    changed = []
+    for path in sorted(Path(folder).glob("*/record.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot stamp {path}: it does not parse as JSON ({error})") from error
+        prompt = path.parent / PROMPT_NAME
+        if not prompt.is_file():
+            if record.get(PROMPT_SHA256_KEY):
+                raise ValueError(f"cannot stamp {path}: it holds {PROMPT_SHA256_KEY} but {prompt} is missing")
+            continue
+        digest = _prompt_digest_and_check(prompt)
+        recorded = record.get(PROMPT_SHA256_KEY)
+        if recorded == digest:
+            continue
+        if recorded is not None:
+            raise ValueError(f"cannot stamp {path}: it says {PROMPT_SHA256_KEY} = {recorded} but {prompt} has "
+                             f"sha256 {digest} (the prompt file changed after its run: restore it or regenerate)")
+        write_record(_with_key_after(record, "prompt_weights", PROMPT_SHA256_KEY, digest), path.parent,
+                     name=path.name)
+        changed.append(path)
+    return changed
+
+
+def main(argv=None) -> int:
+    """``python -m lorsp.experiments.records --stamp-sha256 FOLDER...``: stamp the records of each folder."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m lorsp.experiments.records", description=main.__doc__)
+    parser.add_argument("--stamp-sha256", nargs="+", metavar="FOLDER", required=True,
+                        help="results folders (e.g. results/desk) whose <run key>/record.json to stamp with the "
+                             "sha256 of their prompt.safetensors")
+    args = parser.parse_args(argv)
+    for folder in args.stamp_sha256:
+        changed = stamp_prompt_sha256(folder)
+        total = len(list(Path(folder).glob("*/record.json")))
+        print(f"{folder}: stamped {len(changed)} of {total} records with their prompt file's sha256")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,6 +10,7 @@ Book chapters: "Prompt factorisation", "Sparsifiers".
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -210,6 +211,12 @@ class DropoutPrompter(LowRankPrompter):
     ``mask_at_eval`` keeps drawing masks in eval mode, so the evaluated prompt is as sparse as the
     trained one [reading: on by default]; off, eval uses the whole dense prompt (scaled by ``keep_ratio``
     when ``rescale`` is off, as dropout's expectation).
+
+    Training masks come from torch's global generator, which the trainer seeds per (run seed, epoch). An
+    evaluation mask is a function of the image and the run's seed alone (:meth:`eval_masks`: a generator
+    seeded by the sha256 of the run seed and the image's values), so evaluating a trained prompt twice, with
+    any batch size or order, on any device, gives the same accuracy. The trainer passes the run's seed
+    (:meth:`set_run_seed`; 0 until then).
     """
 
     def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
@@ -219,13 +226,34 @@ class DropoutPrompter(LowRankPrompter):
         self.keep_ratio = _check_ratio(keep_ratio)
         self.rescale = bool(rescale)
         self.mask_at_eval = bool(mask_at_eval)
+        self.run_seed = 0
+
+    def set_run_seed(self, seed: int) -> None:
+        """The run's seed, from which (with each image) the evaluation masks are drawn."""
+        self.run_seed = int(seed)
+
+    def eval_masks(self, x: torch.Tensor) -> torch.Tensor:
+        """Per image of ``x [N, C, H, W]``: a keep mask (1 keeps, 0 drops) whose entries are kept with
+        probability ``keep_ratio``, drawn from a CPU generator seeded by the sha256 of (run seed, the image's
+        float32 values): the same image gets the same mask in any batch, at any position, on any device."""
+        images = x.detach().to("cpu", torch.float32).contiguous()
+        salt = self.run_seed.to_bytes(8, "little", signed=True)
+        masks = torch.empty(images.shape, dtype=torch.bool)
+        for index, image in enumerate(images):
+            digest = hashlib.sha256(salt + image.numpy().tobytes()).digest()
+            generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+            masks[index] = torch.rand(images.shape[1:], generator=generator) < self.keep_ratio
+        return masks.to(x.device)
 
     def prompt(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         dense = self.dense_prompt(x)
         if not self.training and not self.mask_at_eval:
             return dense if self.rescale else dense * self.keep_ratio
-        mask = (torch.rand_like(dense) < self.keep_ratio).to(dense.dtype)
+        if self.training:
+            mask = (torch.rand_like(dense) < self.keep_ratio).to(dense.dtype)
+        else:
+            mask = self.eval_masks(x).to(dense.dtype)
         delta = dense * mask
         return delta / self.keep_ratio if self.rescale else delta
 

@@ -1,0 +1,45 @@
+"""The chapter registry (lorsp.experiments.chapters): every experiment chapter is one registered module,
+and no code outside those modules branches on a chapter's name."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lorsp.experiments import CHAPTERS, RUN_ORDER
+from lorsp.experiments.chapters import REGISTRY, Chapter, chapter
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lorsp"
+
+
+def test_every_chapter_the_runner_trains_is_registered():
+    assert set(RUN_ORDER) == set(REGISTRY) == set(CHAPTERS)
+    for name in REGISTRY:
+        assert isinstance(chapter(name), Chapter) and chapter(name).name == name
+
+
+def test_an_unknown_chapter_is_named_with_the_registered_ones():
+    with pytest.raises(KeyError, match=r"unknown chapter 'tables'.*backbones"):
+        chapter("tables")
+
+
+def test_a_chapter_without_a_table_or_claims_says_which_have_them():
+    with pytest.raises(KeyError, match=r"'prompt_gallery' has no side-by-side table.*backbones"):
+        chapter("prompt_gallery").table({})
+    with pytest.raises(KeyError, match=r"'prompt_gallery' has no claims.*sparsifiers"):
+        chapter("prompt_gallery").claims(pd.DataFrame(), None, 0.5, 0.95, "accuracy_pct")
+
+
+def test_only_the_ood_chapter_tests_on_shifted_sets():
+    assert [n for n, c in REGISTRY.items() if c.shifted_test_sets] == ["ood"]
+
+
+def test_no_code_outside_the_chapter_modules_branches_on_a_chapter_name():
+    pattern = re.compile(r"chapter\s*(==|!=|in\s*\()")
+    offending = [f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
+                 for path in PACKAGE.rglob("*.py")
+                 if "chapters" not in path.relative_to(PACKAGE).parts
+                 for number, line in enumerate(path.read_text().splitlines(), start=1) if pattern.search(line)]
+    assert not offending, "\n".join(offending)

@@ -43,3 +43,31 @@ def test_no_code_outside_the_chapter_modules_branches_on_a_chapter_name():
                  if "chapters" not in path.relative_to(PACKAGE).parts
                  for number, line in enumerate(path.read_text().splitlines(), start=1) if pattern.search(line)]
     assert not offending, "\n".join(offending)
+
+
+def test_a_page_shows_every_section_on_the_committed_desk_records(monkeypatch):
+    """A chapter page without training (no smoke runs): the headline from results/desk, the table beside
+    the paper, the verdicts, every run, the loss curves, the training-length check and the smoke check."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from lorsp.experiments import runs_dir, scale_setup
+    from lorsp.experiments.chapters import ChapterPage
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *items, **_: shown.extend(items))
+    backbones = chapter("backbones")
+    page = ChapterPage(backbones, "smoke", scale_setup("smoke", require_data=False), [], runs_dir("smoke"))
+    page.headline()
+    if not page.evidence.from_committed:
+        pytest.skip("no complete committed desk records of the backbones chapter")
+    assert page.best_scale == "desk" and len(page.best) == 44
+    page.ours = page.best.assign(scale="smoke")   # stands in for this page's smoke runs
+    html = page.side_by_side("caption").to_html()
+    assert "paper (reported, %)" in html and "ours · desk (%)" in html
+    page.verdicts()
+    assert page.sentences and not page.claim_table.empty
+    assert "seed" in page.every_run().to_html()
+    page.loss_curves()
+    page.training_length()
+    assert any("Has the training loss flattened?" in getattr(item, "caption", "") or "" for item in shown
+               if hasattr(item, "caption"))
+    assert page.smoke_check() is not None

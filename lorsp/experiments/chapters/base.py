@@ -96,9 +96,9 @@ class ChapterPage:
         return scale_banner({**chapter_facts(self.chapter.name, self.setup, self.runs),
                              "runs folder": shown_path(self.runs_folder)})
 
-    def train(self) -> pd.DataFrame:
+    def train(self) -> None:
         """Train what is not done yet (existing records are reused), say what was trained and which methods
-        are not run, and return the rows of this scale's runs."""
+        are not run; the rows of this scale's runs are ``self.ours``."""
         from ..grid import missing_methods, shown_path
         from ..runner import run_grid
         from ..tables import load_larger
@@ -110,9 +110,8 @@ class ChapterPage:
               f"in {shown_path(self.runs_folder)} ({ours.attrs['seconds']:.0f} s). Larger scales with committed "
               f"records: {sorted(larger) or 'none'}")
         self.ours = self.chapter.after_training(self.runs, self.runs_folder, ours)
-        return self.ours
 
-    def headline(self):
+    def headline(self) -> None:
         """Find the headline's numbers (the largest scale with complete committed records, else this page's
         runs) and show where they come from (and the committed scale's banner)."""
         from IPython.display import Markdown, display
@@ -121,7 +120,6 @@ class ChapterPage:
         display(Markdown(self.evidence.note()))
         if self.evidence.from_committed:
             display(self.evidence.banner())
-        return self.evidence
 
     def sources(self) -> dict[str, pd.DataFrame]:
         """The "ours" columns of the side-by-side table: the headline's scale, then this page's runs."""
@@ -135,8 +133,8 @@ class ChapterPage:
 
     def every_run(self, columns=None):
         """Every run of the headline, one row each (accuracy: last epoch, as the paper reports; best beside)."""
-        columns = list(columns or self.chapter.run_columns) + [
-            "accuracy_pct", "best_accuracy_pct", "firing_rate", "sparsity", "prompt_params", "train_seconds"]
+        columns = list(dict.fromkeys(list(columns or self.chapter.run_columns) + [
+            "accuracy_pct", "best_accuracy_pct", "firing_rate", "sparsity", "prompt_params", "train_seconds"]))
         shown = self.best[[c for c in columns if c in self.best.columns]]
         return shown.sort_values(["label", "seed"]).reset_index(drop=True).style.format(
             precision=3, na_rep="—").set_caption(f"Every run of this chapter at {self.best_scale} scale (accuracy: "

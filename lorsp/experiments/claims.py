@@ -8,9 +8,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from ..stats import holm_verdict
-from .grid import SPARSIFIER_ROWS, V_THRESHOLD_SWEEP
 from .records import ACCURACY, describe_failed, failed_runs, usable_rows
-from .tables import hyper_long, ood_long
 
 #: the equivalence margin (percentage points) and the confidence level of every verdict (lorsp.stats)
 MARGIN_PP = 0.5
@@ -152,18 +150,20 @@ def _sentence(spec: Claim, overall: str, rows: list[dict], by_pair: dict, scale:
 
 def chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None = None, margin: float = MARGIN_PP,
                    level: float = LEVEL, value: str = ACCURACY) -> tuple[list[str], pd.DataFrame]:
-    """The paper's claims for ``chapter``, checked on ``frame`` (this scale's run rows): see :func:`claims`.
+    """The paper's claims for ``chapter``, checked on ``frame`` (this scale's run rows): see :func:`claims`;
+    which claims a chapter makes is its :meth:`lorsp.experiments.chapters.Chapter.claims`.
 
     Failed or diverged runs (:func:`failed_runs`) are left out of the verdicts, and the last sentence names
     them."""
     if frame.empty:
         return ["No runs: nothing can be said at this scale."], pd.DataFrame()
     left_out = describe_failed(failed_runs(frame, value))
-    sentences, table = _chapter_claims(chapter, usable_rows(frame, value), scale, margin, level, value)
+    from .chapters import chapter as chapter_of
+    sentences, table = chapter_of(chapter).claims(usable_rows(frame, value), scale, margin, level, value)
     return sentences + ([left_out] if left_out else []), table
 
 
-def _grid_points(specs: Sequence[Claim], present: set, label: str = "point") -> list[Claim]:
+def restrict_to_grid(specs: Sequence[Claim], present: set, label: str = "point") -> list[Claim]:
     """``specs`` restricted to the pairs whose both sides are in ``present`` (the points or methods of this
     scale's grid: a smaller grid, e.g. desk's two keep ratios, runs fewer points than the paper): a pair left
     out is not "not run" but outside the grid, and the claim's text names the pairs it was tested on. A claim
@@ -177,72 +177,6 @@ def _grid_points(specs: Sequence[Claim], present: set, label: str = "point") -> 
         tested = ", ".join(f"{a} vs {b}" for a, b in pairs)
         out.append(Claim(f"{spec.text} — tested on this grid's {label}s only ({tested})", pairs, spec.where))
     return out
-
-
-def _chapter_claims(chapter: str, frame: pd.DataFrame, scale: str | None, margin: float, level: float,
-                    value: str) -> tuple[list[str], pd.DataFrame]:
-    specs: list[Claim] = []
-    if chapter == "sparsifiers":
-        for (dataset, backbone), _ in frame.groupby(["dataset", "backbone"], sort=False):
-            where = dict(dataset=dataset, backbone=backbone)
-            specs += [
-                Claim(f"LoRSP beats Top-k at every kept ratio ({backbone}, {dataset})",
-                      claim_pairs("LoRSP", [r for r in SPARSIFIER_ROWS if r.startswith("Top-k")]), where),
-                Claim(f"LoRSP beats Dropout at every kept ratio ({backbone}, {dataset})",
-                      claim_pairs("LoRSP", [r for r in SPARSIFIER_ROWS if r.startswith("Dropout")]), where),
-                Claim(f"LoRSP beats LPF, its dense ablation ({backbone}, {dataset})", [("LoRSP", "LPF")], where),
-            ]
-        specs = _grid_points(specs, set(frame["label"]), label="kept ratio")
-        rows = frame
-    elif chapter in ("backbones", "downstream"):
-        rivals = ["LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP"] if chapter == "backbones" else \
-            ["LP", "VPT", "AutoVP", "LoR-VP"]
-        for (dataset, backbone), group in frame.groupby(["dataset", "backbone"], sort=False):
-            where = dict(dataset=dataset, backbone=backbone)
-            present = set(group["label"])
-            for rival in rivals:
-                if rival in present:
-                    specs.append(Claim(f"LoRSP beats {rival} ({backbone}, {dataset})", [("LoRSP", rival)], where))
-            if chapter == "backbones":
-                specs += [Claim(f"LPF beats LP: prompt factors help ({backbone}, {dataset})", [("LPF", "LP")], where),
-                          Claim(f"LoRSP beats LPF: the SNN's sparsity helps ({backbone}, {dataset})",
-                                [("LoRSP", "LPF")], where)]
-        rows = frame
-    elif chapter == "ood":
-        long = ood_long(frame)
-        for dataset in long["dataset"].unique():
-            if dataset.endswith("(source test)"):
-                continue
-            specs.append(Claim(f"LoRSP beats LP, EVP and LoR-VP on {dataset}",
-                               claim_pairs("LoRSP", ["LP", "EVP", "LoR-VP"]), dict(dataset=dataset)))
-        rows = long
-    elif chapter == "hyperparameters":
-        long = hyper_long(frame)
-        specs = [
-            Claim("G = 4 beats G = 1, 2 and 8 (r = 4)", claim_pairs("G=4", ["G=1", "G=2", "G=8"]),
-                  dict(sweep="groups")),
-            Claim("a single factor (G = 1) is worse than several", [("G=2", "G=1"), ("G=4", "G=1"), ("G=8", "G=1")],
-                  dict(sweep="groups")),
-            Claim("r = 4 beats r = 1, 2 and 8 (G = 4)", claim_pairs("r=4", ["r=1", "r=2", "r=8"]),
-                  dict(sweep="rank")),
-            Claim("tau = 4 beats tau = 1.5", [("tau=4", "tau=1.5")], dict(sweep="tau")),
-            Claim("V_th = 0 beats the other thresholds", claim_pairs("V_th=0", [f"V_th={v:g}" for v in
-                                                                                 V_THRESHOLD_SWEEP if v != 0]),
-                  dict(sweep="v_threshold")),
-        ]
-        specs = _grid_points(specs, set(long["point"]))
-        settings = dict(label="point", margin=margin, level=level, scale=scale)
-        sentences, table = claims(long, specs, value=value, **settings)
-        higher = [f"V_th={v:g}" for v in V_THRESHOLD_SWEEP if v > 0]
-        more, more_table = claims(long.assign(sparsity_pct=100.0 * long["sparsity"].astype(float)),
-                                  [Claim("a higher threshold gives a sparser prompt (share of zeros, in percentage "
-                                         "points)", claim_pairs(higher[-1], ["V_th=0"]), dict(sweep="v_threshold"))],
-                                  value="sparsity_pct", **settings)
-        return sentences + more, pd.concat([table, more_table], ignore_index=True)
-    else:
-        raise KeyError(f"chapter {chapter!r} has no claims; expected sparsifiers, backbones, downstream, ood or "
-                       f"hyperparameters")
-    return claims(rows, specs, value=value, margin=margin, level=level, scale=scale)
 
 
 def closing_paragraph(sentences: Sequence[str], table: pd.DataFrame, scale: str, margin: float = MARGIN_PP,

@@ -58,7 +58,7 @@ def hours_markdown(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(HOURS_COLUMNS) + " |", "|" + "---|" * len(HOURS_COLUMNS)]
     for row in frame.itertuples(index=False):
         order, chapter, runs, records, planned, measured, planned_recorded = row
-        name = f"`{chapter}`" if chapter != "all" else "all"
+        name = {"all": "all"}.get(chapter, f"`{chapter}`")   # the total row is named as such
         lines.append(f"| {order} | {name} | {runs} | {records} of {runs} | {planned:.2f} | "
                      f"{measured:.2f} | {planned_recorded:.2f} |")
     return "\n".join(lines)

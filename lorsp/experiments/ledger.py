@@ -37,12 +37,13 @@ import pandas as pd
 
 from ..paper import PaperGap, display_name, paper_gap
 from ..stats import detectable_difference, holm_verdict, paired_verdict
+from .chapters import chapter as chapter_of
+from .chapters.hyperparameters import SPARSITY
 from .claims import LEVEL, MARGIN_PP, chapter_claims
 from .evidence import headline_evidence
 from .grid import DEVIATION_LABELS
 from .grid import results_root as resolve_results_root
 from .records import ACCURACY, _read_record
-from .tables import hyper_long, ood_long
 
 #: the chapters the ledger reads, in the book's order (as :data:`lorsp.experiments.CLAIM_CHAPTERS`)
 LEDGER_CHAPTERS = ("backbones", "downstream", "sparsifiers", "ood", "hyperparameters")
@@ -69,7 +70,6 @@ FIGURE_SOURCES = {
     "v_threshold": ("Fig. 4 (V_th): plotted, values not printed: direction only", ("vit_b16", "swin_b"),
                     "tiny-imagenet"),
 }
-SPARSITY = "sparsity_pct"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -140,16 +140,6 @@ def assess_health(runs: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------------
 # the comparisons: every chapter's pairs, with their runs, each kept once
 # ----------------------------------------------------------------------------------------------------
-def _long_rows(chapter: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The rows a chapter's claims compare and the column naming a method (or a sweep point)."""
-    if chapter == "ood":
-        return ood_long(frame), "label"
-    if chapter == "hyperparameters":
-        long = hyper_long(frame)
-        return long.assign(**{SPARSITY: 100.0 * pd.to_numeric(long["sparsity"], errors="coerce")}), "point"
-    return frame, "label"
-
-
 def _side(rows: pd.DataFrame, column: str, name: str, value: str) -> pd.DataFrame:
     """The runs of one side, one per (dataset, backbone, seed): ``key`` and ``value`` (first of duplicates)."""
     part = rows[rows[column] == name]
@@ -169,7 +159,7 @@ def _comparisons_of(chapter: str, frame: pd.DataFrame, scale: str) -> list[dict]
     _, table = chapter_claims(chapter, frame, scale=scale)
     if table.empty:
         return []
-    long, column = _long_rows(chapter, frame)
+    long, column = chapter_of(chapter).comparison_rows(frame)
     out = []
     for pair in table.itertuples():
         sub = long
@@ -178,7 +168,7 @@ def _comparisons_of(chapter: str, frame: pd.DataFrame, scale: str) -> list[dict]
             if isinstance(wanted, str):
                 sub = sub[sub[where.removeprefix("where_")] == wanted]
         sweep = getattr(pair, "where_sweep", None)
-        test_set = pair.where_dataset if chapter == "ood" else "source test"
+        test_set = pair.where_dataset if chapter_of(chapter).shifted_test_sets else "source test"
         worse = [pair.worse] + sorted(lbl for lbl in set(sub[column].dropna())
                                       if pair.worse in DEVIATION_LABELS and str(lbl).startswith(f"{pair.worse} · prompt lr"))
         for comparator in worse:
@@ -229,7 +219,7 @@ def paper_reference(chapter: str, better: str, worse: str, dataset: str, test_se
         if measure == SPARSITY:
             source = "Sec. IV-D / Fig. 4: 'increasing V_th generally promotes sparser activations': no value printed"
         return PaperGap(float("nan"), source, backbones, data)
-    if chapter == "ood":
+    if chapter_of(chapter).shifted_test_sets:
         column = SHIFT_COUNTERPART.get(test_set, "ood_avg")
         gap = paper_gap("table4", better, worse, column)
         if test_set not in SHIFT_COUNTERPART:
@@ -332,7 +322,7 @@ def magnitude(paper: float, low: float, high: float) -> str:
 
 def _name(c: dict) -> str:
     worse = c["worse"].replace(" (deviation)", "").replace(" · prompt lr", " at prompt lr")
-    where = (c["test_set"] if c["chapter"] == "ood" else
+    where = (c["test_set"] if chapter_of(c["chapter"]).shifted_test_sets else
              "sparsity" if c["measure"] == SPARSITY else display_name(c["dataset"]))
     return f"{c['better']} vs {worse}" + (f" · {where}" if where else "")
 

@@ -19,7 +19,6 @@ from typing import Sequence
 
 import pandas as pd
 
-from .evaluation import evaluate_shifts
 from .grid import CHAPTERS, _config_only, grid, run_key, runs_dir
 from .records import (_complete, _engine, _is_done, _key_record_path, _read_record, _record_path, _write_record,
                       records_frame)
@@ -282,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(args.work) if args.work else runs_dir(setup.scale)
     out = Path(args.out) if args.out else work
     work_dir = None if out.resolve() == work.resolve() else work
-    chapters = RUN_ORDER if args.chapter == "all" else (args.chapter,)
+    chapters = {"all": RUN_ORDER}.get(args.chapter, (args.chapter,))
     by_chapter = chapter_runs(chapters, setup)
     if args.dry_run:
         dry_run(by_chapter, out)
@@ -303,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .executors import submit_chapters
         return submit_chapters(by_chapter, out, work_dir, args, log=_line)
     from ..desk_budget import load_costs, run_seconds
+    from .chapters import chapter as chapter_of
     try:
         costs = load_costs()
         planned = lambda run: run_seconds(run, costs)  # noqa: E731
@@ -320,8 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          max_runs=runs_left)
         now, left = frame.attrs.get("trained", 0), frame.attrs.get("left") or []
         trained += now
-        if chapter == "ood":
-            frame = evaluate_shifts(runs, out)
+        frame = chapter_of(chapter).after_training(runs, out, frame)
         _line(f"== {chapter}: {len(frame)} runs recorded, {now} trained now"
               + (f"; {len(left)} left for later (--max-hours / --max-runs)" if left else ""))
     return 0

@@ -6,8 +6,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .grid import (BACKBONE_ROWS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_ROWS, RANK_SWEEP, SPARSIFIER_ROWS,
-                   TAU_SWEEP, V_THRESHOLD_SWEEP, grid, results_root as _default_results_root)
+from .grid import grid, results_root as _default_results_root
 from .methods import not_applicable
 from .records import ACCURACY, usable_rows
 from .runner import collect
@@ -209,7 +208,7 @@ def point_sweep(point: str) -> str:
                      f"{', '.join(SWEEP_SHORT_NAMES.values())}")
 
 
-def _na_rows(ours: dict[str, pd.DataFrame], labels: Sequence[str]) -> dict[str, str]:
+def na_rows(ours: dict[str, pd.DataFrame], labels: Sequence[str]) -> dict[str, str]:
     """Cells for methods not run: ``n/a (<backbone> is a CNN)`` for VPT, ``not available`` for a missing prompter."""
     out = {}
     for frame in ours.values():
@@ -222,9 +221,18 @@ def _na_rows(ours: dict[str, pd.DataFrame], labels: Sequence[str]) -> dict[str, 
     return out
 
 
-def _outside_grid(table: pd.DataFrame, chapter: str, ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def _labels_inside(planned: pd.DataFrame):
+    """Whether a table cell (method label, column) is a method the planned grid runs."""
+    inside = set(planned["label"])
+    return lambda label, column: label in inside
+
+
+def outside_grid(table: pd.DataFrame, chapter: str, ours: dict[str, pd.DataFrame], inside=_labels_inside) -> pd.DataFrame:
     """``table`` with the empty cells of a point that the scale's grid does not run (desk runs two of Table VI's
-    four keep ratios and fewer sweep points) marked ``not in the <scale> grid`` instead of ``—``."""
+    four keep ratios and fewer sweep points) marked ``not in the <scale> grid`` instead of ``—``.
+
+    ``inside(planned rows) -> is_inside(row label, column name)`` says which cells the planned grid of
+    ``chapter`` runs (default: the rows whose method label it runs)."""
     from .records import records_frame
     table = table.copy()
     for source, frame in ours.items():
@@ -232,55 +240,17 @@ def _outside_grid(table: pd.DataFrame, chapter: str, ours: dict[str, pd.DataFram
         if len(scales) != 1:
             continue
         scale = str(scales[0])
-        planned = records_frame([(run, {}) for run in grid(chapter, scale)])
-        if chapter == "hyperparameters":
-            planned = hyper_long(planned)
-            inside = set(zip(planned["point"], planned["sweep"]))
-        else:
-            inside = set(planned["label"])
+        is_inside = inside(records_frame([(run, {}) for run in grid(chapter, scale)]))
         for column in [c for c in table.columns if c[0] == f"ours · {source} (%)"]:
             for label in table.index:
-                if table.at[label, column] != "—":
-                    continue
-                if chapter == "hyperparameters":
-                    own_sweep = point_sweep(label)
-                    if column[1] != own_sweep or (label, own_sweep) in inside:
-                        continue
-                elif label in inside:
-                    continue
-                table.at[label, column] = f"not in the {scale} grid"
+                if table.at[label, column] == "—" and not is_inside(label, column[1]):
+                    table.at[label, column] = f"not in the {scale} grid"
     return table
 
 
 def chapter_table(chapter: str, ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The side-by-side table of ``chapter``: the paper's numbers, ours at this and the larger scales; a point
-    that a scale's grid does not run says so (:func:`_outside_grid`)."""
-    from ..paper import paper_long
-    if chapter == "sparsifiers":
-        paper = paper_long("table6")
-        lpf = paper_long("table5")
-        lpf = lpf[(lpf.method == "LPF") & (lpf.dataset == "tiny-imagenet") & lpf.backbone.isin(paper.backbone)]
-        table = compare(pd.concat([paper, lpf]), ours, columns=("dataset", "backbone"), rows=SPARSIFIER_ROWS)
-        return _outside_grid(table, chapter, ours)
-    if chapter == "backbones":
-        paper = paper_long("table2")
-        paper = paper[paper.backbone != "avg"]
-        lpf = paper_long("table5")
-        lpf = lpf[lpf.method == "LPF"]
-        return compare(pd.concat([paper, lpf]), ours, columns=("dataset", "backbone"), rows=BACKBONE_ROWS,
-                       na_rows=_na_rows(ours, BACKBONE_ROWS))
-    if chapter == "downstream":
-        return compare(paper_long("table3"), ours, columns=("dataset",), rows=DOWNSTREAM_ROWS,
-                       na_rows=_na_rows(ours, DOWNSTREAM_ROWS))
-    if chapter == "ood":
-        return compare(paper_long("table4"), {s: ood_long(f) for s, f in ours.items()}, columns=("dataset",),
-                       rows=OOD_ROWS, na_rows=_na_rows(ours, OOD_ROWS))
-    if chapter == "hyperparameters":
-        table = compare(None, {s: hyper_long(f) for s, f in ours.items()}, index="point", columns=("sweep",))
-        if table.empty:
-            return table
-        order = [f"G={g}" for g in GROUPS_SWEEP] + [f"r={r}" for r in RANK_SWEEP] + \
-                [f"tau={t:g}" for t in TAU_SWEEP] + [f"V_th={v:g}" for v in V_THRESHOLD_SWEEP]
-        return _outside_grid(table.reindex([p for p in order if p in table.index]), chapter, ours)
-    raise KeyError(f"chapter {chapter!r} has no side-by-side table; expected one of "
-                   f"sparsifiers, backbones, downstream, ood, hyperparameters")
+    """The side-by-side table of ``chapter``: the paper's numbers, ours at this and the larger scales
+    (:meth:`lorsp.experiments.chapters.Chapter.table`); a point that a scale's grid does not run says so
+    (:func:`outside_grid`)."""
+    from .chapters import chapter as chapter_of
+    return chapter_of(chapter).table(ours)

@@ -1,0 +1,73 @@
+"""The chapter registry (lorsp.experiments.chapters): every experiment chapter is one registered module,
+and no code outside those modules branches on a chapter's name."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lorsp.experiments import CHAPTERS, RUN_ORDER
+from lorsp.experiments.chapters import REGISTRY, Chapter, chapter
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lorsp"
+
+
+def test_every_chapter_the_runner_trains_is_registered():
+    assert set(RUN_ORDER) == set(REGISTRY) == set(CHAPTERS)
+    for name in REGISTRY:
+        assert isinstance(chapter(name), Chapter) and chapter(name).name == name
+
+
+def test_an_unknown_chapter_is_named_with_the_registered_ones():
+    with pytest.raises(KeyError, match=r"unknown chapter 'tables'.*backbones"):
+        chapter("tables")
+
+
+def test_a_chapter_without_a_table_or_claims_says_which_have_them():
+    with pytest.raises(KeyError, match=r"'prompt_gallery' has no side-by-side table.*backbones"):
+        chapter("prompt_gallery").table({})
+    with pytest.raises(KeyError, match=r"'prompt_gallery' has no claims.*sparsifiers"):
+        chapter("prompt_gallery").claims(pd.DataFrame(), None, 0.5, 0.95, "accuracy_pct")
+
+
+def test_only_the_ood_chapter_tests_on_shifted_sets():
+    assert [n for n, c in REGISTRY.items() if c.shifted_test_sets] == ["ood"]
+
+
+def test_no_code_outside_the_chapter_modules_branches_on_a_chapter_name():
+    pattern = re.compile(r"chapter\s*(==|!=|in\s*\()")
+    offending = [f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
+                 for path in PACKAGE.rglob("*.py")
+                 if "chapters" not in path.relative_to(PACKAGE).parts
+                 for number, line in enumerate(path.read_text().splitlines(), start=1) if pattern.search(line)]
+    assert not offending, "\n".join(offending)
+
+
+def test_a_page_shows_every_section_on_the_committed_desk_records(monkeypatch):
+    """A chapter page without training (no smoke runs): the headline from results/desk, the table beside
+    the paper, the verdicts, every run, the loss curves, the training-length check and the smoke check."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from lorsp.experiments import runs_dir, scale_setup
+    from lorsp.experiments.chapters import ChapterPage
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *items, **_: shown.extend(items))
+    backbones = chapter("backbones")
+    page = ChapterPage(backbones, "smoke", scale_setup("smoke", require_data=False), [], runs_dir("smoke"))
+    page.headline()
+    if not page.evidence.from_committed:
+        pytest.skip("no complete committed desk records of the backbones chapter")
+    assert page.best_scale == "desk" and len(page.best) == 44
+    page.ours = page.best.assign(scale="smoke")   # stands in for this page's smoke runs
+    html = page.side_by_side("caption").to_html()
+    assert "paper (reported, %)" in html and "ours · desk (%)" in html
+    page.verdicts()
+    assert page.sentences and not page.claim_table.empty
+    assert "seed" in page.every_run().to_html()
+    page.loss_curves()
+    page.training_length()
+    assert any("Has the training loss flattened?" in getattr(item, "caption", "") or "" for item in shown
+               if hasattr(item, "caption"))
+    assert page.smoke_check() is not None

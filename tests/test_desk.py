@@ -235,7 +235,7 @@ def test_runner_resumes_after_a_kill_and_publishes_only_record_and_prompt(tmp_pa
     assert record["resumed_from_epoch"] == 1 and record["epochs_completed"] == 2
     assert record["experiment"]["machine"]["cpu_count"] >= 1 and record["experiment"]["wall_seconds"] > 0
     assert record["git_commit"] is None or len(record["git_commit"]) >= 40
-    assert record["versions"]["torch"] and record["run_dir"] is None
+    assert record["versions"]["torch"] and "run_dir" not in record   # no path of the training machine
     for run in runs:
         published = sorted(p.name for p in (results / ex.run_key(run)).iterdir())
         expected = ["prompt.safetensors", "record.json"] if run["method"] != "none" else ["record.json"]

@@ -136,23 +136,12 @@ EFFICIENTNET_LITE0_WEIGHTS = PackageWeights(
     "models/efficientnet-lite0-57934424.pth",
     "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
 
-_SHA256_CACHE: dict[tuple, str] = {}
-
-
 def file_sha256(path) -> str:
-    """The sha256 of a file's bytes (remembered per path, size and modification time)."""
-    import hashlib
+    """The sha256 of a weights file's bytes, remembered per path, size and modification time
+    (:func:`lorsp.hashing.file_sha256`)."""
+    from .hashing import file_sha256 as sha256
 
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA256_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _SHA256_CACHE[key] = digest.hexdigest()
-    return _SHA256_CACHE[key]
+    return sha256(path, cache=True)
 
 
 @dataclass(frozen=True)

@@ -157,13 +157,7 @@ def write_record(record: dict[str, Any], folder, name: str | None = None) -> Pat
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def file_sha256(path) -> str:
-    """The sha256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from .hashing import file_sha256  # noqa: E402  (re-exported: records name their prompt file by it)
 
 
 #: (path, size, mtime) of prompt files already checked, so that a chapter reading a record many times hashes once

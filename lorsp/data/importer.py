@@ -16,7 +16,6 @@ import never leaves a half-written file that looks complete.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -39,12 +38,7 @@ class UnsafeArchiveError(ValueError):
     """An archive member that would be written outside the data root (absolute path, ``..``, link)."""
 
 
-def sha256_of(path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from ..hashing import file_sha256 as sha256_of  # noqa: E402  (the name the importer's callers use)
 
 
 def _listed_checksum(path: Path) -> tuple[str | None, Path | None]:

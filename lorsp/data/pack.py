@@ -55,12 +55,7 @@ class PackError(ValueError):
     """A pack that is missing, incomplete, corrupt, over its size limit, or asked for more than it holds."""
 
 
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from ..hashing import file_sha256 as sha256_file  # noqa: E402  (the name the pack's callers use)
 
 
 def row_delta(images: np.ndarray) -> np.ndarray:

@@ -14,6 +14,12 @@ feeds. Here:
    floating-point rounding (the paper's protocol: Resize to image_size × image_size, no crop) — and optionally
    normalises them (``mean``/``std``) and makes them channels-last.
 
+On a CPU the same path serves the trainer (``loader="auto"``): the bank stays in host memory and each batch is
+resized as one tensor, instead of a DataLoader transforming image by image. Decoded image files can be kept
+on disk (:meth:`ImageBank.from_dataset` ``cache_dir``, :func:`decode_cache_dir`): one uint8 ``.npy`` per set of
+files, named by :func:`decoded_key`, memory-mapped by every later run on the same files (a grid's seeds and
+runs), so each set is decoded once per machine.
+
 Images of several native sizes are resized group by group (one interpolate call per size in a batch).
 :func:`bench_pipeline` compares its images/s with the DataLoader path (``lorsp bench --pipeline DATASET``).
 """

@@ -17,13 +17,16 @@ Two measures per trainer: its training loop's images/s over all epochs (``train_
 data loading, the steps, the bookkeeping; evaluation excluded), against the step's (``train_over_step``); and
 the **whole process's** wall seconds (start-up, data preparation, model, loaders, training, evaluation, the
 record), this checkout against ``--before`` (``end_to_end_speedup``: before's seconds / this checkout's). Ratios
-are paired by round (medians of the per-round ratios); the load average is recorded around every command.
+are paired by round (medians of the per-round ratios); the load average is recorded around every command, and
+each trainer process's CPU seconds beside its wall seconds (``end_to_end_cpu_speedup``), a measure that other
+processes' load disturbs less.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,15 +37,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _lorsp(checkout: Path, args: list[str]) -> tuple[dict, float]:
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _lorsp(checkout: Path, args: list[str]) -> tuple[dict, float, float]:
+    """Run ``lorsp ARGS`` with ``checkout``'s code; its output, wall seconds and CPU seconds (all threads; less
+    disturbed by other processes' load than the wall clock, though not immune to it)."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    start = time.perf_counter()
+    cpu, start = _children_cpu_seconds(), time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "lorsp", *args], env=env, cwd=checkout, capture_output=True,
                          text=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _children_cpu_seconds() - cpu
     if out.returncode:
         raise RuntimeError(f"lorsp {' '.join(args)} failed in {checkout}:\n{out.stderr[-3000:]}")
-    return out, seconds
+    return out, seconds, cpu
 
 
 def train_once(checkout: Path, size: int, opts) -> dict:
@@ -53,12 +63,13 @@ def train_once(checkout: Path, size: int, opts) -> dict:
                 "--test-per-class", str(opts.test_per_class), "--device", "cpu", "--no-progress",
                 "--output", str(Path(tmp) / "run")]
         load = os.getloadavg()[0]
-        _, seconds = _lorsp(checkout, args)
+        _, seconds, cpu_seconds = _lorsp(checkout, args)
         record = json.loads((Path(tmp) / "run" / "record.json").read_text())
     rows = record["metrics"]
     images, train_seconds = sum(r["train_images"] for r in rows), sum(r["train_seconds"] for r in rows)
     return {"images_per_s": images / train_seconds, "train_seconds": train_seconds,
             "epoch_seconds": sum(r["epoch_seconds"] for r in rows), "process_seconds": seconds,
+            "process_cpu_seconds": cpu_seconds,
             "train_images": images, "epochs": len(rows), "test_images": rows[-1].get("test_images"),
             "git_commit": record.get("git_commit"), "lif_backend": record.get("lif_backend"),
             "loader": record.get("loader"), "loader_decode_seconds": record.get("loader_decode_seconds"),
@@ -156,6 +167,8 @@ def _result(rounds, prepared, opts, load_before, complete: bool) -> dict:
                 row[f"{kind}_process_seconds"] = statistics.median(seconds) if seconds else None
             row["end_to_end_speedup_paired"] = _paired(per["train"], per["train_before"], "process_seconds",
                                                        invert=True)
+            row["end_to_end_cpu_speedup_paired"] = _paired(per["train"], per["train_before"],
+                                                           "process_cpu_seconds", invert=True)
         row["lif_backends"] = sorted({str(x.get("lif_backend")) for v in per.values() for x in v})
         summary.append(row)
     return {"meta": {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_before": load_before,

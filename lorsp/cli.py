@@ -186,8 +186,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-workers", type=_int_range(0, 256), default=0, help="DataLoader workers (default 0)")
     g.add_argument("--loader", choices=["auto", "dataloader", "device"], default="auto",
                    help="dataloader: decode and resize every epoch on the CPU; device: decode once, keep uint8, "
-                        "resize on the training device; auto (default): device on CUDA when the decoded images take "
-                        "at most 4 GiB (CIFAR, Tiny-ImageNet), else dataloader")
+                        "resize on the training device; auto (default): device (on CUDA and on a CPU) when the decoded "
+                        "images take at most 4 GiB (CIFAR, Tiny-ImageNet; on a CPU also at most a quarter of the "
+                        "available memory) and the dataset reads its images unaltered, else dataloader")
     g.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
                    help="autocast on CUDA (auto: bf16 where supported; never on CPU)")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",

@@ -40,6 +40,7 @@ import random
 import sys
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -56,7 +57,7 @@ from .results import file_sha256, git_commit, host_info, to_jsonable, versions, 
 
 __all__ = ["TrainConfig", "train", "DivergenceError", "EpochSampler", "evaluate_run", "build_run_model",
            "RECORD_NAME", "PROMPT_WEIGHTS_NAME", "LP_METHODS", "SCHEDULES", "AMP_MODES", "CACHE_MODES",
-           "LOADERS", "choose_loader"]
+           "LOADERS", "choose_loader", "prebuild_lif_gates"]
 
 RECORD_NAME = "record.json"
 PROMPT_WEIGHTS_NAME = "prompt.safetensors"
@@ -66,7 +67,7 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 CACHE_MODES = ("auto", "memory", "disk", "off")
 BAD_IMAGE_POLICIES = ("error", "skip")
 LOADERS = ("auto", "dataloader", "device")
-DEVICE_LOADER_AUTO_MAX_BYTES = 4 << 30  # loader="auto" decodes a dataset once on CUDA up to this many uint8 bytes
+DEVICE_LOADER_AUTO_MAX_BYTES = 4 << 30  # loader="auto" decodes a dataset once up to this many uint8 bytes
 FEATURES_ON_DEVICE_MAX_BYTES = 2 << 30  # LP feature caches larger than this live in host memory
 # Config fields that may differ between an interrupted run and its resumption.
 # eval_every and eval_batch_size only decide which epochs are evaluated and in how large batches: every epoch
@@ -93,8 +94,9 @@ class TrainConfig:
     ``None`` keeps everything in memory. ``loader`` feeds the images: ``"dataloader"`` (a DataLoader over the
     dataset, ``num_workers`` processes decoding and resizing on the CPU), ``"device"`` (decode every image once,
     keep it as uint8, resize on the training device: :mod:`lorsp.data.gpu_pipeline`; the same batches to
-    floating-point rounding) or ``"auto"`` (``device`` on CUDA when the decoded images would take at most
-    :data:`DEVICE_LOADER_AUTO_MAX_BYTES`, as CIFAR and Tiny-ImageNet do, else ``dataloader``). ``results_dir``
+    floating-point rounding) or ``"auto"`` (``device`` on CUDA and on a CPU when the decoded images would take at
+    most :data:`DEVICE_LOADER_AUTO_MAX_BYTES` (on a CPU also a quarter of the available memory), as CIFAR and
+    Tiny-ImageNet do, and the dataset reads its images unaltered; else ``dataloader``). ``results_dir``
     receives an extra copy of the record under a unique name.
 
     ``eval_every``: evaluate on the test split after epoch e (1-based) when e % eval_every == 0, and always after
@@ -298,7 +300,10 @@ class EpochSampler(Sampler[int]):
 
 def choose_loader(loader: str, device: torch.device, train_set, test_set) -> str:
     """``"dataloader"`` or ``"device"`` for :attr:`TrainConfig.loader` (see there); ``"device"`` on a dataset that
-    it cannot serve is a ValueError saying why."""
+    it cannot serve is a ValueError saying why. ``"auto"`` picks ``"device"`` on CUDA and on a CPU when the bank
+    reproduces both datasets (:meth:`~lorsp.data.gpu_pipeline.ImageBank.cannot_reproduce`) and their decoded
+    images fit: at most :data:`DEVICE_LOADER_AUTO_MAX_BYTES`, and on a CPU at most a quarter of the memory
+    available now (:func:`_available_memory`)."""
     from .data.gpu_pipeline import ImageBank
 
     if loader not in LOADERS:
@@ -311,24 +316,47 @@ def choose_loader(loader: str, device: torch.device, train_set, test_set) -> str
             raise ValueError(f"TrainConfig.loader='device' (--loader device) cannot serve this dataset: {obstacle}; "
                              f"use loader='dataloader'")
         return loader
-    if device.type != "cuda" or obstacle:
+    if device.type not in ("cuda", "cpu") or obstacle:
         return "dataloader"
     sizes = [ImageBank.estimate_nbytes(d) for d in (train_set, test_set)]
-    fits = None not in sizes and sum(sizes) <= DEVICE_LOADER_AUTO_MAX_BYTES
-    return "device" if fits else "dataloader"
+    if None in sizes:
+        return "dataloader"
+    limit = DEVICE_LOADER_AUTO_MAX_BYTES
+    if device.type == "cpu":
+        available = _available_memory()
+        limit = min(limit, available // 4) if available is not None else limit
+    return "device" if sum(sizes) <= limit else "dataloader"
 
 
-def _device_loader(dataset, sampler, batch_size: int, image_size: int, device: torch.device):
+def _available_memory() -> int | None:
+    """The bytes of memory available to new allocations now (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _device_loader(dataset, sampler, batch_size: int, image_size: int, device: torch.device,
+                   draw_like_dataloader: bool = False):
     """A :class:`~lorsp.data.gpu_pipeline.DeviceBatchLoader` over ``dataset`` decoded once, in ``sampler``'s
-    order. On CUDA the uint8 images live on the GPU when they take at most a quarter of its free memory, else
-    in pinned host memory."""
-    from .data.gpu_pipeline import DeviceBatchLoader, ImageBank
+    order. Image files are decoded once per machine: the decoded images are kept in
+    :func:`~lorsp.data.gpu_pipeline.decode_cache_dir` and memory-mapped by every later run on the same files
+    (the seeds of a grid, every epoch). On CUDA the uint8 images live on the GPU when they take at most a quarter
+    of its free memory, else in pinned host memory; on a CPU they stay in host memory (resized batch by batch).
+    ``draw_like_dataloader``: see :class:`~lorsp.data.gpu_pipeline.DeviceBatchLoader` (the loaders that stand
+    for a DataLoader without a generator: evaluation's, label mapping's)."""
+    from .data.gpu_pipeline import DeviceBatchLoader, ImageBank, decode_cache_dir
 
-    bank = ImageBank.from_dataset(dataset)
+    bank = ImageBank.from_dataset(dataset, cache_dir=decode_cache_dir())
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         bank = bank.to(device) if bank.nbytes <= free // 4 else bank.to(device, pin_memory=True)
-    return DeviceBatchLoader(bank, batch_size, image_size, device, sampler=sampler)
+    return DeviceBatchLoader(bank, batch_size, image_size, device, sampler=sampler,
+                             draw_like_dataloader=draw_like_dataloader)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -544,7 +572,8 @@ def _update_label_mapping(model: nn.Module, dataset, config: TrainConfig, device
     sampler = EpochSampler(len(dataset), shuffle=False, rank=ctx.rank, world_size=ctx.world_size)
     batch_size = max(1, config.batch_size // ctx.world_size)
     if bank is not None:
-        loader = DeviceBatchLoader(bank, batch_size, config.image_size, device, sampler=sampler)
+        loader = DeviceBatchLoader(bank, batch_size, config.image_size, device, sampler=sampler,
+                                   draw_like_dataloader=True)  # as the DataLoader below, which has no generator
     else:
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=config.num_workers,
                             pin_memory=device.type == "cuda", worker_init_fn=_worker_init)
@@ -1011,7 +1040,8 @@ class _Run:
             tb = time.perf_counter()
             self.train_loader = _device_loader(self.train_set, self.train_sampler, batch, config.image_size,
                                                self.device)
-            self.test_loader = _device_loader(self.test_set, test_sampler, eval_batch, config.image_size, self.device)
+            self.test_loader = _device_loader(self.test_set, test_sampler, eval_batch, config.image_size, self.device,
+                                              draw_like_dataloader=True)  # as the test DataLoader (no generator)
             self.record["loader_decode_seconds"] = time.perf_counter() - tb
         else:
             self.train_loader = DataLoader(train_data, batch_size=batch, sampler=self.train_sampler,
@@ -1198,6 +1228,55 @@ def _provenance(train_set, test_set, config: TrainConfig) -> dict:
 
     root = data_root(config.data_root)
     return {"train": data_provenance(train_set, root), "test": data_provenance(test_set, root)}
+
+
+def prebuild_lif_gates(configs: Sequence[TrainConfig]) -> list[tuple[int, ...]]:
+    """Build, before a grid's first run, the compiled LIF gates its CPU runs will load (LoRSP's
+    ``backend="auto"``, :meth:`~lorsp.prompters.lowrank_sparse.LoRSPPrompter.cpu_gate_shape`): a gate is built
+    once per machine and configuration (a minute or more), after which ``auto`` runs it in every run of that
+    shape, however short (:func:`~lorsp.prompters.fused.auto_backend`). It is built for the shapes whose runs
+    in ``configs`` together plan at least :data:`~lorsp.prompters.fused.CPU_COMPILE_MIN_STEPS` steps
+    (:func:`_planned_steps`) — the rule a single run applies to itself, applied to the grid — and not already
+    built. Returns the ``(G, r, C, H, W)`` built now; a build that fails is a warning (those runs stay eager)."""
+    from collections import Counter
+
+    from .prompters.fused import CPU_COMPILE_MIN_STEPS, build_compiled_gate, compile_available, compiled_gate_cached
+
+    steps: Counter = Counter()
+    for config in configs:
+        on_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+        prompter = None if config.is_linear_probe or not on_cpu else build_prompter_for(config)
+        shape = prompter.cpu_gate_shape() if callable(getattr(prompter, "cpu_gate_shape", None)) else None
+        if shape is not None:
+            steps[shape] += _planned_steps(config)
+    built = []
+    for shape, total in steps.items():
+        if total < CPU_COMPILE_MIN_STEPS or compiled_gate_cached(*shape) or not compile_available("cpu"):
+            continue
+        try:
+            build_compiled_gate(*shape)
+        except Exception as error:  # noqa: BLE001 - any compiler failure: those runs stay eager
+            warnings.warn(f"could not build the compiled LIF gate (G, r, C, H, W) = {shape} ({type(error).__name__}: "
+                          f"{str(error)[:300]}); its runs train with the eager gate", RuntimeWarning, stacklevel=2)
+            continue
+        built.append(shape)
+    return built
+
+
+def _planned_steps(config: TrainConfig) -> int:
+    """The training steps ``config`` plans (``epochs × ⌈images / batch⌉``, at most ``max_steps``), estimated
+    without reading the data: ``train_per_class`` × the registered dataset's number of classes; 0 where either
+    is unknown (the whole dataset, a folder)."""
+    from .data import dataset_spec
+
+    try:
+        classes = dataset_spec(config.dataset).num_classes
+    except ValueError:
+        classes = None
+    if config.train_per_class is None or classes is None:
+        return 0
+    steps = config.epochs * math.ceil(config.train_per_class * classes / config.batch_size)
+    return min(steps, config.max_steps) if config.max_steps is not None else steps
 
 
 def _describe_model(record: dict, model: nn.Module, info, config: TrainConfig) -> None:

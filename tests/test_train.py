@@ -232,13 +232,14 @@ def test_loader_choice_and_the_datasets_it_refuses(image_folder, monkeypatch):
     assert ImageBank.estimate_nbytes(arrays) == 4 * 8 * 8 * 3
     assert ImageBank.estimate_nbytes(files) == pytest.approx(ImageBank.from_dataset(files).nbytes, rel=0.01)
     assert ImageBank.estimate_nbytes(synthetic) is None
-    assert choose_loader("auto", cpu, files, files) == "dataloader"  # the device pipeline pays off on GPUs
+    assert choose_loader("auto", cpu, files, files) == "device"  # decoded once on a CPU too (issue 24)
     assert choose_loader("auto", cuda, files, arrays) == "device"
     assert choose_loader("device", cpu, files, files) == "device"
     assert choose_loader("dataloader", cuda, files, files) == "dataloader"
     assert choose_loader("auto", cuda, synthetic, synthetic) == "dataloader"  # made on access
     monkeypatch.setattr(train_module, "DEVICE_LOADER_AUTO_MAX_BYTES", 100)  # too big to decode once
     assert choose_loader("auto", cuda, files, arrays) == "dataloader"
+    assert choose_loader("auto", cpu, files, arrays) == "dataloader"
     with pytest.raises(ValueError, match="SyntheticDataset.*dataloader"):
         choose_loader("device", cpu, files, synthetic)
     with pytest.raises(ValueError, match="ShiftedDataset"):

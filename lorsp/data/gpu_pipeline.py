@@ -14,16 +14,26 @@ feeds. Here:
    floating-point rounding (the paper's protocol: Resize to image_size × image_size, no crop) — and optionally
    normalises them (``mean``/``std``) and makes them channels-last.
 
+On a CPU the same path serves the trainer (``loader="auto"``): the bank stays in host memory and each batch is
+resized as one tensor, instead of a DataLoader transforming image by image. Decoded image files can be kept
+on disk (:meth:`ImageBank.from_dataset` ``cache_dir``, :func:`decode_cache_dir`): one uint8 ``.npy`` per set of
+files, named by :func:`decoded_key`, memory-mapped by every later run on the same files (a grid's seeds and
+runs), so each set is decoded once per machine.
+
 Images of several native sizes are resized group by group (one interpolate call per size in a batch).
 :func:`bench_pipeline` compares its images/s with the DataLoader path (``lorsp bench --pipeline DATASET``).
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import tempfile
 import time
+import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +41,8 @@ import torch.nn.functional as F
 
 from .images import ArrayDataset, ImageFileDataset, as_image_size, load_rgb
 
-__all__ = ["ImageBank", "DeviceBatchLoader", "resize_on_device", "bench_pipeline"]
+__all__ = ["ImageBank", "DeviceBatchLoader", "resize_on_device", "bench_pipeline", "decode_cache_dir",
+           "decoded_key", "DECODE_CACHE_ENV"]
 
 
 def _to_uint8_chw(image) -> torch.Tensor:
@@ -41,6 +52,68 @@ def _to_uint8_chw(image) -> torch.Tensor:
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"expected an 8-bit RGB image (H, W, 3), got dtype {array.dtype} shape {array.shape}")
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+
+
+DECODE_CACHE_ENV = "LORSP_DECODE_CACHE"
+#: bump when what a decoded image holds changes (:func:`lorsp.data.images.load_rgb`'s colour handling): the
+#: files decoded by an older version are then no longer found
+DECODE_FORMAT = 1
+
+
+def decode_cache_dir() -> Path:
+    """Where decoded images are kept between runs (:meth:`ImageBank.from_dataset` ``cache_dir``):
+    ``$LORSP_DECODE_CACHE`` when set, else ``$XDG_CACHE_HOME/lorsp/decoded`` (``~/.cache/lorsp/decoded``) —
+    beside the compiled LIF gates, outside the data root, which may be read-only or shared."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(os.environ.get(DECODE_CACHE_ENV) or os.path.join(base, "lorsp", "decoded"))
+
+
+def decoded_key(paths) -> str:
+    """``decoded-<hash>``: names the decoded images of ``paths`` (in order) by each file's path, size and
+    modification time, PIL's version (a decoder's update may change pixels) and :data:`DECODE_FORMAT`; a file
+    that changes, or another subset or order of files, gives another name. Costs one ``stat`` per file."""
+    import PIL
+
+    digest = hashlib.sha256(f"lorsp-decoded|{DECODE_FORMAT}|PIL {PIL.__version__}|{len(paths)}".encode())
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"\n{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return f"decoded-{digest.hexdigest()[:32]}"
+
+
+def _read_decoded(path: Path, count: int) -> torch.Tensor | None:
+    """The uint8 ``[count, 3, h, w]`` array at ``path``, memory-mapped (read-only), or None when it is
+    missing or not such an array."""
+    if not path.is_file():
+        return None
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[0] != count or array.shape[1] != 3:
+        return None
+    with warnings.catch_warnings():  # read-only memory: the bank never writes into its images
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+def _write_decoded(path: Path, stacked: torch.Tensor) -> None:
+    """Keep ``stacked`` at ``path`` (atomically: a crash or a second process leaves a whole file or none);
+    a folder that cannot be written is a warning, not an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(prefix=f"{path.stem}.partial-", suffix=".npy", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.save(out, stacked.numpy())
+            os.replace(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+    except OSError as error:
+        warnings.warn(f"could not keep the decoded images in {path.parent} ({error}); they will be decoded "
+                      f"again next time (set {DECODE_CACHE_ENV} to a writable folder)", RuntimeWarning,
+                      stacklevel=3)
 
 
 class ImageBank:
@@ -56,33 +129,42 @@ class ImageBank:
         if isinstance(images, torch.Tensor):
             if images.dim() != 4 or images.dtype != torch.uint8 or images.shape[1] != 3:
                 raise ValueError(f"images must be uint8 [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
-            images = list(images.unbind(0)) if images.shape[0] else []
-            stacked_from = True
-        else:
-            stacked_from = False
+            self._init_labels(labels, images.shape[0], classes)
+            self.stacked, self.images = images.contiguous(), None  # no copy (it may be memory-mapped)
+            self.sizes = [tuple(images.shape[2:])] if images.shape[0] else []
+            return
         images = list(images)
         for i, image in enumerate(images):
             if not (isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.dim() == 3
                     and image.shape[0] == 3):
                 raise ValueError(f"image {i} must be a uint8 tensor [3, h, w], got "
                                  f"{getattr(image, 'dtype', type(image))} {tuple(getattr(image, 'shape', ()))}")
-        labels = torch.as_tensor(list(labels), dtype=torch.long)
-        if labels.numel() != len(images):
-            raise ValueError(f"{len(images)} images but {labels.numel()} labels")
-        self.labels = labels
-        self.classes = list(classes) if classes is not None else None
+        self._init_labels(labels, len(images), classes)
         sizes = {tuple(im.shape[1:]) for im in images}
         self.stacked = None
         if len(sizes) == 1:
-            self.stacked = torch.stack(images) if not stacked_from else torch.stack(images).contiguous()
+            self.stacked = torch.stack(images)
             self.images = None
         else:
             self.images = images
         self.sizes = sorted(sizes)
 
+    def _init_labels(self, labels, count: int, classes) -> None:
+        labels = torch.as_tensor(list(labels), dtype=torch.long)
+        if labels.numel() != count:
+            raise ValueError(f"{count} images but {labels.numel()} labels")
+        self.labels = labels
+        self.classes = list(classes) if classes is not None else None
+
     @classmethod
-    def from_dataset(cls, dataset, indices=None, workers: int | None = None) -> "ImageBank":
-        """Decode the samples ``indices`` (default: all) of a lorsp dataset once (threads for files)."""
+    def from_dataset(cls, dataset, indices=None, workers: int | None = None, cache_dir=None) -> "ImageBank":
+        """Decode the samples ``indices`` (default: all) of a lorsp dataset once (threads for files).
+
+        ``cache_dir`` (image files only): keep the decoded images there as one uint8 ``.npy`` file named by
+        :func:`decoded_key` (the files, their sizes and modification times, PIL's version) and, when a later
+        call (another epoch's process, another run of a grid) finds it, memory-map it instead of decoding
+        again. Only images of one native size are kept (one array); a file that cannot be read or written
+        there is decoded again or not kept, never trusted."""
         indices = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
         targets = list(getattr(dataset, "targets", []))
         if len(targets) != len(dataset):
@@ -101,10 +183,17 @@ class ImageBank:
             raise ValueError(f"{type(dataset).__name__} has neither image files (.paths) nor a uint8 image array "
                              f"(.images): nothing to decode once (procedural datasets such as 'synthetic' are "
                              f"made on access; use the DataLoader path for them)")
+        paths = [paths[i] for i in indices]
+        cached = Path(cache_dir) / f"{decoded_key(paths)}.npy" if cache_dir is not None else None
+        stacked = _read_decoded(cached, len(paths)) if cached is not None else None
+        if stacked is not None:
+            return cls(stacked, labels, classes)
         workers = workers or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers) as pool:
-            images = list(pool.map(lambda i: _to_uint8_chw(load_rgb(paths[i])), indices))
-        return cls(images, labels, classes)
+            bank = cls(list(pool.map(lambda path: _to_uint8_chw(load_rgb(path)), paths)), labels, classes)
+        if cached is not None and bank.stacked is not None:
+            _write_decoded(cached, bank.stacked)
+        return bank
 
     @staticmethod
     def cannot_reproduce(dataset) -> str | None:
@@ -176,13 +265,14 @@ class ImageBank:
 
 
 def resize_on_device(images_uint8: torch.Tensor, image_size, device=None, dtype=torch.float32) -> torch.Tensor:
-    """uint8 ``[N, 3, h, w]`` → float ``[N, 3, H, W]`` in [0, 1] on ``device``: ``/255`` then bilinear
+    """uint8 ``[N, 3, h, w]`` → float ``[N, 3, H, W]`` in [0, 1] on ``device``: ``·(1/255)`` then bilinear
     antialiased resize (as ``v2.ToDtype(scale=True)`` + ``v2.Resize(antialias=True)`` on tensors)."""
     size = as_image_size(image_size)
     x = images_uint8.to(device if device is not None else images_uint8.device, non_blocking=True)
-    x = x.to(dtype).div_(255.0)
+    x = x.to(dtype).mul_(1.0 / 255)  # as torchvision's ToDtype(scale=True): the same floats
     if tuple(x.shape[-2:]) != size:
         x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        x = x.clamp_(0.0, 1.0)  # as the dataset's transform: resizing can round a white pixel to 1 + 6e-7
     return x
 
 
@@ -195,11 +285,15 @@ class DeviceBatchLoader:
     ``sampler`` (an iterable of sample indices, read anew each epoch, such as the trainer's
     :class:`lorsp.train.EpochSampler`) gives the order instead, so that batches are the DataLoader's with the
     same sampler; ``shuffle``, ``seed``, ``rank`` and ``world_size`` are then unused.
+    ``draw_like_dataloader``: draw one int64 from torch's global generator at the start of each pass, as a
+    DataLoader without a ``generator`` does (its workers' base seed), so that whatever draws random numbers
+    after it (a dropout prompter's masks in evaluation) draws the same ones as behind that DataLoader.
     """
 
     def __init__(self, bank: ImageBank, batch_size: int, image_size, device="cpu", shuffle: bool = True,
                  seed: int = 0, drop_last: bool = False, mean=None, std=None, channels_last: bool = False,
-                 dtype=torch.float32, rank: int = 0, world_size: int = 1, sampler=None):
+                 dtype=torch.float32, rank: int = 0, world_size: int = 1, sampler=None,
+                 draw_like_dataloader: bool = False):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.bank, self.batch_size = bank, batch_size
@@ -209,6 +303,7 @@ class DeviceBatchLoader:
         self.channels_last, self.dtype = channels_last, dtype
         self.rank, self.world_size = int(rank), int(world_size)
         self.sampler = sampler
+        self.draw_like_dataloader = bool(draw_like_dataloader)
         self.epoch = 0
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std (or neither)")
@@ -236,6 +331,8 @@ class DeviceBatchLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
+        if self.draw_like_dataloader:
+            torch.empty((), dtype=torch.int64).random_()
         order = self._order()
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]

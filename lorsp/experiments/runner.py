@@ -130,6 +130,9 @@ def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: b
     plan = {run_key(run): float(planned(run)) if planned else None for run in runs}
     report = _GridProgress(todo, plan, log, bar=progress and train and bool(todo) and log is None,
                            already_done=len(done) - len(todo))
+    if train and todo:  # the compiled LIF gates of the grid's shapes, once, so that its short runs use them
+        _engine().prebuild_lif_gates([_train_config(run, results_dir / run_key(run)) for run in runs
+                                      if run_key(run) in todo])
     left = []
     for run in runs:
         key = run_key(run)

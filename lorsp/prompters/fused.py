@@ -53,7 +53,7 @@ from . import aot
 __all__ = ["fused_lif_gate", "fused_lorsp_prompt", "lif_gate_spikes", "saved_tensor_bytes", "SavedTensorMeter",
            "compile_available", "LIF_BACKENDS",
            "CPU_COMPILE_MIN_STEPS", "auto_backend", "compile_cache_dir", "use_persistent_compile_cache",
-           "aot_package_dir", "compiled_gate_cached"]
+           "aot_package_dir", "compiled_gate_cached", "build_compiled_gate"]
 
 
 def _check_factors(factors: torch.Tensor) -> None:
@@ -449,6 +449,23 @@ def compiled_gate_cached(groups: int, rank: int, channels: int, height: int, wid
     compiles whatever the run's length (:func:`auto_backend`)."""
     return all(aot.is_built(aot_package_dir(), _package_key(kind, groups, rank, channels, height, width, dtype))
                for kind in _IMPLS)
+
+
+def build_compiled_gate(groups: int, rank: int, channels: int, height: int, width: int,
+                        dtype: torch.dtype = torch.float32) -> bool:
+    """Build (or load) both compiled halves of the CPU's LIF gate for this configuration now, as the first
+    compiled step of a run would (:func:`aot_package_dir`; a minute or more when not yet built, milliseconds
+    when built): a grid builds the gates of its shapes once before its first run
+    (:func:`lorsp.train.prebuild_lif_gates`), so that its short runs use them. Returns whether they were
+    already built. The inputs are zeros: the packages depend on shapes and dtype only."""
+    cached = compiled_gate_cached(groups, rank, channels, height, width, dtype)
+    projected = torch.zeros(2, channels, height, groups * rank, dtype=dtype)  # 2: a batch of 1 is specialised
+    basis = torch.zeros(channels, rank, width, dtype=dtype)
+    constants = _lif_constants(projected, 4.0, 0.0, 0.0, 4.0, False)
+    _compiled("forward", (projected, basis, constants), groups, rank)
+    grad_delta = torch.zeros(2, channels, height, width, dtype=dtype)
+    _compiled("backward", (projected, basis, grad_delta, constants), groups, rank)
+    return cached
 
 
 def compile_cache_dir() -> str:

@@ -140,6 +140,15 @@ class LoRSPPrompter(LowRankPrompter):
                                                      *self.image_size)
         return auto_backend(device, self.planned_steps, self._gate_cached)
 
+    def cpu_gate_shape(self) -> tuple[int, int, int, int, int] | None:
+        """``(G, r, C, H, W)``: the configuration of the compiled gate this prompter runs on a CPU once it is
+        built (:func:`~lorsp.prompters.fused.compiled_gate_cached`), or None when it never runs one (the
+        reference path, ``backend="eager"``, an ungrouped basis). A grid builds these before its first run
+        (:func:`lorsp.train.prebuild_lif_gates`), so that its short runs use them."""
+        if not self.fused or self.backend == "eager" or not self.factors.shared_basis:
+            return None
+        return (self.factors.groups, self.factors.rank, self.channels, *self.image_size)
+
     def gate(self, factors: torch.Tensor, return_trace: bool = False):
         """Eqs. 6–9 on precomputed factors ``[G, N, C, H, W]``: returns δ (and the LIF trace)."""
         trace = self.lif(factors, return_trace=True)

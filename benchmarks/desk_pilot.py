@@ -51,6 +51,7 @@ def _arguments():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--machine-note", default="", help="how loaded the machine was, for the record")
     parser.add_argument("--out", default="benchmarks/cpu-desk-pilot.json")
+    parser.add_argument("--summary", action="store_true", help="print --out as a Markdown table and exit")
     parser.add_argument("--resume", action="store_true", help="keep the rows of --out (same arguments) and run the rest")
     return parser.parse_args()
 
@@ -120,8 +121,26 @@ def _one_run(args, engine, built, images, backbone: str, label: str, prompt_lr: 
     return row
 
 
+def summary(path) -> str:
+    """The pilot record at ``path`` as the Markdown table of book/running.md."""
+    data = json.loads(Path(path).read_text())
+    lines = ["| backbone | method | prompt lr | val acc | mean \\|δ\\| / input std | predictions changed | "
+             "last epoch's share of the loss drop | seconds | load |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        if "failed" in r:
+            lines.append(f"| {r['backbone']} | {r['label']} | {r['prompt_lr']:g} | failed: {r['failed']} |||||")
+            continue
+        lines.append(f"| {r['backbone']} | {r['label']} | {r['prompt_lr']:g} | {r['val_accuracy']:.2f} | "
+                     f"{r['relative_to_std']:.2%} | {r['changed_predictions']:.0%} | {r['last_epoch_share']:.0%} | "
+                     f"{r['seconds']:.0f} | {r['load_before']:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     args = _arguments()
+    if args.summary:
+        print(summary(args.out))
+        return 0
     import torch
     from lorsp import train as engine
     torch.set_num_threads(args.threads)

@@ -108,3 +108,23 @@ def test_backbone_cost_ratio_comes_from_the_pilots_pairs(tmp_path):
     assert backbone_cost_ratio("mobilenetv2", path) == 1.0
     with pytest.raises(ValueError, match="no pair"):
         backbone_cost_ratio("other", path)
+
+
+def test_select_prompt_lrs_picks_the_best_validation_accuracy_never_the_test(tmp_path):
+    import json
+    from lorsp.experiments.grid import grid, run_key, select_prompt_lrs, selection_key
+    setup = _v2()
+    search = [r for r in grid("backbones", setup=setup) if r["tags"].get("search")]
+    with pytest.raises(FileNotFoundError, match="train the search first"):
+        select_prompt_lrs(tmp_path, setup)
+    for run in search:
+        lr = run.get("prompt_lr", 0.01)
+        best = 0.03 if run["tags"]["method_label"] == "LoRSP" else 0.1
+        record = {"final_val_accuracy": 0.5 + (0.1 if lr == best else 0.0),
+                  "final_accuracy": 0.9 if lr == 0.01 else 0.1}   # the test accuracy must not matter
+        (tmp_path / run_key(run)).mkdir()
+        (tmp_path / run_key(run) / "record.json").write_text(json.dumps(record))
+    chosen = select_prompt_lrs(tmp_path, setup)
+    assert chosen[selection_key("LoRSP", "efficientnet_lite0", "tiny-imagenet")] == 0.03
+    assert chosen[selection_key("EVP", "mobilenetv2", "cifar10")] == 0.1
+    assert len(chosen) == 6 * 2 * 2

@@ -454,3 +454,27 @@ def desk2_seed_plan(results_dir=None, datasets: Sequence[str] = ("cifar10", "tin
         for label in row["pair"][1:]:
             seeds[label] = max(seeds.get(label, minimum), row["seeds"])
     return rows, seeds
+
+
+def select_prompt_lrs(results_dir, setup: ScaleSetup) -> dict[str, float]:
+    """The prompt-lr selection of ``setup``'s search (desk protocol v2): for each prompted method, backbone and
+    dataset, the searched lr with the best mean validation accuracy (``final_val_accuracy`` of the search runs'
+    records in ``results_dir/<key>/record.json``; ties go to the paper's lr, then the smaller; a failed or diverged
+    search run counts as never best). Never reads test accuracy. Raises ``FileNotFoundError`` naming the first search run without a record."""
+    scores: dict[str, dict[float, list[float]]] = {}
+    for run in grid("backbones", setup=setup):
+        if not run["tags"].get("search"):
+            continue
+        path = Path(results_dir) / run_key(run) / "record.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the search run {run['tags']['label']} ({run['backbone']}, "
+                                    f"{run['dataset']}, seed {run['seed']}) has no record; train the search first")
+        record = json.loads(path.read_text())
+        value = record.get("final_val_accuracy")
+        if value is None and record.get("status", "completed") == "completed":
+            raise ValueError(f"{path}: no final_val_accuracy (was it trained with val_per_class?)")
+        value = float("-inf") if value is None else value  # a failed or diverged search run is never selected
+        key = selection_key(run["tags"]["method_label"], run["backbone"], run["dataset"])
+        scores.setdefault(key, {}).setdefault(run.get("prompt_lr", setup.lr), []).append(float(value))
+    return {key: max(by_lr, key=lambda lr: (sum(by_lr[lr]) / len(by_lr[lr]), lr == setup.lr, -lr))
+            for key, by_lr in scores.items()}

@@ -22,13 +22,14 @@ A run's planned seconds (:func:`run_seconds`):
 from __future__ import annotations
 
 import json
+import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 __all__ = ["COSTS_FILE", "UNLOADED_FLOOR", "UNLOADED_FLOOR_128", "BENCH_STEP_X_FLOOR", "SAFETY", "CostModel", "load_costs", "run_seconds", "plan",
-           "format_plan", "NUM_CLASSES"]
+           "format_plan", "NUM_CLASSES", "PILOT_FILE", "backbone_cost_ratio", "seeds_needed", "seed_plan"]
 
 _REPO = Path(__file__).resolve().parent.parent
 #: the measured per-image costs (multiples of the floor) this plan uses
@@ -58,6 +59,14 @@ class CostModel:
     floor: dict[int, float]
     x_floor: dict[str, dict[int, float]]
     source: str = ""
+    #: a run's time on a backbone as a multiple of MobileNetV2's (the costs above are MobileNetV2's); filled from
+    #: the desk pilot (:func:`backbone_cost_ratio`) the first time a backbone is asked for
+    backbones: dict[str, float] = field(default_factory=lambda: {"mobilenetv2": 1.0})
+
+    def backbone_ratio(self, backbone: str) -> float:
+        if backbone not in self.backbones:
+            self.backbones[backbone] = backbone_cost_ratio(backbone)
+        return self.backbones[backbone]
 
     def per_image(self, what: str, size: int) -> float:
         """Planned unloaded seconds per image of ``what`` (``"forward"``, ``"decode"``, ``"step:lorsp"``...)."""
@@ -125,6 +134,7 @@ def load_costs(path=None) -> CostModel:
 
 
 def _count(run: dict, key: str) -> int:
+    """The images of a split of ``run`` (``train_per_class``, ``test_per_class``, ``val_per_class``)."""
     classes = NUM_CLASSES.get(run.get("dataset"))
     per_class = run.get(key)
     if classes is None or per_class is None:
@@ -142,16 +152,18 @@ def run_seconds(run: dict, costs: CostModel, safety: float = SAFETY) -> float:
     """Planned unloaded seconds of one run (a grid's run dict: dataset, method, head, image_size, epochs...)."""
     size, epochs = int(run["image_size"]), int(run["epochs"])
     n_train, n_test = _count(run, "train_per_class"), _count(run, "test_per_class")
+    n_val = _count(run, "val_per_class") if run.get("val_per_class") else 0  # evaluated alongside the test set
     look = costs.per_image("forward", size) + costs.per_image("decode", size)
     if run.get("method", "none") in ("none", None) and run.get("head", "linear") == "linear":
-        seconds = (n_train + n_test) * look
+        seconds = (n_train + n_test + n_val) * look
     else:
         seconds = n_train * epochs * costs.step(run["method"], run.get("head", "linear"), size)
-        seconds += evaluations(epochs, int(run.get("eval_every", 1))) * n_test * look
+        seconds += evaluations(epochs, int(run.get("eval_every", 1))) * (n_test + n_val) * look
         if run.get("head") == "ilm":
             seconds += epochs * n_train * look
     for shift in run.get("tags", {}).get("eval_on", []) or []:
         seconds += n_test * look  # the OOD chapter's shifted test sets
+    seconds *= costs.backbone_ratio(run.get("backbone", "mobilenetv2"))
     return (seconds + RUN_OVERHEAD_SECONDS) * (1.0 + safety)
 
 
@@ -172,7 +184,8 @@ def plan(chapters: dict[str, Sequence[dict]], costs: CostModel | None = None, ke
                         costs.per_image("decode", int(run["image_size"]))
                     rows.append(dict(chapter=chapter, key=f"{k}:shifted", label=run.get("tags", {}).get("label"),
                                      dataset=run.get("dataset"), seed=run.get("seed"),
-                                     seconds=len(shifts) * _count(run, "test_per_class") * look * (1.0 + SAFETY)))
+                                     seconds=len(shifts) * _count(run, "test_per_class") * look * (1.0 + SAFETY)
+                                     * costs.backbone_ratio(run.get("backbone", "mobilenetv2"))))
                 continue
             seen.add(k)
             rows.append(dict(chapter=chapter, key=k, label=run.get("tags", {}).get("label"),
@@ -207,3 +220,64 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else \
         f"{seconds:.0f} s"
 
+
+
+# ----------------------------------------------------------------------------------------------------
+# the backbone's cost beside MobileNetV2's (desk protocol v2, issue 25)
+# ----------------------------------------------------------------------------------------------------
+#: the pilot of the second desk protocol (``benchmarks/desk_pilot.py``): paired runs on both backbones
+PILOT_FILE = _REPO / "benchmarks" / "cpu-desk-pilot.json"
+
+
+def backbone_cost_ratio(backbone: str, path=None, reference: str = "mobilenetv2") -> float:
+    """How many times ``reference``'s time a run on ``backbone`` takes: the median, over the pilot's pairs (same
+    method and prompt lr, trained one after the other on the same machine), of the ratio of their seconds per
+    training image and epoch. 1.0 for ``reference`` itself. Raises ``ValueError`` naming the file when the
+    pilot has no such pair."""
+    if backbone == reference:
+        return 1.0
+    path = Path(path or PILOT_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the desk pilot's record is missing; run `python benchmarks/desk_pilot.py`")
+    rows = [r for r in json.loads(path.read_text())["rows"] if "seconds_per_train_image_epoch" in r]
+    by = {(r["label"], r["prompt_lr"], r["backbone"]): r["seconds_per_train_image_epoch"] for r in rows}
+    ratios = [by[(label, lr, backbone)] / seconds for (label, lr, name), seconds in by.items()
+              if name == reference and (label, lr, backbone) in by]
+    if not ratios:
+        raise ValueError(f"{path}: no pair of runs on {backbone!r} and {reference!r} (same method and prompt lr)")
+    return float(statistics.median(ratios))
+
+
+# ----------------------------------------------------------------------------------------------------
+# how many seeds a headline pair needs (issue 25)
+# ----------------------------------------------------------------------------------------------------
+def seeds_needed(paired_sd: float, claimed: float, cap: int = 10, minimum: int = 3) -> tuple[int, float]:
+    """``(n, detectable)``: the fewest seeds in ``[minimum, cap]`` whose 80%-power detectable difference
+    (:func:`lorsp.stats.detectable_difference`, the paired t-test's noncentral t) is at most ``|claimed|``
+    (the paper's difference, pp), and that difference at ``n``; ``cap`` when even ``cap`` seeds do not reach
+    it (then ``detectable > |claimed|``: the pair stays underpowered, and the plan says so)."""
+    from .stats import detectable_difference
+    if not (paired_sd > 0 and math.isfinite(paired_sd)):
+        raise ValueError(f"paired_sd must be a positive finite number (pp), got {paired_sd!r}")
+    if not 2 <= minimum <= cap:
+        raise ValueError(f"need 2 <= minimum <= cap, got minimum={minimum!r}, cap={cap!r}")
+    for n in range(minimum, cap + 1):
+        detectable = detectable_difference(n, paired_sd)
+        if detectable <= abs(claimed):
+            return n, detectable
+    return cap, detectable_difference(cap, paired_sd)
+
+
+def seed_plan(paired_sds: dict[tuple, float], claimed: dict[tuple, float], cap: int = 10,
+              minimum: int = 3) -> list[dict[str, Any]]:
+    """One row per headline pair (a key of ``paired_sds``, e.g. ``(dataset, better, worse)``): its paired sd and
+    the paper's claimed difference (``claimed[key]``, pp), the seeds it needs (:func:`seeds_needed`) and whether
+    they reach the claim (``powered``)."""
+    rows = []
+    for key, sd in paired_sds.items():
+        if key not in claimed:
+            raise KeyError(f"no claimed difference for pair {key!r}; claimed has {sorted(claimed)}")
+        n, detectable = seeds_needed(sd, claimed[key], cap, minimum)
+        rows.append(dict(pair=key, paired_sd=sd, claimed=claimed[key], seeds=n, detectable=detectable,
+                         powered=detectable <= abs(claimed[key])))
+    return rows

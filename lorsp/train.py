@@ -127,6 +127,7 @@ class TrainConfig:
     image_size: int = 224
     train_per_class: int | None = None
     test_per_class: int | None = None
+    val_per_class: int | None = None
     seed: int = 0
     device: str = "auto"
     weights: str | None = None
@@ -179,6 +180,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not is_int(value) or value < 1):
                 fail(name, "None (all images) or an integer >= 1")
+        if self.val_per_class is not None and (not is_int(self.val_per_class) or self.val_per_class < 1):
+            fail("val_per_class", "None (no validation split) or an integer >= 1 (training images per class held "
+                 "out for validation: lorsp.validation)")
         if not is_int(self.seed) or not 0 <= self.seed < 2**31:
             fail("seed", "an integer in [0, 2**31)")
         if not is_num(self.lr) or not 0 < self.lr <= 100:
@@ -433,14 +437,19 @@ def _call_with_supported(fn: Callable, *args, **kwargs):
     return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
 
 
-def build_datasets(config: TrainConfig):
-    """The train and test datasets of ``config`` (``lorsp.data.build_dataset``)."""
+def build_datasets(config: TrainConfig, with_val: bool = False):
+    """The train and test datasets of ``config`` (``lorsp.data.build_dataset``); with ``with_val``,
+    ``(train, val, test)``: ``val`` holds ``config.val_per_class`` training images per class, disjoint from
+    ``train`` (None without a validation split; :mod:`lorsp.validation`)."""
     from .data import build_dataset
+    from .validation import carve_validation, train_request
     common = dict(image_size=config.image_size, root=config.data_root, seed=config.seed,
                   download=config.download, bad_image_policy=config.bad_image_policy)
-    train_set = build_dataset(config.dataset, split="train", per_class=config.train_per_class, **common)
+    drawn = build_dataset(config.dataset, split="train",
+                          per_class=train_request(config.train_per_class, config.val_per_class), **common)
+    train_set, val_set = carve_validation(drawn, config.val_per_class, config.seed)
     test_set = build_dataset(config.dataset, split="test", per_class=config.test_per_class, **common)
-    return train_set, test_set
+    return (train_set, val_set, test_set) if with_val else (train_set, test_set)
 
 
 def build_prompter_for(config: TrainConfig):
@@ -979,13 +988,15 @@ class _Run:
         """The train and test datasets (seeded by the run's seed), described in the record."""
         config = self.config
         seed_everything(config.seed)
-        train_set, test_set = build_datasets(config)
+        train_set, self.val_set, test_set = build_datasets(config, with_val=True)
         self.num_classes = getattr(train_set, "num_classes", None) or len(train_set.classes)
         self.record["data"] = {
             "dataset": config.dataset, "n_train": len(train_set), "n_test": len(test_set),
             "num_classes": self.num_classes, "skipped_train": _skipped(train_set), "skipped_test": _skipped(test_set),
             "skipped": _skipped(train_set) + _skipped(test_set),
-            "provenance": _provenance(train_set, test_set, config)}
+            "provenance": _provenance(train_set, test_set, config, self.val_set)}
+        if self.val_set is not None:
+            self.record["data"]["n_val"] = len(self.val_set)
         if len(train_set) == 0 or len(test_set) == 0:
             raise ValueError(f"dataset {config.dataset!r} has {len(train_set)} train and {len(test_set)} test "
                              "images; both must be non-empty")
@@ -1047,9 +1058,24 @@ class _Run:
             self.train_loader = DataLoader(train_data, batch_size=batch, sampler=self.train_sampler,
                                            generator=torch.Generator().manual_seed(config.seed), **loader_kw)
             self.test_loader = DataLoader(test_data, batch_size=eval_batch, sampler=test_sampler, **loader_kw)
+        self.val_loader = self._val_loader(loader, eval_batch, loader_kw)
         self.steps_per_epoch = len(self.train_loader)
         self.ddp_module = distrib.wrap_ddp(self.step_module, ctx, self.device)
         _plan_prompter(model, config.epochs * self.steps_per_epoch, self.device, self.record)
+
+    def _val_loader(self, loader: str, eval_batch: int, loader_kw: dict):
+        """The loader of the validation split (``val_per_class``), built as the test loader is; None without one."""
+        if self.val_set is None:
+            return None
+        data = self.val_set
+        if self.use_cache:
+            args = (self.config, self.info, self.device, self.amp_dtype, self.ctx, self.progress, self.run_dir)
+            features, labels = _cached_features(self.model, self.val_set, "val", *args)
+            data = TensorDataset(features, labels.to(features.device))
+        sampler = EpochSampler(len(data), self.config.seed, False, self.ctx.rank, self.ctx.world_size)
+        if loader == "device":
+            return _device_loader(self.val_set, sampler, eval_batch, self.config.image_size, self.device)
+        return DataLoader(data, batch_size=eval_batch, sampler=sampler, **loader_kw)
 
     def _cached_feature_sets(self):
         """Linear probing: the frozen backbone's features of the train and test images, computed once."""
@@ -1145,10 +1171,15 @@ class _Run:
     def evaluate(self) -> dict[str, Any]:
         """Test metrics of the model as it is now (:func:`evaluate`)."""
         config, use_cache = self.config, self.use_cache
-        return evaluate(self.eval_module, self.test_loader, self.device, self.amp_dtype, self.ctx,
-                        _logit_indices(self.test_set),
-                        channels_last=self.device.type == "cuda" and config.channels_last and not use_cache,
-                        features_mode=use_cache)
+        options = dict(channels_last=self.device.type == "cuda" and config.channels_last and not use_cache,
+                       features_mode=use_cache)
+        metrics = evaluate(self.eval_module, self.test_loader, self.device, self.amp_dtype, self.ctx,
+                           _logit_indices(self.test_set), **options)
+        if self.val_loader is not None:  # the validation split of val_per_class: the search's criterion
+            val = evaluate(self.eval_module, self.val_loader, self.device, self.amp_dtype, self.ctx,
+                           _logit_indices(self.val_set), prompt_stats=False, **options)
+            metrics.update(val_loss=val["test_loss"], val_accuracy=val["test_accuracy"], val_images=val["test_images"])
+        return metrics
 
     def save_checkpoint(self, epoch: int) -> None:
         if self.run_dir is None or not self.ctx.is_main:
@@ -1190,6 +1221,8 @@ class _Run:
         record["best_accuracy"] = max(accuracies) if accuracies else None
         record["best_epoch"] = evaluated[accuracies.index(max(accuracies))]["epoch"] if accuracies else None
         record["final_test_loss"] = final.get("test_loss")
+        if self.config.val_per_class:
+            record["final_val_accuracy"] = final.get("val_accuracy")
         record["final_train_loss"] = metrics[-1].get("train_loss") if metrics else None
         record["firing_rate"] = final.get("firing_rate")
         record["sparsity"] = final.get("sparsity")
@@ -1221,13 +1254,16 @@ def _plan_prompter(model: nn.Module, steps: int, device: torch.device, record: d
         record["lif_backend"] = prompter.lif_backend(device)
 
 
-def _provenance(train_set, test_set, config: TrainConfig) -> dict:
-    """The exact images of both splits, named so that anyone can check them (:mod:`lorsp.data.provenance`)."""
+def _provenance(train_set, test_set, config: TrainConfig, val_set=None) -> dict:
+    """The exact images of the splits, named so that anyone can check them (:mod:`lorsp.data.provenance`)."""
     from .data import data_root
     from .data.provenance import data_provenance
 
     root = data_root(config.data_root)
-    return {"train": data_provenance(train_set, root), "test": data_provenance(test_set, root)}
+    out = {"train": data_provenance(train_set, root), "test": data_provenance(test_set, root)}
+    if val_set is not None:
+        out["val"] = data_provenance(val_set, root)
+    return out
 
 
 def prebuild_lif_gates(configs: Sequence[TrainConfig]) -> list[tuple[int, ...]]:

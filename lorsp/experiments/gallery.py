@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from .evaluation import test_set_of
 from .grid import run_key, shown_path
 from .methods import label_of
-from .records import _engine, _read_record
+from .records import _engine, _read_record, trained_state
 
 #: the prefix of the prompter's tensors in a run's checkpoint and ``prompt.safetensors``
 PROMPTER_PREFIX = "prompter."
@@ -87,19 +87,7 @@ def load_run_prompter(run: dict, results_dir):
     """
     import dataclasses
     engine = _engine()
-    run_dir = Path(results_dir) / run_key(run)
-    if (run_dir / "checkpoint.pt").is_file():
-        from ..checkpoint import load_checkpoint
-        checkpoint = load_checkpoint(run_dir)
-        values, state, source = checkpoint["config"], checkpoint["model"], run_dir / "checkpoint.pt"
-    else:
-        from safetensors.torch import load_file
-        record_path, source = run_dir / "record.json", run_dir / engine.PROMPT_WEIGHTS_NAME
-        for path in (record_path, source):
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: {run_dir} has neither a checkpoint nor a record with "
-                                        f"its trained prompt, so the run's prompter cannot be rebuilt")
-        values, state = _read_record(record_path)["config"], load_file(str(source))
+    values, state, source, _ = trained_state(Path(results_dir) / run_key(run), "prompter")
     config = dataclasses.replace(engine.TrainConfig.from_dict(values), device="cpu", resume=False, output=None)
     prompter = engine.build_prompter_for(config)
     if prompter is None:

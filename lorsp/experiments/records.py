@@ -238,3 +238,24 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def trained_state(run_dir, what: str) -> tuple[dict, dict, Path, int | None]:
+    """``(config values, trained state dict, the file it came from, number of classes)`` of a run folder: its
+    checkpoint when there is one, else its committed ``record.json`` and prompt file (all a results folder
+    keeps). ``what`` names what the caller rebuilds, for the error that names a missing file."""
+    engine, run_dir = _engine(), Path(run_dir)
+    if (run_dir / "checkpoint.pt").is_file():
+        from ..checkpoint import load_checkpoint
+        checkpoint = load_checkpoint(run_dir)
+        return (checkpoint["config"], checkpoint["model"], run_dir / "checkpoint.pt",
+                int(checkpoint["num_classes"]) if "num_classes" in checkpoint else None)
+    from safetensors.torch import load_file
+    record_path, weights = run_dir / "record.json", run_dir / engine.PROMPT_WEIGHTS_NAME
+    for path in (record_path, weights):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: {run_dir} has neither a checkpoint nor a record with its "
+                                    f"trained prompt, so the run's {what} cannot be rebuilt")
+    record = _read_record(record_path)
+    classes = (record.get("data") or {}).get("num_classes")
+    return record["config"], load_file(str(weights)), weights, None if classes is None else int(classes)

@@ -152,6 +152,7 @@ def test_slider_explorer_closes_the_pyplot_figures_it_replaces():
         ax.plot([0, 1], [0, level])
         return fig
 
+    plt.close("all")   # figures other tests left open are not this explorer's
     level = widgets.IntSlider(value=1, min=0, max=5)
     explorer = viz.slider_explorer(plot, level=level)
     first = explorer.figure

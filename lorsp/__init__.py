@@ -8,5 +8,8 @@ from .lif import LIF, LIFTrace
 from .prompters import (LoRSPPrompter, Prompter, PromptFactors, build_prompter, list_prompters,
                         prompt_param_count, register_prompter)
 from .model import PromptedModel
+from .quiet_logs import drop_no_cuda_runtime_notice
+
+drop_no_cuda_runtime_notice()
 
 __version__ = "0.1.0"

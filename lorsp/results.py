@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -66,11 +67,19 @@ def versions() -> dict[str, str | None]:
     out["lorsp"] = lorsp_version
     out["lorsp_code"] = training_code_sha256()
     for name in ("torchvision", "timm"):
-        try:
-            out[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - an optional library
-            out[name] = None
+        out[name] = _installed_version(name)
     return out
+
+
+def _installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` as its package metadata gives it (``0.29.1``, without the build's
+    local ``+cu130`` suffix that ``torchvision.__version__`` carries), or None when it is not installed. Read from
+    the metadata, not by importing: importing ``torchvision.models`` imports torch's compiler, whose import logs
+    "No CUDA runtime is found" into the output of the notebook cell that first trains."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 @functools.lru_cache(maxsize=1)

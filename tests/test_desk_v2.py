@@ -7,8 +7,10 @@ import pytest
 
 
 def _v2():
-    from lorsp.experiments.scales import desk_setup
-    return desk_setup(require_data=False, protocol="v2")
+    """Desk v2 as planned before any search record (``desk_setup(protocol="v2")`` reads the selection from the
+    committed search records once they are complete)."""
+    from lorsp.experiments.scales import desk2_setup
+    return desk2_setup()
 
 
 def test_seeds_needed_is_the_fewest_seeds_whose_detectable_difference_reaches_the_claim():
@@ -128,3 +130,33 @@ def test_select_prompt_lrs_picks_the_best_validation_accuracy_never_the_test(tmp
     assert chosen[selection_key("LoRSP", "efficientnet_lite0", "tiny-imagenet")] == 0.03
     assert chosen[selection_key("EVP", "mobilenetv2", "cifar10")] == 0.1
     assert len(chosen) == 6 * 2 * 2
+
+
+def test_the_selection_is_read_from_the_search_records_once_the_search_is_complete(tmp_path, monkeypatch):
+    import json
+    from lorsp.experiments.grid import grid, run_key
+    from lorsp.experiments.scales import desk2_setup, with_prompt_lr_selection
+    setup = desk2_setup()
+    search = [r for r in grid("backbones", setup=setup) if r["tags"].get("search")]
+    for run in search[:-1]:
+        (tmp_path / run_key(run)).mkdir(exist_ok=True)
+        (tmp_path / run_key(run) / "record.json").write_text(json.dumps({"final_val_accuracy": 0.5}))
+    assert with_prompt_lr_selection(setup, tmp_path).prompt_lr_selection is None  # one search run left
+    (tmp_path / run_key(search[-1])).mkdir(exist_ok=True)
+    (tmp_path / run_key(search[-1]) / "record.json").write_text(json.dumps({"final_val_accuracy": 0.5}))
+    selected = with_prompt_lr_selection(setup, tmp_path)
+    assert set(selected.prompt_lr_selection.values()) == {0.01}  # ties go to the paper's lr
+    headline = [r for r in grid("backbones", setup=selected) if r["tags"].get("selected_prompt_lr")]
+    assert headline and not [r for r in grid("backbones", setup=selected) if r["tags"].get("selection")]
+
+
+def test_the_runner_does_not_train_headline_runs_whose_selection_is_pending(capsys):
+    from lorsp.experiments.grid import grid
+    from lorsp.experiments.runner import _without_pending_selection
+    from lorsp.experiments.scales import desk2_setup
+    runs = grid("backbones", setup=desk2_setup())  # before any search record
+    kept = _without_pending_selection({"backbones": runs})["backbones"]
+    pending = [r for r in runs if r["tags"].get("selection") == "pending"]
+    assert pending and len(kept) == len(runs) - len(pending)
+    assert all(r["tags"].get("selection") != "pending" for r in kept)
+    assert f"{len(pending)} headline runs wait for the prompt-lr search" in capsys.readouterr().out

@@ -247,6 +247,18 @@ def _planned_row_done(row: dict, chapters: dict[str, list[dict]], results_dir) -
     return _complete(Path(results_dir), run)
 
 
+def _without_pending_selection(by_chapter: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The runs to train: all but the headline runs whose prompt lr waits for the search (tagged ``selection:
+    "pending"``, desk protocol v2), which a later call trains once every search run has its record."""
+    out = {}
+    for chapter, runs in by_chapter.items():
+        out[chapter] = [run for run in runs if run["tags"].get("selection") != "pending"]
+        if len(out[chapter]) < len(runs):
+            _line(f"== {chapter}: {len(runs) - len(out[chapter])} headline runs wait for the prompt-lr search "
+                  f"(selection pending); they train once every search run has its record")
+    return out
+
+
 def _parser():
     """The command line of :func:`main` (the executor options: :func:`.executors.add_executor_arguments`)."""
     import argparse
@@ -301,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for run in runs:
                 print(chapter, run_key(run), run["tags"].get("label"))
         return 0
+    by_chapter = _without_pending_selection(by_chapter)
     if args.executor != "local":
         from .executors import submit_chapters
         return submit_chapters(by_chapter, out, work_dir, args, log=_line)

@@ -255,7 +255,7 @@ def desk_setup(data_root=None, require_data: bool = True, protocol: str = "v1") 
             + "; ".join(missing) + ". Import them with `lorsp data import PATH` (e.g. `lorsp data import "
             "../shared/data`; see data/README.md), or set LORSP_DATA to a data root that has them.")
     if protocol == "v2":
-        return desk2_setup()
+        return with_prompt_lr_selection(desk2_setup())
     return ScaleSetup(
         scale="desk", backbones=("mobilenetv2",), datasets={k: dict(v) for k, v in DESK_DATASETS.items()},
         image_size=64, epochs=3, batch_size=64, lr=0.01, seeds=(0, 1, 2), device="cpu",
@@ -311,6 +311,20 @@ DESK2_SEARCH_SEEDS = (0,)
 #: seeds of each headline method (Tables II/V), from the power plan :func:`lorsp.experiments.desk2_seed_plan`:
 #: a method gets the most seeds any of its headline pairs needs (capped at 10); LP's features are cached
 DESK2_METHOD_SEEDS = {"LP": 9, "ILM-VP": 3, "AutoVP": 3, "EVP": 10, "LoR-VP": 7, "LPF": 10, "LoRSP": 10}
+
+
+def with_prompt_lr_selection(setup: ScaleSetup, results_dir=None) -> ScaleSetup:
+    """``setup`` with its prompt-lr selection read from the search records (:func:`.grid.select_prompt_lrs`, in
+    ``results_dir``, default ``results/<scale>``) once every search run has one; until then unchanged, and its
+    headline runs stay ``selection: "pending"`` (the runner does not train them)."""
+    import dataclasses
+    from .grid import results_root, select_prompt_lrs
+    folder = Path(results_dir) if results_dir is not None else results_root() / setup.scale
+    try:
+        selection = select_prompt_lrs(folder, setup)
+    except FileNotFoundError:  # the search is not complete
+        return setup
+    return dataclasses.replace(setup, prompt_lr_selection=selection)
 
 
 def desk2_setup() -> ScaleSetup:

@@ -35,7 +35,8 @@ class Hyperparameters(Chapter):
         if table.empty:
             return table
         order = [f"G={g}" for g in GROUPS_SWEEP] + [f"r={r}" for r in RANK_SWEEP] + \
-                [f"tau={t:g}" for t in TAU_SWEEP] + [f"V_th={v:g}" for v in V_THRESHOLD_SWEEP]
+                [f"tau={t:g}" for t in TAU_SWEEP] + \
+                [f"V_th={v:g}" for v in sorted(set(V_THRESHOLD_SWEEP) | set(_thresholds(table.index)))]
         return outside_grid(table.reindex([p for p in order if p in table.index]), self.name, ours,
                             inside=_points_inside)
 
@@ -46,6 +47,7 @@ class Hyperparameters(Chapter):
 
     def claims(self, frame, scale, margin, level, value):
         long = hyper_long(frame)
+        thresholds = swept_thresholds(long)
         specs = [
             Claim("G = 4 beats G = 1, 2 and 8 (r = 4)", claim_pairs("G=4", ["G=1", "G=2", "G=8"]),
                   dict(sweep="groups")),
@@ -55,15 +57,29 @@ class Hyperparameters(Chapter):
                   dict(sweep="rank")),
             Claim("tau = 4 beats tau = 1.5", [("tau=4", "tau=1.5")], dict(sweep="tau")),
             Claim("V_th = 0 beats the other thresholds",
-                  claim_pairs("V_th=0", [f"V_th={v:g}" for v in V_THRESHOLD_SWEEP if v != 0]),
+                  claim_pairs("V_th=0", [f"V_th={v:g}" for v in sorted(set(V_THRESHOLD_SWEEP) | set(thresholds))
+                                         if v != 0]),
                   dict(sweep="v_threshold")),
         ]
         specs = restrict_to_grid(specs, set(long["point"]))
         settings = dict(label="point", margin=margin, level=level, scale=scale)
         sentences, table = claims(long, specs, value=value, **settings)
-        higher = [f"V_th={v:g}" for v in V_THRESHOLD_SWEEP if v > 0]
+        higher = [f"V_th={v:g}" for v in thresholds if v > 0]
+        if not higher:
+            return sentences, table
         more, more_table = claims(long.assign(**{SPARSITY: 100.0 * long["sparsity"].astype(float)}),
                                   [Claim("a higher threshold gives a sparser prompt (share of zeros, in percentage "
                                          "points)", claim_pairs(higher[-1], ["V_th=0"]), dict(sweep="v_threshold"))],
                                   value=SPARSITY, **settings)
         return sentences + more, pd.concat([table, more_table], ignore_index=True)
+
+
+def swept_thresholds(long) -> list[float]:
+    """The thresholds V_th of the sweep's points that have records (``"V_th=0.01"`` → 0.01), in increasing order;
+    the scale decides them (:data:`lorsp.experiments.grid.V_THRESHOLD_SWEEP`, or a scale's ``sweep_points``)."""
+    return _thresholds(long["point"])
+
+
+def _thresholds(points) -> list[float]:
+    labels = {str(p) for p in points if str(p).startswith("V_th=")}
+    return sorted(float(p.split("=", 1)[1]) for p in labels)

@@ -160,3 +160,24 @@ def test_the_runner_does_not_train_headline_runs_whose_selection_is_pending(caps
     assert pending and len(kept) == len(runs) - len(pending)
     assert all(r["tags"].get("selection") != "pending" for r in kept)
     assert f"{len(pending)} headline runs wait for the prompt-lr search" in capsys.readouterr().out
+
+
+def test_a_chapter_says_how_much_of_desk_v2_is_committed_while_it_trains(tmp_path):
+    import shutil
+
+    import pandas as pd
+    from lorsp.experiments.evidence import Evidence, desk2_status
+    from lorsp.experiments.grid import grid, results_root, run_key
+    committed = results_root() / "desk"
+    v2 = [run_key(r) for r in grid("backbones", setup=_v2()) if (committed / run_key(r) / "record.json").is_file()]
+    if not v2:
+        pytest.skip("no desk v2 record is committed yet")
+    found, total = desk2_status("backbones", tmp_path)
+    assert found == 0 and total == len({run_key(r) for r in grid("backbones", setup=_v2())})
+    shutil.copytree(committed / v2[0], tmp_path / "desk" / v2[0])
+    assert desk2_status("backbones", tmp_path) == (1, total)
+    note = Evidence("backbones", "desk", pd.DataFrame(index=range(92)), tmp_path, {"desk": (92, 92)}, True,
+                    desk2=(1, total)).note()
+    assert f"1 of its {total} runs of this chapter are committed" in note
+    assert "is being trained" not in Evidence("backbones", "desk", pd.DataFrame(), tmp_path, {}, True,
+                                              desk2=(0, total)).note()

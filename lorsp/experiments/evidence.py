@@ -38,6 +38,17 @@ def committed_status(chapter: str, scale: str, results_root=None) -> tuple[int, 
     return sum(_complete(folder, r) for r in runs.values()), len(runs)
 
 
+def desk2_status(chapter: str, results_root=None) -> tuple[int, int]:
+    """``(records found, runs in the grid)`` of ``chapter`` under desk protocol v2 (:func:`.scales.desk2_setup`,
+    its prompt-lr selection read from the search records once they are complete) in ``results/desk/``."""
+    from .scales import desk2_setup, with_prompt_lr_selection
+    folder = resolve_results_root(results_root) / "desk"
+    runs = {run_key(r): r for r in grid(chapter, setup=with_prompt_lr_selection(desk2_setup(), folder))}
+    if not folder.is_dir():
+        return 0, len(runs)
+    return sum(_complete(folder, r) for r in runs.values()), len(runs)
+
+
 @dataclass
 class Evidence:
     """The numbers a chapter's headline shows: ``frame`` (rows of :func:`records_frame`) at ``scale``."""
@@ -48,6 +59,8 @@ class Evidence:
     results_dir: Path
     committed: dict[str, tuple[int, int]] = field(default_factory=dict)
     from_committed: bool = False
+    #: ``(found, total)`` of desk protocol v2's records of the chapter while they are being trained, else None
+    desk2: tuple[int, int] | None = None
 
     @property
     def setup(self) -> ScaleSetup:
@@ -80,12 +93,21 @@ class Evidence:
         if self.from_committed:
             return (f"**The headline numbers below come from the committed `{self.scale}` records** "
                     f"(`{shown_path(self.results_dir)}/`, all {len(self.frame)} runs of this chapter's `{self.scale}` grid). "
-                    f"Committed records per scale: {status}.")
+                    f"Committed records per scale: {status}.{self._desk2_sentence()}")
         incomplete = [f"`{s}` records are incomplete: {found} of {total} runs"
                       for s, (found, total) in self.committed.items() if found]
         why = ("; ".join(incomplete) if incomplete else "no larger scale has committed records yet")
         return (f"**The headline numbers below come from the `{self.scale}` runs executed with this page** "
-                f"({why}), so they only show that the code runs today; they cannot confirm or refute the paper.")
+                f"({why}), so they only show that the code runs today; they cannot confirm or refute the paper."
+                f"{self._desk2_sentence()}")
+
+    def _desk2_sentence(self) -> str:
+        if not self.desk2 or not self.desk2[0]:
+            return ""
+        found, total = self.desk2
+        return (f" Desk protocol v2 (EfficientNet-Lite0 and MobileNetV2, a prompt-lr search on a validation split, "
+                f"whole test sets, seeds from a power plan) is being trained: {found} of its {total} runs of this "
+                f"chapter are committed; its numbers are not shown until they are all there (book/running.md).")
 
 
 def headline_evidence(chapter: str, scale: str, frame: pd.DataFrame, results_dir, results_root=None) -> Evidence:
@@ -98,12 +120,19 @@ def headline_evidence(chapter: str, scale: str, frame: pd.DataFrame, results_dir
             continue
         found, total = committed_status(chapter, larger, root)
         committed[larger] = (found, total)
+    desk2 = None if _desk_protocol() == "v2" else desk2_status(chapter, root)
     for larger in HEADLINE_SCALES:
         found, total = committed.get(larger, (0, 0))
         if total and found == total:
             rows = collect(grid(chapter, larger), root / larger)
-            return Evidence(chapter, larger, rows, root / larger, committed, from_committed=True)
-    return Evidence(chapter, scale, frame, Path(results_dir), committed, from_committed=False)
+            return Evidence(chapter, larger, rows, root / larger, committed, from_committed=True, desk2=desk2)
+    return Evidence(chapter, scale, frame, Path(results_dir), committed, from_committed=False, desk2=desk2)
+
+
+def _desk_protocol() -> str:
+    import os
+    from .scales import DESK_PROTOCOL_ENV
+    return os.environ.get(DESK_PROTOCOL_ENV) or "v1"
 
 
 # ----------------------------------------------------------------------------------------------------

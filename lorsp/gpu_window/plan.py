@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+# images per class of the window: defined by the data pack that carries them (the default content of
+# ``lorsp data pack``), which sits below this package
+from ..data.pack import WINDOW_DATASETS
+
 WINDOW_SCALE = "mini-window"
-#: images per class of the window (a pack of these takes 39.2 MiB with the weights: lorsp.data.pack)
-WINDOW_DATASETS = {"cifar10": {"train_per_class": 256, "test_per_class": 100},
-                   "tiny-imagenet": {"train_per_class": 8, "test_per_class": 2}}
 #: the same plan at tiny sizes (64 px, 1 epoch, seed 0 only), for a CPU (tests)
 SMOKE_DATASETS = {"cifar10": {"train_per_class": 2, "test_per_class": 1},
                   "tiny-imagenet": {"train_per_class": 1, "test_per_class": 1}}

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .plan import window_setup
-
-WEIGHTS_FILE = "mobilenetv2_100_tflite_in1k.safetensors"
+from .plan import WEIGHTS_FILE, window_setup
 
 
 class WindowError(RuntimeError):

@@ -26,7 +26,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 __all__ = ["COSTS_FILE", "UNLOADED_FLOOR", "UNLOADED_FLOOR_128", "BENCH_STEP_X_FLOOR", "SAFETY", "CostModel", "load_costs", "run_seconds", "plan",
            "format_plan", "NUM_CLASSES", "PILOT_FILE", "backbone_cost_ratio", "seeds_needed", "seed_plan"]
@@ -167,12 +167,14 @@ def run_seconds(run: dict, costs: CostModel, safety: float = SAFETY) -> float:
     return (seconds + RUN_OVERHEAD_SECONDS) * (1.0 + safety)
 
 
-def plan(chapters: dict[str, Sequence[dict]], costs: CostModel | None = None, key=None) -> list[dict[str, Any]]:
+def plan(chapters: dict[str, Sequence[dict]], costs: CostModel | None = None, *,
+         key: Callable[[dict], str]) -> list[dict[str, Any]]:
     """One row per run to train, chapter by chapter in the given order: a run listed by an earlier chapter
-    (same ``key(run)``) is not counted again. Rows: chapter, key, label, dataset, seed, seconds."""
+    (same ``key(run)``) is not counted again. Rows: chapter, key, label, dataset, seed, seconds.
+
+    ``key`` names a run (the experiments pass :func:`lorsp.experiments.run_key`): this module sits below
+    :mod:`lorsp.experiments`, which imports it, so it takes the key rather than importing it."""
     costs = costs or load_costs()
-    if key is None:
-        from .experiments import run_key as key
     seen, rows = set(), []
     for chapter, runs in chapters.items():
         for run in runs:

@@ -90,8 +90,9 @@ def test_v1_grid_is_unchanged_by_v2():
 
 def test_v2_dry_run_fits_16_hours():
     from lorsp.desk_budget import plan
+    from lorsp.experiments import run_key
     from lorsp.experiments.runner import RUN_ORDER, chapter_runs
-    rows = plan(chapter_runs(RUN_ORDER, _v2()))
+    rows = plan(chapter_runs(RUN_ORDER, _v2()), key=run_key)
     hours = sum(r["seconds"] for r in rows) / 3600
     assert math.isfinite(hours) and hours <= 16.0
     assert rows[0]["chapter"] == "backbones"

@@ -565,8 +565,8 @@ def build_dataset(name: str, split: str = "train", image_size=224, root=None, pe
         request.name = spec.name
         if options:
             raise TypeError(f"dataset {spec.name!r} takes no extra options, got {sorted(options)}")
-        from .pack import open_packed
-        packed = open_packed(request)  # a data root made by `lorsp data pack` (lorsp.data.pack), else None
+        from .packed import open_packed
+        packed = open_packed(request)  # a data root made by `lorsp data pack` (lorsp.data.packed), else None
         if packed is not None:
             return packed
     return spec.build(request)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .plan import window_setup
-
-WEIGHTS_FILE = "mobilenetv2_100_tflite_in1k.safetensors"
+from .plan import WEIGHTS_FILE, window_setup
 
 
 class WindowError(RuntimeError):
@@ -17,7 +15,7 @@ class WindowError(RuntimeError):
 def check_pack(pack) -> dict:
     """Verify the pack (every file's sha256) and that it holds the MobileNetV2 weights; return its manifest.
     :class:`WindowError` names the missing file and how to make it — there is no hub fallback."""
-    from ..data.pack import PackError, verify_pack
+    from ..data.packed import PackError, verify_pack
 
     pack = Path(pack)
     weights = pack / "weights" / WEIGHTS_FILE

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+# images per class of the window: defined by the data pack that carries them (the default content of
+# ``lorsp data pack``), which sits below this package
+from ..data.pack import WINDOW_DATASETS
+
+#: the MobileNetV2 weights file the window's pack must hold (the pack's default weights)
+WEIGHTS_FILE = "mobilenetv2_100_tflite_in1k.safetensors"
+
 WINDOW_SCALE = "mini-window"
-#: images per class of the window (a pack of these takes 39.2 MiB with the weights: lorsp.data.pack)
-WINDOW_DATASETS = {"cifar10": {"train_per_class": 256, "test_per_class": 100},
-                   "tiny-imagenet": {"train_per_class": 8, "test_per_class": 2}}
 #: the same plan at tiny sizes (64 px, 1 epoch, seed 0 only), for a CPU (tests)
 SMOKE_DATASETS = {"cifar10": {"train_per_class": 2, "test_per_class": 1},
                   "tiny-imagenet": {"train_per_class": 1, "test_per_class": 1}}
@@ -75,7 +79,5 @@ def window_plan(smoke: bool = False, device: str | None = None, blocks=None) -> 
 def plan_backbones(plan) -> str:
     """The words for which backbone a plan trains and with which weights (``lorsp gpu-window plan`` and ``run``
     print it first): the plan's backbones and the pack's weights file."""
-    from .pack import WEIGHTS_FILE
-
     names = ", ".join(sorted({item["run"]["backbone"] for item in plan})) or "none"
     return f"backbone: {names}, with the ImageNet-1k weights of the pack's weights/{WEIGHTS_FILE}"

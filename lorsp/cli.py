@@ -8,97 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 
+from .cli_types import PROMPTER_FLAGS, float_range, int_range, key_value
+
 __all__ = ["main", "build_parser", "config_from_args", "PROMPTER_FLAGS"]
 
 EXIT_ERROR = 2
 EXIT_DIVERGED = 3
-
-
-# ---------------------------------------------------------------------------------------------------------
-# typed arguments with ranges (the error names the flag — argparse adds it — and the range)
-# ---------------------------------------------------------------------------------------------------------
-def _int_range(low=None, high=None):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer{_range_text(low, high)}, got {text!r}") from None
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be an integer{_range_text(low, high)}, got {value}")
-        return value
-    parse.__name__ = "integer"
-    return parse
-
-
-def _float_range(low=None, high=None, low_open=False, high_open=False):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        ok = math.isfinite(value)
-        if ok and low is not None:
-            ok = value > low if low_open else value >= low
-        if ok and high is not None:
-            ok = value < high if high_open else value <= high
-        if not ok:
-            lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
-            hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
-            interval = f" in {lo or '(-inf'}, {hi or 'inf)'}"
-            raise argparse.ArgumentTypeError(f"must be a finite number{interval}, got {text!r}")
-        return value
-    parse.__name__ = "number"
-    return parse
-
-
-def _range_text(low, high) -> str:
-    if low is not None and high is not None:
-        return f" in [{low}, {high}]"
-    if low is not None:
-        return f" >= {low}"
-    if high is not None:
-        return f" <= {high}"
-    return ""
-
-
-def _v_reset(text: str):
-    if text.lower() in ("none", "soft"):
-        return None
-    return _float_range()(text)
-
-
-def _key_value(text: str):
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"must be KEY=VALUE (VALUE read as JSON when it parses), got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        value = json.loads(value)
-    except json.JSONDecodeError:
-        pass
-    return key.strip().replace("-", "_"), value
-
-
-# Prompter options passed through to lorsp.build_prompter (only those given on the command line).
-PROMPTER_FLAGS = {
-    "groups": (_int_range(1, 4096), "number of prompt factors G (Eqs. 4-5; LoRSP default 4)"),
-    "rank": (_int_range(1, 4096), "rank r of each factor (Eqs. 4-5; default 4)"),
-    "tau": (_float_range(1, None, low_open=True), "LIF leak factor tau > 1 (Eq. 1; default 4.0)"),
-    "v_threshold": (_float_range(), "LIF firing threshold V_th (Eq. 2; default 0.0)"),
-    "v_reset": (_v_reset, "LIF reset potential V_reset (Eq. 3; default 0.0); 'none' = soft reset"),
-    "surrogate_alpha": (_float_range(0, None, low_open=True), "slope of the sigmoid surrogate gradient (> 0)"),
-    "init_std": (_float_range(0, None), "std of P's Gaussian init (>= 0)"),
-    "keep_ratio": (_float_range(0, 1, low_open=True), "share of prompt entries kept by topk/dropout, in (0, 1]"),
-    "threshold": (_float_range(0, None), "|delta| threshold of the 'threshold' sparsifier (>= 0)"),
-    "inner_size": (_int_range(1, 4096), "inner image size of padding prompts (ILM-VP/AutoVP/EVP)"),
-    "pad_size": (_int_range(1, 4096), "padding width of padding prompts"),
-    "num_tokens": (_int_range(1, 4096), "number of prompt tokens (VPT)"),
-}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -133,6 +53,16 @@ head). Exit status: 0 done, 2 bad arguments or data, 3 diverged (non-finite loss
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``lorsp train``, one group at a time (the order of ``--help``)."""
+    _add_what_to_train_arguments(p)
+    _add_protocol_arguments(p)
+    _add_weights_data_device_arguments(p)
+    _add_run_directory_arguments(p)
+    _add_prompter_option_arguments(p)
+
+
+def _add_what_to_train_arguments(p: argparse.ArgumentParser) -> None:
+    """``lorsp train``: the backbone, dataset, prompt method and head."""
     g = p.add_argument_group("what to train")
     g.add_argument("--backbone", default="mobilenetv2", help="backbone short name or timm name (default: "
                    "mobilenetv2); see lorsp.backbones.list_backbones()")
@@ -142,39 +72,47 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "'none' for linear probing (default: lorsp)")
     g.add_argument("--head", default="linear", help="output head: linear (LP head, default), or a label "
                    "mapping head of the baselines (e.g. ilm, flm, fullymap)")
+
+
+def _add_protocol_arguments(p: argparse.ArgumentParser) -> None:
+    """``lorsp train``: the training protocol (defaults: the paper's)."""
     g = p.add_argument_group("protocol (defaults: the paper's)")
-    g.add_argument("--epochs", type=_int_range(1, 100000), default=20, help="epochs (default 20)")
-    g.add_argument("--batch-size", type=_int_range(1, 1 << 20), default=256, help="global batch (default 256)")
-    g.add_argument("--lr", type=_float_range(0, 100, low_open=True), default=0.01, help="learning rate in "
+    g.add_argument("--epochs", type=int_range(1, 100000), default=20, help="epochs (default 20)")
+    g.add_argument("--batch-size", type=int_range(1, 1 << 20), default=256, help="global batch (default 256)")
+    g.add_argument("--lr", type=float_range(0, 100, low_open=True), default=0.01, help="learning rate in "
                    "(0, 100] (default 0.01)")
-    g.add_argument("--prompt-lr", type=_float_range(0, 100, low_open=True), default=None,
+    g.add_argument("--prompt-lr", type=float_range(0, 100, low_open=True), default=None,
                    help="the prompt's own learning rate in (0, 100], the head keeping --lr (a deviation from the "
                         "paper, which trains both at --lr; default: --lr)")
-    g.add_argument("--momentum", type=_float_range(0, 1, high_open=True), default=0.9, help="SGD momentum in "
+    g.add_argument("--momentum", type=float_range(0, 1, high_open=True), default=0.9, help="SGD momentum in "
                    "[0, 1) (default 0.9)")
-    g.add_argument("--weight-decay", type=_float_range(0, 1), default=1e-4, help="weight decay in [0, 1] "
+    g.add_argument("--weight-decay", type=float_range(0, 1), default=1e-4, help="weight decay in [0, 1] "
                    "(default 1e-4)")
     g.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                    help="learning-rate schedule, stepped every iteration (default cosine)")
-    g.add_argument("--image-size", type=_int_range(1, 4096), default=224, help="image side in pixels (default 224)")
-    g.add_argument("--train-per-class", type=_int_range(1, None), default=None, help="train images per class "
+    g.add_argument("--image-size", type=int_range(1, 4096), default=224, help="image side in pixels (default 224)")
+    g.add_argument("--train-per-class", type=int_range(1, None), default=None, help="train images per class "
                    "(a seeded subset; default all)")
-    g.add_argument("--test-per-class", type=_int_range(1, None), default=None, help="test images per class "
+    g.add_argument("--test-per-class", type=int_range(1, None), default=None, help="test images per class "
                    "(default all)")
-    g.add_argument("--seed", type=_int_range(0, 2**31 - 1), default=0, help="random seed (default 0)")
-    g.add_argument("--max-grad-norm", type=_float_range(0, None, low_open=True), default=None,
+    g.add_argument("--seed", type=int_range(0, 2**31 - 1), default=0, help="random seed (default 0)")
+    g.add_argument("--max-grad-norm", type=float_range(0, None, low_open=True), default=None,
                    help="clip the gradient norm (default: no clipping)")
-    g.add_argument("--eval-every", type=_int_range(1, None), default=1, metavar="N",
+    g.add_argument("--eval-every", type=int_range(1, None), default=1, metavar="N",
                    help="evaluate on the test split after every N-th epoch and after the last (default 1)")
-    g.add_argument("--eval-batch-size", type=_int_range(1, 1 << 20), default=None,
+    g.add_argument("--eval-batch-size", type=int_range(1, 1 << 20), default=None,
                    help="evaluation batch (default: twice --batch-size)")
-    g.add_argument("--max-steps", type=_int_range(1, None), default=None, metavar="K",
+    g.add_argument("--max-steps", type=int_range(1, None), default=None, metavar="K",
                    help="stop after K optimisation steps in all (the schedule stays the whole run's), evaluate "
                         "and write the record: re-run the first steps of a run")
-    g.add_argument("--trace-steps", type=_int_range(0, None), default=32, metavar="K",
+    g.add_argument("--trace-steps", type=int_range(0, None), default=32, metavar="K",
                    help="the record's loss_trace keeps the loss of the first K steps (default 32)")
-    g.add_argument("--label-mapping-interval", type=_int_range(1, None), default=1,
+    g.add_argument("--label-mapping-interval", type=int_range(1, None), default=1,
                    help="epochs between label-mapping updates of mapping heads (ILM: 1)")
+
+
+def _add_weights_data_device_arguments(p: argparse.ArgumentParser) -> None:
+    """``lorsp train``: backbone weights, data, device and loader."""
     g = p.add_argument_group("weights, data, device")
     g.add_argument("--weights", default=None, help="a local checkpoint file for the backbone")
     g.add_argument("--random-init", action="store_true", help="random backbone weights (the record says so)")
@@ -183,7 +121,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bad-images", dest="bad_image_policy", choices=["error", "skip"], default="error",
                    help="unreadable images: fail naming the file (default) or skip and count them")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--num-workers", type=_int_range(0, 256), default=0, help="DataLoader workers (default 0)")
+    g.add_argument("--num-workers", type=int_range(0, 256), default=0, help="DataLoader workers (default 0)")
     g.add_argument("--loader", choices=["auto", "dataloader", "device"], default="auto",
                    help="dataloader: decode and resize every epoch on the CPU; device: decode once, keep uint8, "
                         "resize on the training device; auto (default): device (on CUDA and on a CPU) when the decoded "
@@ -199,8 +137,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--feature-cache-dir", metavar="DIR", default=None,
                    help="linear probing: also keep the features in DIR, shared by runs on the same images "
                    "(e.g. the seeds of a grid that uses every image), so that they are computed once")
-    g.add_argument("--backbone-option", dest="backbone_options", action="append", type=_key_value, default=[],
+    g.add_argument("--backbone-option", dest="backbone_options", action="append", type=key_value, default=[],
                    metavar="KEY=VALUE", help="extra timm create_model argument (repeatable), e.g. img_size=32")
+
+
+def _add_run_directory_arguments(p: argparse.ArgumentParser) -> None:
+    """``lorsp train``: the run directory and what is printed."""
     g = p.add_argument_group("run directory")
     g.add_argument("--output", default=None, metavar="DIR", help="run directory for the checkpoint, record and "
                    "prompt weights (default: runs/<backbone>_<dataset>_<method>_s<seed>_<time>)")
@@ -212,13 +154,17 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="no progress bars (default: bars when stderr is a terminal)")
     g.add_argument("--progress", dest="progress", action="store_true", help="progress bars even without a terminal")
     g.add_argument("--json", action="store_true", help="print the whole record as JSON at the end")
+
+
+def _add_prompter_option_arguments(p: argparse.ArgumentParser) -> None:
+    """``lorsp train``: prompter options, passed to the prompter when given."""
     g = p.add_argument_group("prompter options (passed to the prompter when given)")
     for name, (kind, text) in PROMPTER_FLAGS.items():
         g.add_argument("--" + name.replace("_", "-"), dest=f"prompter_{name}", type=kind, default=None, help=text,
                        metavar=name.split("_")[-1].upper())
     g.add_argument("--detach-reset", dest="prompter_detach_reset", action="store_const", const=True, default=None,
                    help="cut the gradient through the LIF reset")
-    g.add_argument("--prompter-option", dest="prompter_options", action="append", type=_key_value, default=[],
+    g.add_argument("--prompter-option", dest="prompter_options", action="append", type=key_value, default=[],
                    metavar="KEY=VALUE", help="any other prompter keyword (repeatable), e.g. rescale=true")
 
 
@@ -227,11 +173,11 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help="evaluate on this dataset instead of the run's own "
                    "(e.g. an OOD set: imagenet-a, imagenet-r, imagenet-v2, imagenet-sketch)")
     p.add_argument("--split", default="test", help="dataset split (default test)")
-    p.add_argument("--per-class", type=_int_range(1, None), default=None, help="images per class (default all)")
+    p.add_argument("--per-class", type=int_range(1, None), default=None, help="images per class (default all)")
     p.add_argument("--logit-subset", default=None, metavar="FILE",
                    help="JSON list of class indices to score over (default: the dataset's own subset, e.g. "
                    "ImageNet-A/R's 200 classes)")
-    p.add_argument("--batch-size", type=_int_range(1, 1 << 20), default=None, help="default: the run's")
+    p.add_argument("--batch-size", type=int_range(1, 1 << 20), default=None, help="default: the run's")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default=None)
     p.add_argument("--output", default=None, metavar="FILE", help="also write the result as JSON here")
@@ -241,8 +187,8 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
 def _add_params_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", dest="methods", action="append", default=None,
                    help="method (repeatable; default: every registered prompter)")
-    p.add_argument("--image-size", type=_int_range(1, 4096), default=224)
-    p.add_argument("--channels", type=_int_range(1, 64), default=3)
+    p.add_argument("--image-size", type=int_range(1, 4096), default=224)
+    p.add_argument("--channels", type=int_range(1, 64), default=3)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     for name, (kind, text) in PROMPTER_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=f"prompter_{name}", type=kind, default=None, help=text,
@@ -259,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    _add_run_parsers(sub)
+    _add_data_parser(sub)
+    _add_bench_parser(sub)
+    _add_gpu_window_parser(sub)
+    return parser
+
+
+def _add_run_parsers(sub) -> None:
+    """``lorsp train``, ``lorsp eval`` and ``lorsp params``."""
     p = sub.add_parser("train", help="train one run (prompt + head on a frozen backbone) and write its record",
                        description="Train a prompt and a linear head on a frozen backbone with the paper's "
                        "protocol, checkpoint each epoch, and write a JSON run record.",
@@ -280,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "  lorsp params --method lorsp --method lorvp --rank 2 --groups 2\n")
     _add_params_arguments(p)
 
+
+def _add_data_parser(sub) -> None:
+    """``lorsp data`` and its actions (import, list, fetch, convert-tflite, verify, pack)."""
     p = sub.add_parser("data", help="the local data root: import archives, list what is there",
                        description="Manage the data root ($LORSP_DATA, default data/ in the checkout).",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -330,14 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  lorsp data pack .carry/window-pack\n",
         formatter_class=argparse.RawDescriptionHelpFormatter))
 
-    _add_bench_parser(sub)
+
+def _add_gpu_window_parser(sub) -> None:
+    """``lorsp gpu-window``: the mini grid re-sized to a GPU window."""
     from . import gpu_window
     gpu_window.add_arguments(sub.add_parser(
         "gpu-window", help="the mini grid re-sized to a 10-minute GPU window: plan, run",
         description=gpu_window.__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  lorsp gpu-window run --pack .carry/window-pack --minutes 9\n"
                "  lorsp gpu-window plan --costs-from benchmarks/cpu-window-costs-224.json --floor-images-per-s 4600\n"))
-    return parser
 
 
 def _add_bench_parser(sub) -> None:

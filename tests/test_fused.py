@@ -225,10 +225,10 @@ def test_backend_option_is_checked_and_resolved(monkeypatch, tmp_path):
 
 
 def test_auto_compiles_on_a_cpu_only_for_runs_planned_long_enough(monkeypatch, tmp_path):
-    from lorsp.prompters import fused
+    from lorsp.prompters import fused, fused_compiled
 
     monkeypatch.setenv("LORSP_AOT_CACHE", str(tmp_path))  # nothing compiled yet
-    monkeypatch.setattr(fused, "_COMPILE_FAILED", False)
+    monkeypatch.setattr(fused_compiled, "_COMPILE_FAILED", False)
     monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/" + name)  # a C++ compiler is there
     auto = LoRSPPrompter(image_size=8)
     for steps, expected in ((None, "eager"), (24, "eager"), (fused.CPU_COMPILE_MIN_STEPS - 1, "eager"),
@@ -266,18 +266,18 @@ def test_the_trainer_plans_the_whole_run(monkeypatch):
 
 
 def _broken_compiler(monkeypatch):
-    from lorsp.prompters import fused
+    from lorsp.prompters import fused_compiled
 
     def refuse(kind, *args):
         raise RuntimeError(f"no compiler for {kind}")
 
-    monkeypatch.setattr(fused, "_compiled", refuse)
-    monkeypatch.setattr(fused, "_COMPILE_FAILED", False)
-    return fused
+    monkeypatch.setattr(fused_compiled, "_compiled", refuse)
+    monkeypatch.setattr(fused_compiled, "_COMPILE_FAILED", False)
+    return fused_compiled
 
 
 def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
-    fused = _broken_compiler(monkeypatch)
+    fused_compiled = _broken_compiler(monkeypatch)
     prompter = _prompter(0.0, False)
     x, grad_out = torch.rand(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
     expected, expected_grads = _prompt_and_grads(  # the eager fused path
@@ -293,7 +293,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
     torch.testing.assert_close(delta, expected, atol=0, rtol=0)
     torch.testing.assert_close(again, expected, atol=0, rtol=0)
     _assert_grads_close(prompter, expected_grads, atol=0, scaled=False)
-    assert fused._COMPILE_FAILED and not fused.compile_available("cuda")  # auto stops asking for compile
+    assert fused_compiled._COMPILE_FAILED and not fused_compiled.compile_available("cuda")  # auto stops asking
 
 
 def test_compile_failure_raises_without_fallback(monkeypatch):
@@ -304,15 +304,15 @@ def test_compile_failure_raises_without_fallback(monkeypatch):
 
 
 def test_compiled_backward_failure_falls_back(monkeypatch):
-    from lorsp.prompters import fused
+    from lorsp.prompters import fused_compiled
 
     prompter = _prompter(None, False)
     x, grad_out = torch.rand(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
     _, expected_grads = _prompt_and_grads(prompter, x, grad_out)  # the reference (fused=False)
-    monkeypatch.setattr(fused, "_COMPILE_FAILED", False)
+    monkeypatch.setattr(fused_compiled, "_COMPILE_FAILED", False)
     # the forward "compiles" (its functional form, run eagerly); the backward's compiler fails
-    monkeypatch.setattr(fused, "_compiled", lambda kind, inputs, groups, rank: functools.partial(
-        fused._compiled_forward_impl, groups=groups, rank=rank) if kind == "forward" else 1 / 0)
+    monkeypatch.setattr(fused_compiled, "_compiled", lambda kind, inputs, groups, rank: functools.partial(
+        fused_compiled._compiled_forward_impl, groups=groups, rank=rank) if kind == "forward" else 1 / 0)
     delta = fused_lorsp_prompt(x, *_params(prompter), *_lif_args(prompter),
                                backend="compile", fallback=True)
     with pytest.warns(RuntimeWarning, match="ZeroDivisionError"):

@@ -183,7 +183,7 @@ def test_slider_explorer_rejects_what_is_not_a_control():
 
 
 def test_shown_path_hides_this_machine(tmp_path):
-    assert viz.shown_path(viz._REPO / "results" / "mini" / "x" / "prompt.safetensors") == \
+    assert viz.shown_path(viz.display.REPO_ROOT / "results" / "mini" / "x" / "prompt.safetensors") == \
         "results/mini/x/prompt.safetensors"
     assert viz.shown_path(tmp_path / "imagenet-samples", root=tmp_path) == "<data root>/imagenet-samples"
     elsewhere = viz.shown_path(tmp_path / "a" / "b" / "c.txt", root=tmp_path / "other")

@@ -11,8 +11,11 @@ This module knows nothing of the LIF: :func:`load_or_build` takes a pure tensor 
 inputs, which of their dimensions is the batch (exported as a dynamic dimension, so that one package serves
 every batch size), and the package's path; :func:`package_key` names a package by what it was built for, plus
 torch's version and the CPU's vector instruction set (a package built for AVX-512 must not load on a CPU
-without it). :mod:`lorsp.prompters.fused` uses it for LoRSP's gate (:func:`~lorsp.prompters.fused.
+without it). :mod:`lorsp.prompters.fused_compiled` uses it for LoRSP's gate (:func:`~lorsp.prompters.fused.
 compiled_gate_cached`).
+
+Where compiled kernels are kept between processes: the packages in :func:`aot_package_dir`, and
+``torch.compile``'s own caches (CUDA) in :func:`compile_cache_dir` once :func:`use_persistent_compile_cache` ran.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["package_key", "load_or_build", "is_built", "vector_isa"]
+__all__ = ["package_key", "load_or_build", "is_built", "vector_isa", "aot_package_dir", "compile_cache_dir",
+           "use_persistent_compile_cache"]
 
 #: packages loaded in this process, by path
 _LOADED: dict[str, Callable] = {}
@@ -107,3 +111,33 @@ def load_or_build(function: Callable, inputs: Sequence[torch.Tensor], batch_inpu
             _build(function, inputs, batch_inputs, path)
         loaded = _LOADED[str(path)] = torch._inductor.aoti_load_package(str(path))
     return loaded
+
+
+def aot_package_dir() -> str:
+    """Where the CPU's packages (LoRSP's compiled LIF gates) are kept: ``$LORSP_AOT_CACHE`` when set, else
+    ``$XDG_CACHE_HOME/lorsp/aot`` (``~/.cache/lorsp/aot``), which outlives ``/tmp``. Not inductor's
+    ``$TORCHINDUCTOR_CACHE_DIR``: inductor sets that variable itself (to ``/tmp/torchinductor_<user>``) the first
+    time any of its code runs in a process, so it cannot tell whether a user chose it."""
+    return os.environ.get("LORSP_AOT_CACHE") or _user_cache_dir("aot")
+
+
+def compile_cache_dir() -> str:
+    """Where ``torch.compile`` (CUDA) keeps its compiled kernels between processes (the CPU's packages are in
+    :func:`aot_package_dir`): ``$TORCHINDUCTOR_CACHE_DIR`` when set, else
+    ``$XDG_CACHE_HOME/lorsp/inductor`` (``~/.cache/lorsp/inductor``), which outlives ``/tmp``."""
+    return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or _user_cache_dir("inductor")
+
+
+def _user_cache_dir(name: str) -> str:
+    """``$XDG_CACHE_HOME/lorsp/<name>`` (``~/.cache/lorsp/<name>``): lorsp's folders that outlive ``/tmp``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lorsp", name)
+
+
+def use_persistent_compile_cache() -> str:
+    """Point inductor's caches (its FX-graph and AOT-autograd caches, on by default) at :func:`compile_cache_dir`
+    unless ``TORCHINDUCTOR_CACHE_DIR`` is set: a later run or process that compiles the same shapes loads the
+    kernels instead of compiling them again (``benchmarks/compile_cache.py`` measures both)."""
+    path = compile_cache_dir()
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", path)
+    return path

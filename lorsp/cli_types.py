@@ -1,0 +1,94 @@
+"""Typed arguments of the ``lorsp`` command line: integers and numbers within a range (the error names the
+flag — argparse adds it — and the range), ``KEY=VALUE`` options, and the prompter options every command that
+builds a prompter accepts (:data:`PROMPTER_FLAGS`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+__all__ = ["int_range", "float_range", "v_reset_value", "key_value", "PROMPTER_FLAGS"]
+
+
+def int_range(low=None, high=None):
+    """An argparse ``type``: an integer in [``low``, ``high``] (either bound may be None)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer{_range_text(low, high)}, got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer{_range_text(low, high)}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_range(low=None, high=None, low_open=False, high_open=False):
+    """An argparse ``type``: a finite number between ``low`` and ``high`` (either may be None; ``low_open``,
+    ``high_open``: the bound itself excluded)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        ok = math.isfinite(value)
+        if ok and low is not None:
+            ok = value > low if low_open else value >= low
+        if ok and high is not None:
+            ok = value < high if high_open else value <= high
+        if not ok:
+            lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+            hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+            interval = f" in {lo or '(-inf'}, {hi or 'inf)'}"
+            raise argparse.ArgumentTypeError(f"must be a finite number{interval}, got {text!r}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _range_text(low, high) -> str:
+    if low is not None and high is not None:
+        return f" in [{low}, {high}]"
+    if low is not None:
+        return f" >= {low}"
+    if high is not None:
+        return f" <= {high}"
+    return ""
+
+
+def v_reset_value(text: str):
+    """``--v-reset``: a number, or ``none``/``soft`` (None: the soft reset)."""
+    if text.lower() in ("none", "soft"):
+        return None
+    return float_range()(text)
+
+
+def key_value(text: str):
+    """``KEY=VALUE`` → ``(key, value)``, the value read as JSON when it parses, dashes in the key as underscores."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE (VALUE read as JSON when it parses), got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        value = json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    return key.strip().replace("-", "_"), value
+
+
+# Prompter options passed through to lorsp.build_prompter (only those given on the command line).
+PROMPTER_FLAGS = {
+    "groups": (int_range(1, 4096), "number of prompt factors G (Eqs. 4-5; LoRSP default 4)"),
+    "rank": (int_range(1, 4096), "rank r of each factor (Eqs. 4-5; default 4)"),
+    "tau": (float_range(1, None, low_open=True), "LIF leak factor tau > 1 (Eq. 1; default 4.0)"),
+    "v_threshold": (float_range(), "LIF firing threshold V_th (Eq. 2; default 0.0)"),
+    "v_reset": (v_reset_value, "LIF reset potential V_reset (Eq. 3; default 0.0); 'none' = soft reset"),
+    "surrogate_alpha": (float_range(0, None, low_open=True), "slope of the sigmoid surrogate gradient (> 0)"),
+    "init_std": (float_range(0, None), "std of P's Gaussian init (>= 0)"),
+    "keep_ratio": (float_range(0, 1, low_open=True), "share of prompt entries kept by topk/dropout, in (0, 1]"),
+    "threshold": (float_range(0, None), "|delta| threshold of the 'threshold' sparsifier (>= 0)"),
+    "inner_size": (int_range(1, 4096), "inner image size of padding prompts (ILM-VP/AutoVP/EVP)"),
+    "pad_size": (int_range(1, 4096), "padding width of padding prompts"),
+    "num_tokens": (int_range(1, 4096), "number of prompt tokens (VPT)"),
+}

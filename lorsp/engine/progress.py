@@ -1,0 +1,9 @@
+"""tqdm progress bars, only where asked for."""
+from __future__ import annotations
+
+
+def progress_bar(iterable, enabled: bool, **kwargs):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, dynamic_ncols=True, **kwargs)

@@ -74,6 +74,8 @@ def build_run_model(config: TrainConfig, num_classes: int):
 
 
 def compose_run_model(config: TrainConfig, backbone, info, num_classes: int):
+    """A :class:`lorsp.model.PromptedModel` of a built ``backbone``, the prompter of ``config`` and its head;
+    returns ``(model, info)``."""
     from ..model import PromptedModel
     prompter = build_prompter_for(config)
     model = call_with_supported(PromptedModel, backbone, prompter, head=config.head, num_classes=num_classes,
@@ -83,6 +85,7 @@ def compose_run_model(config: TrainConfig, backbone, info, num_classes: int):
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters that train (prompter and head); none is a ValueError."""
     params = model.trainable_parameters() if hasattr(model, "trainable_parameters") else model.parameters()
     params = [p for p in params if p.requires_grad]
     if not params:
@@ -102,6 +105,7 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def backbone_fingerprint(model: nn.Module) -> float:
+    """A number that changes with the frozen backbone's weights (:func:`lorsp.backbones.weights_fingerprint`)."""
     from ..backbones import weights_fingerprint
     return weights_fingerprint(getattr(model, "backbone", model))
 
@@ -149,6 +153,7 @@ def freeze_backbone_mode(model: nn.Module) -> None:
 
 
 def count_skipped(dataset) -> int:
+    """How many unreadable images the dataset skipped (``bad_image_policy="skip"``)."""
     value = getattr(dataset, "skipped", None)
     if value is None:
         return 0

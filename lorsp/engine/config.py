@@ -181,6 +181,7 @@ class TrainConfig:
             fail("feature_cache_dir", "None or a folder path")
 
     def _fail(self, name: str, expected: str):
+        """Raise the ValueError of field ``name``: what was expected, what it holds."""
         raise ValueError(f"TrainConfig.{name} must be {expected}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +210,8 @@ def _is_num(value) -> bool:
 
 
 def check_resumable(saved: dict[str, Any], config: TrainConfig, path) -> None:
+    """A ValueError naming the fields (outside :data:`RESUME_FREE_FIELDS`) in which ``config`` differs from the
+    checkpoint's config ``saved``."""
     current = config.to_dict()
     defaults = TrainConfig().to_dict()  # fields newer than the checkpoint compare at their defaults
     saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}

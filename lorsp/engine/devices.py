@@ -9,6 +9,8 @@ from .. import distributed as distrib
 
 
 def resolve_device(name: str, ctx: distrib.DistContext | None = None) -> torch.device:
+    """The device of ``TrainConfig.device`` (``"auto"``: CUDA where available; under torchrun ``"cuda"`` is the
+    local rank's GPU); a device that is not available is a ValueError saying so."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -36,6 +38,7 @@ def resolve_amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def device_name(device: torch.device) -> str:
+    """The device as the record names it (the GPU's model, or the CPU and its logical cores)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     import platform
@@ -43,6 +46,7 @@ def device_name(device: torch.device) -> str:
 
 
 def autocast(device: torch.device, amp_dtype):
+    """Autocast to ``amp_dtype`` on ``device``, or a disabled autocast where it is None."""
     if amp_dtype is None:
         return torch.autocast(device_type=device.type, enabled=False)
     return torch.autocast(device_type=device.type, dtype=amp_dtype)

@@ -9,6 +9,8 @@ from .config import TrainConfig
 
 
 def read_fault_injection(config: TrainConfig) -> dict[str, Any]:
+    """The fault injection in effect: ``config.fault_injection`` updated by ``LORSP_FAULT_INJECTION`` (JSON); an
+    unknown key or bad JSON is a ValueError naming it."""
     faults = dict(config.fault_injection or {})
     env = os.environ.get("LORSP_FAULT_INJECTION")
     if env:

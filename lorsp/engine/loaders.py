@@ -75,6 +75,7 @@ def device_loader(dataset, sampler, batch_size: int, image_size: int, device: to
 
 
 def worker_init(worker_id: int) -> None:
+    """Seed python's and numpy's generators in a DataLoader worker from the seed torch gave it."""
     info = torch.utils.data.get_worker_info()
     seed = info.seed % 2**32 if info is not None else worker_id
     random.seed(seed)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 def progress_bar(iterable, enabled: bool, **kwargs):
+    """``iterable`` wrapped in a tqdm bar when ``enabled``, else unchanged."""
     if not enabled:
         return iterable
     from tqdm.auto import tqdm

@@ -80,7 +80,7 @@ def _motion(model, initial_prompter, images) -> dict:
         finally:
             model.prompter = prompter
     model.train(was)
-    engine._freeze_backbone_mode(model)
+    engine.freeze_backbone_mode(model)
     mean_abs = float(moved.abs().mean())
     std = float(images.std())
     return {"mean_abs_delta": mean_abs, "input_std": std, "relative_to_std": mean_abs / std,
@@ -143,17 +143,18 @@ def main() -> int:
         return 0
     import torch
     from lorsp import train as engine
+    from lorsp.engine import building
     torch.set_num_threads(args.threads)
     images = _probe(args)
     built = {}
-    original = engine._compose
+    original = building.compose_run_model
 
     def capture(config, backbone, info, num_classes):  # a measurement hook on the trainer, not part of the library
         model, info = original(config, backbone, info, num_classes)
         built["model"], built["initial_prompter"] = model, copy.deepcopy(model.prompter)
         return model, info
 
-    engine._compose = capture
+    building.compose_run_model = capture  # build_run_model composes through it
     lrs = [float(v) for v in args.prompt_lrs.split(",")]
     # every method at the first lr (both backbones) before any at the next: a pilot cut short still covers them all
     plan = [(m, b, lr) for lr in lrs for m in args.methods.split(",") for b in args.backbones.split(",")]

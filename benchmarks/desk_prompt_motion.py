@@ -10,8 +10,8 @@ and, every ``--every`` steps, measures on a fixed batch of test images:
 - ``changed_predictions``: the share of those images whose predicted class changes when δ is removed (same
   head): how much the prompt does to the output.
 
-The model is reached through the trainer's ``_compose`` (wrapped here to keep a reference: a measurement hook,
-not part of the library). Usage::
+The model is reached through the engine's ``lorsp.engine.building.compose_run_model`` (wrapped here to keep a
+reference: a measurement hook, not part of the library). Usage::
 
     LORSP_DATA=/path/to/data python benchmarks/desk_prompt_motion.py --out benchmarks/cpu-desk-prompt-motion.json
     LORSP_DATA=/path/to/data python benchmarks/desk_prompt_motion.py --prompt-lr 0.1 \
@@ -45,20 +45,21 @@ def main() -> int:
     import torch
     from lorsp import train as engine
     from lorsp.data import build_dataset
+    from lorsp.engine import building
     if args.threads:
         torch.set_num_threads(args.threads)
     probe = build_dataset("cifar10", split="test", image_size=args.image_size, per_class=12, seed=123)
     images = torch.stack([probe[i][0] for i in range(len(probe))])
     spread = float((images - images.mean(dim=(1, 2, 3), keepdim=True)).abs().mean())
     built = {}
-    original = engine._compose
+    original = building.compose_run_model
 
     def capture(config, backbone, info, num_classes):
         model, info = original(config, backbone, info, num_classes)
         built["model"] = model
         return model, info
 
-    engine._compose = capture
+    building.compose_run_model = capture  # build_run_model composes through it
     rows = []
     for method in args.methods.split(","):
         kwargs = dict(groups=4, rank=4, tau=4.0, v_threshold=0.0) if method == "lorsp" else {}
@@ -85,7 +86,7 @@ def main() -> int:
                 finally:
                     model.prompter = prompter
             model.train(was)
-            engine._freeze_backbone_mode(model)
+            engine.freeze_backbone_mode(model)
             rows.append({"method": method, "step": counter["step"], "loss": loss,
                          "mean_abs_prompt": float(delta.abs().mean()),
                          "relative_prompt": float(delta.abs().mean()) / spread,

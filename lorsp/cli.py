@@ -328,7 +328,7 @@ def _prompter_kwargs(args) -> dict:
 
 def config_from_args(args):
     """A :class:`lorsp.train.TrainConfig` from parsed ``lorsp train`` arguments."""
-    from .train import TrainConfig
+    from .engine import TrainConfig
     output = args.output
     if output is None:
         from .distributed import env_world_size
@@ -356,7 +356,7 @@ def config_from_args(args):
 
 
 def _cmd_train(args) -> int:
-    from .train import DivergenceError, train
+    from .engine import DivergenceError, train
     config = config_from_args(args)
     try:
         record = train(config, progress=args.progress)
@@ -383,7 +383,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .train import evaluate_run
+    from .engine import evaluate_run
     subset = None
     if args.logit_subset:
         try:

@@ -72,7 +72,7 @@ class _Models:
         if key not in self.backbones:
             self.backbones[key] = create_backbone(config.backbone, random_init=True)
         backbone, info = self.backbones[key]
-        return engine._compose(config, backbone, info, num_classes)[0]
+        return engine.compose_run_model(config, backbone, info, num_classes)[0]
 
 
 def _write_prompt(run: dict, config, num_classes: int, folder: Path, models: _Models, seed: int) -> dict:

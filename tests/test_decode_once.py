@@ -16,7 +16,7 @@ from _train_helpers import tiny_config, write_image_folder
 from lorsp.data import build_dataset
 from lorsp.data.gpu_pipeline import ImageBank, decoded_key
 from lorsp.data.images import ArrayDataset
-from lorsp.train import EpochSampler, TrainConfig, _device_loader, choose_loader, prebuild_lif_gates, train
+from lorsp.train import EpochSampler, TrainConfig, choose_loader, device_loader, prebuild_lif_gates, train
 
 CPU = torch.device("cpu")
 
@@ -46,7 +46,7 @@ def test_device_batches_are_the_dataloaders_batches(folder, size):
     for dataset in _datasets(folder, size):
         sampler = EpochSampler(len(dataset), seed=5, shuffle=True)
         plain = DataLoader(dataset, batch_size=4, sampler=sampler, generator=torch.Generator().manual_seed(0))
-        device = _device_loader(dataset, sampler, 4, size, CPU)
+        device = device_loader(dataset, sampler, 4, size, CPU)
         assert len(device) == len(plain)
         for epoch in (0, 1):
             sampler.set_epoch(epoch)
@@ -99,7 +99,7 @@ def test_a_cache_folder_that_cannot_be_written_is_a_warning(folder, tmp_path):
 
 
 def test_auto_decodes_once_on_a_cpu_where_it_reproduces_the_data_and_fits(folder, monkeypatch):
-    from lorsp import train as train_module
+    from lorsp.engine import loaders
     from lorsp.shifts import ShiftedDataset
 
     files, arrays = _datasets(folder, 16)
@@ -108,10 +108,10 @@ def test_auto_decodes_once_on_a_cpu_where_it_reproduces_the_data_and_fits(folder
     assert choose_loader("auto", CPU, synthetic, synthetic) == "dataloader"  # made on access
     assert choose_loader("auto", CPU, ShiftedDataset(files, "gaussian noise"), files) == "dataloader"
     assert choose_loader("auto", torch.device("mps"), files, files) == "dataloader"
-    monkeypatch.setattr(train_module, "_available_memory", lambda: 4 * 100)  # a quarter: 100 bytes
+    monkeypatch.setattr(loaders, "_available_memory", lambda: 4 * 100)  # a quarter: 100 bytes
     assert choose_loader("auto", CPU, files, arrays) == "dataloader"
     assert choose_loader("device", CPU, files, arrays) == "device"  # asked for: not second-guessed
-    monkeypatch.setattr(train_module, "_available_memory", lambda: None)  # unknown: the fixed limit alone
+    monkeypatch.setattr(loaders, "_available_memory", lambda: None)  # unknown: the fixed limit alone
     assert choose_loader("auto", CPU, files, arrays) == "device"
 
 

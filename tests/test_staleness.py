@@ -61,7 +61,7 @@ def test_the_replay_runs_the_gate_backend_the_record_was_trained_with(monkeypatc
     from lorsp.experiments import staleness
 
     seen = []
-    monkeypatch.setattr("lorsp.train.train", lambda config, **kwargs: seen.append(config.prompter_kwargs))
+    monkeypatch.setattr("lorsp.engine.train", lambda config, **kwargs: seen.append(config.prompter_kwargs))
     record = {"config": {"dataset": "synthetic", "method": "lorsp", "prompter_kwargs": {"groups": 2}},
               "lif_backend": "eager", "loss_trace": [1.0]}
     staleness.replay_losses(record, steps=1)

@@ -162,10 +162,10 @@ def image_folder(tmp_path_factory):
 
 
 def test_lp_seeds_on_the_same_images_share_one_feature_cache(tmp_path, image_folder, monkeypatch):
-    import lorsp.train as engine
+    from lorsp.engine import features
     extracted = []
-    extract = engine._extract_features
-    monkeypatch.setattr(engine, "_extract_features", lambda *a, **k: extracted.append(a[-1]) or extract(*a, **k))
+    extract = features._extract_features
+    monkeypatch.setattr(features, "_extract_features", lambda *a, **k: extracted.append(a[-1]) or extract(*a, **k))
     import timm
     from safetensors.torch import save_file
     weights = tmp_path / "tiny.safetensors"   # one backbone for every seed (random_init would draw one per seed)
@@ -219,8 +219,8 @@ def test_label_mapping_reads_the_decoded_images_too(image_folder):
 def test_loader_choice_and_the_datasets_it_refuses(image_folder, monkeypatch):
     import numpy as np
 
-    from lorsp import train as train_module
     from lorsp.data import build_dataset
+    from lorsp.engine import loaders
     from lorsp.data.gpu_pipeline import ImageBank
     from lorsp.data.images import ArrayDataset
     from lorsp.shifts import ShiftedDataset
@@ -237,7 +237,7 @@ def test_loader_choice_and_the_datasets_it_refuses(image_folder, monkeypatch):
     assert choose_loader("device", cpu, files, files) == "device"
     assert choose_loader("dataloader", cuda, files, files) == "dataloader"
     assert choose_loader("auto", cuda, synthetic, synthetic) == "dataloader"  # made on access
-    monkeypatch.setattr(train_module, "DEVICE_LOADER_AUTO_MAX_BYTES", 100)  # too big to decode once
+    monkeypatch.setattr(loaders, "DEVICE_LOADER_AUTO_MAX_BYTES", 100)  # too big to decode once
     assert choose_loader("auto", cuda, files, arrays) == "dataloader"
     assert choose_loader("auto", cpu, files, arrays) == "dataloader"
     with pytest.raises(ValueError, match="SyntheticDataset.*dataloader"):
@@ -331,7 +331,7 @@ def test_prompt_lr_trains_the_prompt_at_its_own_rate_and_the_head_at_lr(tmp_path
 
 def test_prompt_lr_splits_prompt_and_head_into_groups():
     from torch import nn
-    from lorsp.train import _build_optimizer
+    from lorsp.engine import build_optimizer
 
     class Model(nn.Module):
         def __init__(self):
@@ -340,9 +340,9 @@ def test_prompt_lr_splits_prompt_and_head_into_groups():
 
     model = Model()
     params = list(model.prompter.parameters()) + list(model.head.parameters())
-    one = _build_optimizer(tiny_config(), model, params)
+    one = build_optimizer(tiny_config(), model, params)
     assert len(one.param_groups) == 1 and one.param_groups[0]["lr"] == 0.05
-    two = _build_optimizer(tiny_config(prompt_lr=0.5), model, params)
+    two = build_optimizer(tiny_config(prompt_lr=0.5), model, params)
     lrs = {group["name"]: (group["lr"], [id(p) for p in group["params"]]) for group in two.param_groups}
     assert lrs["prompt"] == (0.5, [id(p) for p in model.prompter.parameters()])
     assert lrs["head"] == (0.05, [id(p) for p in model.head.parameters()])

@@ -25,9 +25,9 @@ ACCURACY = "accuracy_pct"
 
 def _engine():
     try:
-        from .. import train as engine
-    except ImportError as error:  # the engine module is part of this package; this names what is missing
-        raise ImportError(f"lorsp.experiments needs the training engine lorsp.train (TrainConfig, train): "
+        from .. import engine
+    except ImportError as error:  # the engine package is part of this package; this names what is missing
+        raise ImportError(f"lorsp.experiments needs the training engine lorsp.engine (TrainConfig, train): "
                           f"{error}") from error
     return engine
 

@@ -50,7 +50,7 @@ def replayable(record: dict) -> bool:
 
 def replay_losses(record: dict, steps: int, data_root=None) -> list[float]:
     """The training losses of the first ``steps`` steps of ``record``'s run, re-run now on the CPU."""
-    from ..train import TrainConfig, train
+    from ..engine import TrainConfig, train
     config = TrainConfig.from_dict(dict(record["config"]))
     config = dataclasses.replace(config, output=None, resume=False, results_dir=None, feature_cache_dir=None,
                                  device="cpu",
@@ -129,7 +129,7 @@ _NEVER = 10 ** 9
 
 @contextlib.contextmanager
 def trained_run(record_path, data_root=None):
-    """The engine's run (:class:`lorsp.train._Run`) of a committed record, on the CPU, ready to evaluate or
+    """The engine's run (:class:`lorsp.engine.run.Run`) of a committed record, on the CPU, ready to evaluate or
     step: its data (the same per-class subsets and seed), its model with the committed ``prompt.safetensors``
     (prompter and head, ILM-VP's label mapping too) loaded, its loaders and a fresh optimizer and schedule.
 
@@ -139,7 +139,7 @@ def trained_run(record_path, data_root=None):
     import torch
     from safetensors.torch import load_file
     from .. import distributed as distrib
-    from .. import train as engine
+    from .. import engine
     from ..results import PROMPT_NAME, read_record
     record_path = Path(record_path)
     record = read_record(record_path)  # strict: the prompt file is checked against the record's sha256
@@ -147,7 +147,7 @@ def trained_run(record_path, data_root=None):
     config = dataclasses.replace(config, cache_features="off", label_mapping_interval=_NEVER)
     ctx = distrib.init_from_env("cpu")
     try:
-        run = engine._Run(config, ctx, torch.device("cpu"), progress=False, faults={})
+        run = engine.Run(config, ctx, torch.device("cpu"), progress=False, faults={})
         run.build_data()
         run.build_model()
         state = load_file(str(record_path.parent / PROMPT_NAME))
@@ -166,7 +166,7 @@ def trained_run(record_path, data_root=None):
 def _replay_config(record: dict, data_root, steps: int | None):
     """The record's TrainConfig, made to re-run here: CPU, no output, no resume, no fault injection, the LIF
     backend it was trained with, ``data_root`` when given; at most ``steps`` steps."""
-    from ..train import TrainConfig
+    from ..engine import TrainConfig
     config = TrainConfig.from_dict(dict(record["config"]))
     return dataclasses.replace(config, output=None, resume=False, results_dir=None, feature_cache_dir=None,
                                device="cpu", deterministic=True, max_steps=steps, fault_injection=None,
@@ -175,7 +175,7 @@ def _replay_config(record: dict, data_root, steps: int | None):
 
 
 def reevaluate(run) -> dict:
-    """The committed model's test metrics, evaluated now by the engine's evaluation (:meth:`_Run.evaluate`)."""
+    """The committed model's test metrics, evaluated now by the engine's evaluation (:meth:`lorsp.engine.run.Run.evaluate`)."""
     import torch
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
@@ -187,7 +187,7 @@ def reevaluate(run) -> dict:
 
 def replay_from_trained(run, steps: int) -> list[float]:
     """The losses of ``steps`` training steps from the committed (trained) state: the engine's own step
-    (:func:`lorsp.train._train_epoch`) over the first batches of the run's last epoch (its order and random
+    (:func:`lorsp.engine.loop.train_epoch`) over the first batches of the run's last epoch (its order and random
     draws: seeded by (seed, epoch)), with a fresh optimizer at the schedule's start. Deterministic: a
     function of the committed prompt and head, the data and the training code."""
     import torch

@@ -47,7 +47,7 @@ def _plan_methods(plan, image_size: int | None = None) -> tuple[list[str], dict]
     padding prompt's inner size is scaled to ``image_size`` when that differs from the run's."""
     from dataclasses import fields
 
-    from ..train import TrainConfig
+    from ..engine import TrainConfig
 
     config_keys = {f.name for f in fields(TrainConfig)} | {"tags"}
     options: dict = {}

@@ -137,6 +137,7 @@ def test_images_fall_back_to_samples_when_the_data_root_lacks_the_dataset(tmp_pa
     dissected = ex.load_dissected_prompt(folder)
     shown = ex.dissection_images(dissected, n=3, root=tmp_path / "empty")
     assert tuple(shown.images.shape[-2:]) == (32, 32) and "not the record's own cifar10 test images" in shown.note
+    assert "lorsp data import" in shown.note and str(tmp_path) not in shown.note  # no path of this machine
 
 
 # --- errors name the file and the key ----------------------------------------------------------------------------

@@ -264,8 +264,9 @@ def dissection_images(dissected: DissectedPrompt, n: int = 8, root=None):
         data = test_set_of(config)
     except (DatasetNotFoundError, FileNotFoundError) as error:
         shown = sample_images(n, config.image_size, root=root, seed=0)
-        shown.note = (f"{shown.note} — not the record's own {config.dataset} test images, which the data root "
-                      f"lacks ({str(error).splitlines()[0][:160]})")
+        from .gallery import missing_images_sentence
+        shown.note = (f"{shown.note} — not the record's own {config.dataset} test images: "
+                      f"{missing_images_sentence(config.dataset, error, root)}")
         return shown
     chosen, seen = [], set()
     for index in range(len(data)):

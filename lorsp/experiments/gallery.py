@@ -179,10 +179,11 @@ def prompt_gallery(runs: Sequence[dict], results_dir, n_images: int = 6, device:
     return gallery
 
 
-def missing_images_sentence(dataset: str, error: Exception | None = None) -> str:
+def missing_images_sentence(dataset: str, error: Exception | None = None, root=None) -> str:
     """Why ``dataset``'s test images are not there and how to get them (one or two sentences), e.g. "the data
     root (…/data) has no tiny-imagenet images. `lorsp data import PATH` … supplies them." ``error``: the
-    :class:`~lorsp.data.registry.DatasetNotFoundError` raised, whose first clause says where it looked."""
+    :class:`~lorsp.data.registry.DatasetNotFoundError` raised, whose first clause says where it looked; ``root``:
+    the data root it looked in (default :func:`lorsp.data.data_root`). No path of this machine is shown."""
     from ..data import data_root
     from ..data.registry import dataset_spec
     try:
@@ -191,7 +192,7 @@ def missing_images_sentence(dataset: str, error: Exception | None = None) -> str
     except (KeyError, ValueError):
         network = ""
     import re
-    root = data_root()
+    root = data_root(root)
     where = re.search(r"looked for: ([^)]*)\)", str(error or ""))
     looked = (" (looked for " + ", ".join(_in_root(p.strip(), root) for p in where.group(1).split(";")) + ")"
               if where else "")

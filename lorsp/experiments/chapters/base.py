@@ -79,6 +79,8 @@ class ChapterPage:
     runs_folder: Path
     ours: pd.DataFrame = field(default_factory=pd.DataFrame)
     evidence: Any = None
+    #: what :meth:`train` did, in words (shown by :meth:`smoke_check`)
+    trained_summary: str = ""
 
     @property
     def best(self) -> pd.DataFrame:
@@ -96,20 +98,29 @@ class ChapterPage:
         return scale_banner({**chapter_facts(self.chapter.name, self.setup, self.runs),
                              "runs folder": shown_path(self.runs_folder)})
 
-    def train(self) -> None:
+    def train(self, quiet: bool = False):
         """Train what is not done yet (existing records are reused), say what was trained and which methods
-        are not run; the rows of this scale's runs are ``self.ours``."""
+        are not run (``quiet``: keep it for :meth:`smoke_check`, which shows it at the end of the page, and return
+        one short Markdown line instead); the rows of this scale's runs are ``self.ours``."""
         from ..grid import missing_methods, shown_path
         from ..runner import run_grid
         from ..tables import load_larger
         ours = run_grid(self.runs, self.runs_folder)
         larger = load_larger(self.chapter.name, self.scale)
-        for method, reason in missing_methods(self.chapter.name, setup=self.setup).items():
-            print(f"{method}: {reason} — not run, shown as such in the tables")
-        print(f"{len(ours)} runs at {self.scale}: {ours.attrs['trained']} trained now, {ours.attrs['reused']} found "
-              f"in {shown_path(self.runs_folder)} ({ours.attrs['seconds']:.0f} s). Larger scales with committed "
-              f"records: {sorted(larger) or 'none'}")
+        lines = [f"{method}: {reason} — not run, shown as such in the tables"
+                 for method, reason in missing_methods(self.chapter.name, setup=self.setup).items()]
+        lines.append(f"{len(ours)} runs at {self.scale}: {ours.attrs['trained']} trained now, {ours.attrs['reused']} "
+                     f"found in {shown_path(self.runs_folder)} ({ours.attrs['seconds']:.0f} s). Larger scales with "
+                     f"committed records: {sorted(larger) or 'none'}")
+        self.trained_summary = "\n".join(lines)
         self.ours = self.chapter.after_training(self.runs, self.runs_folder, ours)
+        if not quiet:
+            print(self.trained_summary)
+            return None
+        from IPython.display import Markdown
+        return Markdown(f"*This page's `{self.scale}` runs: {len(ours)} ({ours.attrs['trained']} trained now, "
+                        f"{ours.attrs['reused']} found in {shown_path(self.runs_folder)}); the smoke check at the end "
+                        f"of the page shows what they use and what they give.*")
 
     def headline(self) -> None:
         """Find the headline's numbers (the largest scale with complete committed records, else this page's
@@ -210,7 +221,13 @@ class ChapterPage:
         display(style_claims(table, "The deviation's questions (ours, not the paper's), on seed-paired runs (%)"))
 
     def smoke_check(self):
-        """The runs this page trained (``LORSP_SCALE``): the check that the code runs today."""
+        """The runs this page trained (``LORSP_SCALE``): the check that the code runs today, after the banner of
+        exactly what they use and what :meth:`train` did."""
+        from IPython.display import display
+        if self.runs:
+            display(self.banner())
+        if self.trained_summary:
+            print(self.trained_summary)
         if not self.evidence.from_committed:
             print(f"The headline above is this page's {self.scale} runs themselves: no larger scale has complete "
                   f"committed records for this chapter yet.")

@@ -23,7 +23,7 @@ from .grid import DEVIATION_LABELS, LP_224_LABEL, deviation_label, grid, run_key
 from .grid import results_root as resolve_results_root
 from .records import _complete, _is_done, _read_record, _record_path
 from .runner import collect
-from .scales import ScaleSetup, scale_setup
+from .scales import ScaleSetup, desk_protocol, scale_setup
 
 #: the committed scales a headline may come from, the largest first
 HEADLINE_SCALES = ("paper", "mini", "desk")
@@ -120,7 +120,7 @@ def headline_evidence(chapter: str, scale: str, frame: pd.DataFrame, results_dir
             continue
         found, total = committed_status(chapter, larger, root)
         committed[larger] = (found, total)
-    desk2 = None if _desk_protocol() == "v2" else desk2_status(chapter, root)
+    desk2 = None if desk_protocol() == "v2" else desk2_status(chapter, root)
     for larger in HEADLINE_SCALES:
         found, total = committed.get(larger, (0, 0))
         if total and found == total:
@@ -128,11 +128,6 @@ def headline_evidence(chapter: str, scale: str, frame: pd.DataFrame, results_dir
             return Evidence(chapter, larger, rows, root / larger, committed, from_committed=True, desk2=desk2)
     return Evidence(chapter, scale, frame, Path(results_dir), committed, from_committed=False, desk2=desk2)
 
-
-def _desk_protocol() -> str:
-    import os
-    from .scales import DESK_PROTOCOL_ENV
-    return os.environ.get(DESK_PROTOCOL_ENV) or "v1"
 
 
 # ----------------------------------------------------------------------------------------------------

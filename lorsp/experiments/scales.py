@@ -151,7 +151,7 @@ def scale_setup(scale: str | None = None, data_root=None, require_data: bool = T
             hyper_backbones=(backbone,), hyper_seeds=(0, 1),
             gallery_dataset="tiny-imagenet" if tiny else source, gallery_backbone=backbone)
     if scale == "desk":
-        return desk_setup(data_root, require_data=require_data, protocol=os.environ.get(DESK_PROTOCOL_ENV) or "v1")
+        return desk_setup(data_root, require_data=require_data, protocol=desk_protocol())
     if scale == "mini":
         return ScaleSetup(
             scale="mini", backbones=("mobilenetv2",),
@@ -293,6 +293,11 @@ DESK_PROTOCOLS = ("v1", "v2")
 #: the environment variable that picks the desk protocol of ``scale_setup("desk")`` (default v1), e.g.
 #: ``LORSP_DESK_PROTOCOL=v2 python -m lorsp.experiments --scale desk --dry-run``
 DESK_PROTOCOL_ENV = "LORSP_DESK_PROTOCOL"
+
+
+def desk_protocol() -> str:
+    """The desk protocol ``scale_setup("desk")`` uses: ``$LORSP_DESK_PROTOCOL``, else ``"v1"``."""
+    return os.environ.get(DESK_PROTOCOL_ENV) or "v1"
 #: v2's data: whole test sets (CIFAR-10's 10,000 test images, Tiny-ImageNet's 10,000 validation images: 1,000 and
 #: 50 per class are all of them), a validation split carved from the training images (TrainConfig.val_per_class),
 #: and as many epochs as the pilot says flatten the loss within the budget; evaluation after the last epoch

@@ -207,7 +207,7 @@ def resolve_backbone(name: str) -> BackboneSpec:
                      f"(see timm.list_models())")
 
 
-def _architecture(timm_name: str) -> str:
+def timm_architecture(timm_name: str) -> str:
     return timm_name.split(".", 1)[0]
 
 
@@ -334,9 +334,9 @@ def _data_root(data_root):
     return resolve(data_root)
 
 
-def _local_candidates(spec: BackboneSpec, root: Path) -> list[Path]:
+def local_weight_candidates(spec: BackboneSpec, root: Path) -> list[Path]:
     names = list(spec.files)
-    for base in dict.fromkeys((spec.timm_name, _architecture(spec.timm_name), spec.name)):
+    for base in dict.fromkeys((spec.timm_name, timm_architecture(spec.timm_name), spec.name)):
         names.extend(base + suffix for suffix in WEIGHT_SUFFIXES)
     return [root / "weights" / n for n in dict.fromkeys(names)]
 
@@ -355,7 +355,7 @@ def _from_file(spec: BackboneSpec, path: Path, timm_kwargs: dict):
     state, metadata = load_state_dict_file(path)
     arch = metadata.get("architecture")
     kwargs = dict(timm_kwargs)
-    fits_arch = arch is not None and arch == _architecture(spec.timm_name)
+    fits_arch = arch is not None and arch == timm_architecture(spec.timm_name)
     if fits_arch and metadata.get("create_kwargs"):
         kwargs = {**json.loads(metadata["create_kwargs"]), **kwargs}
     model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
@@ -392,7 +392,7 @@ def _from_package(spec: BackboneSpec, timm_kwargs: dict):
 
 
 def _offline_message(spec: BackboneSpec, root: Path, error: BaseException | None) -> str:
-    where = ", ".join(str(p) for p in _local_candidates(spec, root)[:3])
+    where = ", ".join(str(p) for p in local_weight_candidates(spec, root)[:3])
     cause = f" ({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})" if error else ""
     return (f"no weights for backbone {spec.name!r} (timm {spec.timm_name}): timm could not get its pretrained "
             f"weights{cause}. Supply them in one of two ways: (1) a local checkpoint, `--weights FILE` "
@@ -437,7 +437,7 @@ def _hub_unreachable(cfg) -> str | None:
     """Why timm's download cannot work, decided in seconds (:func:`lorsp.data.fetch.network_obstacle`), when the
     Hugging Face hub's cache does not hold the weights; None when it may (the cache has them, or the hub answers).
     Without it an offline machine spends most of a minute in the hub client's retries."""
-    from .data.fetch import _hub_endpoint, network_obstacle
+    from .data.fetch import hub_endpoint, network_obstacle
 
     if not cfg.hf_hub_id:
         return None
@@ -448,7 +448,7 @@ def _hub_unreachable(cfg) -> str | None:
     for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
         if isinstance(try_to_load_from_cache(cfg.hf_hub_id, filename), str):
             return None
-    return network_obstacle(_hub_endpoint())
+    return network_obstacle(hub_endpoint())
 
 
 def create_backbone(name: str, weights=None, random_init: bool = False, data_root=None, **timm_kwargs):
@@ -472,7 +472,7 @@ def create_backbone(name: str, weights=None, random_init: bool = False, data_roo
         model_mean, model_std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
         source, mean, std, timm_name, sha256 = "random", tuple(model_mean), tuple(model_std), spec.timm_name, None
     else:
-        local = next((p for p in _local_candidates(spec, root) if p.is_file()), None)
+        local = next((p for p in local_weight_candidates(spec, root) if p.is_file()), None)
         if local is not None:
             model, source, mean, std, timm_name, sha256 = _from_file(spec, local, timm_kwargs)
         elif spec.package is not None:

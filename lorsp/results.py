@@ -36,7 +36,7 @@ from typing import Any, Iterable
 from .checkpoint import atomic_write_bytes
 
 __all__ = ["RECORD_SCHEMA", "RECORD_NAME", "PROMPT_NAME", "PROMPT_SHA256_KEY", "TRAINING_CODE", "write_record",
-           "read_record", "parse_record_file", "check_prompt_file", "load", "versions", "git_commit", "record_filename",
+           "read_record", "parse_record_file", "check_prompt_file", "checked_prompt_sha256", "load", "versions", "git_commit", "record_filename",
            "to_jsonable", "file_sha256", "training_code_sha256"]
 
 #: ``lorsp.run/2``: the record holds ``prompt_sha256`` from its run and ``versions.lorsp_code``
@@ -173,7 +173,7 @@ from .hashing import file_sha256  # noqa: E402  (re-exported: records name their
 _CHECKED_PROMPTS: dict[tuple[str, int, int], str] = {}
 
 
-def _prompt_digest_and_check(path: Path) -> str:
+def checked_prompt_sha256(path: Path) -> str:
     """The sha256 of a prompt file that loads as safetensors; a ValueError names it when it does not."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -205,7 +205,7 @@ def check_prompt_file(record: dict[str, Any], record_path) -> Path | None:
             raise ValueError(f"prompt file {prompt} is missing: its record {record_path} holds its sha256; restore "
                              f"it or regenerate the run")
         return None
-    actual = _prompt_digest_and_check(prompt)
+    actual = checked_prompt_sha256(prompt)
     if expected is not None and actual != expected:
         raise ValueError(f"prompt file {prompt} is damaged: its sha256 is {actual}, its record {record_path} says "
                          f"{PROMPT_SHA256_KEY} = {expected}; restore it from git or regenerate the run")

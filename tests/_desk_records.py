@@ -96,7 +96,7 @@ def _write_prompt(run: dict, config, num_classes: int, folder: Path, models: _Mo
 
 
 def _record(run: dict, config, rng: np.random.Generator, params: dict, targets: list[str]) -> dict:
-    from lorsp.experiments import _config_only, run_key
+    from lorsp.experiments import run_config, run_key
     from lorsp.experiments.runner import machine_info
     epochs = int(config.epochs)
     classes = _NUM_CLASSES.get(config.dataset, 10)
@@ -136,7 +136,7 @@ def _record(run: dict, config, rng: np.random.Generator, params: dict, targets: 
         "run_dir": None, "schema": "lorsp.run/1",
         **({"prompt_params_closed_form": params["prompt_params"]} if prompted else {}),
         **({"lif_backend": "fabricated"} if config.method == "lorsp" else {}),
-        "experiment": dict(key=key, tags=run.get("tags", {}), run=_config_only(run), wall_seconds=100.0 * epochs,
+        "experiment": dict(key=key, tags=run.get("tags", {}), run=run_config(run), wall_seconds=100.0 * epochs,
                            machine=machine_info()),
     }
     if targets:
@@ -150,7 +150,7 @@ def fabricate_records(root, scale: str = "desk", runs: list[dict] | None = None,
     ``prompts=False`` only ``record.json`` is written (cheap: for a chapter's own runs folder, whose records
     the page reuses without rebuilding a model)."""
     from lorsp.experiments import run_key
-    from lorsp.experiments.records import _write_record
+    from lorsp.experiments.store import write_run_record
     from lorsp.experiments.runner import _train_config
     root = Path(root).resolve()
     from lorsp.experiments import RESULTS_ROOT
@@ -170,5 +170,5 @@ def fabricate_records(root, scale: str = "desk", runs: list[dict] | None = None,
         rng = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
         params = (_write_prompt(run, config, num_classes, target, models, seed=index) if prompts else
                   {"prompt_params": 0, "head_params": 0, "prompter_class": None})
-        _write_record(_record(run, config, rng, params, shifted.get(key, [])), target / "record.json")
+        write_run_record(_record(run, config, rng, params, shifted.get(key, [])), target / "record.json")
     return folder

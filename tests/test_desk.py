@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from lorsp import experiments as ex
-from lorsp.experiments.grid import _config_only
+from lorsp.experiments.runs import run_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,7 @@ def _desk():
 def _seed_groups(runs):
     groups = defaultdict(set)
     for run in runs:
-        config = {k: v for k, v in _config_only(run).items() if k != "seed"}
+        config = {k: v for k, v in run_config(run).items() if k != "seed"}
         groups[json.dumps(config, sort_keys=True, default=str)].add(run["seed"])
     return groups
 
@@ -43,7 +43,7 @@ def test_desk_grid_seeds_headline_five_every_other_run_three():
         pool = runs if chapter != "prompt_gallery" else ex.grid("downstream", setup=setup)
         counts = _seed_groups(pool)
         for run in runs:
-            config = {k: v for k, v in _config_only(run).items() if k != "seed"}
+            config = {k: v for k, v in run_config(run).items() if k != "seed"}
             assert len(counts[json.dumps(config, sort_keys=True, default=str)]) >= 3, (chapter, run["tags"])
         assert all(r["device"] == "cpu" and r["image_size"] in (64, 224) and not r["random_init"] for r in runs)
         assert all(r["dataset"] in ("cifar10", "tiny-imagenet") for r in runs)
@@ -82,7 +82,7 @@ def test_desk_deviation_is_an_extra_labelled_column_beside_the_papers_runs():
     for run in deviation:
         twin = paper[(run["tags"]["method_label"], run["seed"])]  # the paper's run: everything else the same
         assert run["prompt_lr"] == ex.DESK_PROMPT_LR and run["lr"] == twin["lr"] == 0.01 and "prompt_lr" not in twin
-        assert {k: v for k, v in _config_only(run).items() if k != "prompt_lr"} == _config_only(twin)
+        assert {k: v for k, v in run_config(run).items() if k != "prompt_lr"} == run_config(twin)
     assert all("prompt_lr" not in r for chapter in ex.CHAPTERS if chapter != "backbones"
                for r in ex.grid(chapter, setup=setup))
     assert not any("deviation" in r["tags"] for scale in ("smoke", "mini") for r in ex.grid("backbones", scale))
@@ -116,7 +116,7 @@ def test_desk_trains_lp_again_for_the_papers_epochs_on_the_same_images(chapter, 
     for run in checks:
         twin = lp[(run["dataset"], run["seed"])]
         assert run["epochs"] == run["eval_every"] == 20 and twin["epochs"] == setup.epochs == 3
-        different = {k for k, v in _config_only(run).items() if _config_only(twin).get(k) != v}
+        different = {k for k, v in run_config(run).items() if run_config(twin).get(k) != v}
         assert different == {"epochs", "eval_every"} and ex.run_key(run) != ex.run_key(twin)
     assert not any("training_length" in r["tags"] for scale in ("smoke", "mini") for r in ex.grid(chapter, scale))
     # on CIFAR-10 the downstream chapter's check is the backbones chapter's runs, trained once
@@ -269,7 +269,7 @@ def _fake_record(folder: Path, run: dict, accuracy: float, losses=(2.0, 1.2, 1.0
     path.parent.mkdir(parents=True, exist_ok=True)
     metrics = [{"epoch": e + 1, "train_loss": loss, "train_accuracy": 0.5} for e, loss in enumerate(losses)]
     path.write_text(json.dumps({"status": "completed", "final_accuracy": accuracy, "best_accuracy": accuracy,
-                                "config": _config_only(run), "metrics": metrics,
+                                "config": run_config(run), "metrics": metrics,
                                 "experiment": {"key": ex.run_key(run), "tags": run["tags"]}}))
 
 

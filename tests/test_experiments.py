@@ -329,9 +329,9 @@ def test_run_grid_skips_existing_records(tmp_path, monkeypatch):
 
     def fake_train_one(run, results_dir, work_dir=None):
         calls.append(ex.run_key(run))
-        record = {"config": ex._config_only(run), "final_accuracy": 0.5, "best_accuracy": 0.6,
+        record = {"config": ex.run_config(run), "final_accuracy": 0.5, "best_accuracy": 0.6,
                   "status": "completed"}
-        ex._write_record(record, ex._record_path(results_dir, run))
+        ex.RecordStore(results_dir).write(run, record)
         return record
 
     monkeypatch.setattr(ex.runner, "train_one", fake_train_one)   # run_grid looks it up in its module
@@ -345,7 +345,7 @@ def test_run_grid_skips_existing_records(tmp_path, monkeypatch):
     assert len(ex.collect(runs, tmp_path)) == 2
     assert ex.collect(runs, tmp_path / "absent").empty
     # a run whose record says it failed for another reason than divergence (or is still running) is redone
-    path = ex._record_path(tmp_path, runs[0])
+    path = ex.RecordStore(tmp_path).path(runs[0])
     path.write_text(json.dumps({"config": {}, "status": "failed", "reason": "OSError: disk full"}))
     ex.run_grid(runs, tmp_path, progress=False)
     assert calls[-1] == ex.run_key(runs[0]) and len(calls) == 5

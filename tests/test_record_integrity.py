@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from lorsp import results
-from lorsp.experiments.records import _is_done, _read_record, stamp_prompt_sha256
+from lorsp.experiments.records import stamp_prompt_sha256
+from lorsp.experiments.store import RecordStore, read_run_record
 
 REPO = Path(__file__).resolve().parent.parent
 DESK = REPO / "results" / "desk"
@@ -96,7 +97,7 @@ def test_a_truncated_record_stops_the_headline_naming_the_file_instead_of_turnin
     path.write_text(path.read_text()[:200])
     for read in (lambda: committed_status("backbones", "desk", tmp_path / "results"),
                  lambda: headline_evidence("backbones", "smoke", None, tmp_path / "runs", tmp_path / "results"),
-                 lambda: _is_done(path), lambda: _read_record(path),
+                 lambda: _is_final(path), lambda: read_run_record(path),
                  lambda: results.load(desk, recursive=True)):
         with pytest.raises(ValueError, match=str(path)):
             read()
@@ -109,7 +110,7 @@ def test_a_damaged_prompt_file_is_an_error_naming_it(tmp_path, damage):
     folder = tmp_path / "desk" / source.name
     shutil.copytree(source, folder)
     prompt, path = folder / results.PROMPT_NAME, folder / "record.json"
-    assert _is_done(path)
+    assert _is_final(path)
     data = prompt.read_bytes()
     if damage == "truncated":
         prompt.write_bytes(data[: len(data) // 2])
@@ -118,7 +119,7 @@ def test_a_damaged_prompt_file_is_an_error_naming_it(tmp_path, damage):
     else:
         prompt.unlink()
     expected = {"truncated": "damaged", "one byte changed": "sha256", "missing": "missing"}[damage]
-    for read in (lambda: _is_done(path), lambda: _read_record(path), lambda: results.read_record(path),
+    for read in (lambda: _is_final(path), lambda: read_run_record(path), lambda: results.read_record(path),
                  lambda: results.load(folder.parent, recursive=True)):
         with pytest.raises(ValueError, match=f"(?s){prompt}.*{expected}|{expected}.*{prompt}"):
             read()
@@ -236,3 +237,8 @@ def test_the_legacy_desk_records_would_fail_the_commit_check():
     pytest.xfail(f"{len(legacy)} committed desk records are schema 1, from before one commit per chapter was "
                  f"required; held to it they give {len(problems)} problems, e.g. {problems[0][:160]} — the new "
                  f"grid (schema 2) is enforced by the test above")
+
+
+def _is_final(record_path) -> bool:
+    """Whether the store counts the run of ``record_path`` (``<folder>/<key>/record.json``) as done."""
+    return RecordStore(record_path.parent.parent).is_final(record_path.parent.name)

@@ -272,9 +272,9 @@ def _quiet(progress: bool):
 # what is present (the datasets' layouts are the registry's: lorsp.data.registry.dataset_location)
 # ---------------------------------------------------------------------------------------------------------
 def _weights_location(root: Path, backbone: str = SMOKE_BACKBONE) -> str | None:
-    from ..backbones import _local_candidates, resolve_backbone
+    from ..backbones import local_weight_candidates, resolve_backbone
 
-    found = next((p for p in _local_candidates(resolve_backbone(backbone), root) if p.is_file()), None)
+    found = next((p for p in local_weight_candidates(resolve_backbone(backbone), root) if p.is_file()), None)
     return found.relative_to(root).as_posix() if found is not None else None
 
 
@@ -341,7 +341,7 @@ def fetch_cifar10(root=None, progress: bool = True) -> FetchResult:
     return FetchResult("cifar10", "fetched", dataset_location("cifar10", base), seconds=time.perf_counter() - start)
 
 
-def _hub_endpoint() -> str:
+def hub_endpoint() -> str:
     try:
         from huggingface_hub import constants
     except ImportError:
@@ -354,19 +354,19 @@ def fetch_backbone_weights(root=None, backbone: str = SMOKE_BACKBONE, progress: 
     (``pretrained=True``: the Hugging Face hub or its cache), unless the data root has a weights file for it.
     The file carries the metadata ``create_backbone`` reads (architecture, mean, std, source). Never raises for
     a network or download failure: the result says why."""
-    from ..backbones import _architecture, resolve_backbone
+    from ..backbones import timm_architecture, resolve_backbone
 
     base = data_root(root)
     label = f"{backbone} weights"
     location = _weights_location(base, backbone)
     if location:
         return FetchResult(label, "present", location)
-    obstacle = offline_reason() or network_obstacle(_hub_endpoint())
+    obstacle = offline_reason() or network_obstacle(hub_endpoint())
     if obstacle:
         return FetchResult(label, "unavailable", None, _advice(obstacle))
     spec = resolve_backbone(backbone)
     start = time.perf_counter()
-    host = _host_port(_hub_endpoint())[0]
+    host = _host_port(hub_endpoint())[0]
     _say(f"fetching {spec.timm_name}'s pretrained weights from {host} into the data root (timm) ...", progress)
     try:
         import timm
@@ -375,7 +375,7 @@ def fetch_backbone_weights(root=None, backbone: str = SMOKE_BACKBONE, progress: 
         with _quiet(progress):
             model = timm.create_model(spec.timm_name, pretrained=True)
         cfg = model.pretrained_cfg
-        metadata = {"architecture": _architecture(spec.timm_name), "create_kwargs": "{}",
+        metadata = {"architecture": timm_architecture(spec.timm_name), "create_kwargs": "{}",
                     "mean": json.dumps([float(v) for v in cfg["mean"]]),
                     "std": json.dumps([float(v) for v in cfg["std"]]),
                     "input_size": str(cfg.get("input_size", (3, 224, 224))[-1]),

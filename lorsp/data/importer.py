@@ -243,11 +243,11 @@ def describe_data(root=None, as_frame: bool = False):
     ``classes``, ``train`` and ``test`` image counts, or ``downloadable`` by torchvision, or neither, with the
     reason in ``note``) and one row per weights file in ``<root>/weights``. A list of dicts, or a pandas
     DataFrame with ``as_frame=True``."""
-    from .registry import _REGISTRY, build_dataset
+    from .registry import build_dataset, registered_datasets
 
     base = data_root(root)
     rows = []
-    for name, spec in sorted(_REGISTRY.items()):
+    for name, spec in sorted(registered_datasets().items()):
         if name == "synthetic":
             rows.append(dict(name=name, kind="dataset", available=True, classes=spec.num_classes, train=None,
                              test=None, downloadable=False, location="(procedural, no files)",

@@ -144,6 +144,11 @@ def list_datasets() -> list[str]:
     return sorted(_REGISTRY) + ["folder:PATH"]
 
 
+def registered_datasets() -> dict[str, DatasetSpec]:
+    """Every registered dataset's spec by its name (a copy of the registry)."""
+    return dict(_REGISTRY)
+
+
 def dataset_spec(name: str) -> DatasetSpec:
     key = _ALIASES.get(str(name).lower().replace("_", "-"), _ALIASES.get(str(name).lower()))
     if key is None:

@@ -49,23 +49,24 @@ from .evaluation import engine_evaluate_shifts, evaluate_shifts, load_run_model,
 from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, prompt_gallery, varying_share
 from .grid import (BACKBONE_ROWS, CHAPTERS, DEVIATION_LABELS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS,
                    OOD_ROWS, RANK_SWEEP, LP_224_LABEL, RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS,
-                   TAU_SWEEP, V_THRESHOLD_SWEEP, _config_only, chapter_facts, deviation_label, grid, missing_methods,
+                   TAU_SWEEP, V_THRESHOLD_SWEEP, chapter_facts, deviation_label, grid, missing_methods,
                    results_root, run_key, runs_dir, shown_path, training_length_label)
 from .grid import desk2_seed_plan, paired_sds, paper_lr_label, search_label, select_prompt_lrs, selection_key  # v2
 from .methods import (DOWNSTREAM_FACTORS, EVP_PAD_AT_224, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
                       TRANSFORMER_BACKBONES, label_of, method_config, not_applicable, unavailable)
-from .records import (ACCURACY, _read_record, _record_path, _write_record, describe_failed, failed_runs,
-                      records_frame, usable_rows)
-from .runner import PUBLISHED_FILES, RUN_ORDER, collect, dry_run, machine_info, main, run_grid, train_one
+from .records import ACCURACY, collect, describe_failed, failed_runs, records_frame, usable_rows
+from .runner import PUBLISHED_FILES, RUN_ORDER, dry_run, machine_info, main, run_grid, train_one
+from .runs import run_config
+from .store import RecordStore, read_run_record
 from .staleness import replay_losses, stale_records
-from .scales import _REPO, DESK_DATASETS, DESK_PROMPT_LR, PAPER_EPOCHS, SCALES, ScaleSetup, desk_missing, desk_setup, scale_setup
+from .scales import DESK_DATASETS, DESK_PROMPT_LR, PAPER_EPOCHS, SCALES, ScaleSetup, desk_missing, desk_setup, scale_setup
 from .scales import DESK2_DATASETS, DESK2_METHOD_SEEDS, DESK2_PROMPT_LR_SEARCH, DESK_PROTOCOLS, desk2_setup
 from .tables import (PAPER_HYPER_FINDINGS, chapter_table, compare, hyper_long, larger_scales, load_larger,
                      ood_long, style_claims, style_compare, summarise, sweep_frame)
 
 __all__ = [
     "SCALES", "CHAPTERS", "METHOD_LABELS", "ScaleSetup", "scale_setup", "method_config", "label_of", "grid",
-    "run_key", "run_grid", "collect", "records_frame", "summarise", "compare", "style_compare", "style_claims",
+    "run_key", "run_config", "RecordStore", "read_run_record", "run_grid", "collect", "records_frame", "summarise", "compare", "style_compare", "style_claims",
     "larger_scales", "load_larger", "sweep_frame", "Claim", "claims", "claim_pairs", "evaluate_shifts", "RESULTS_ROOT",
     "RUNS_ROOT", "runs_dir", "results_root", "ACCURACY", "not_applicable", "chapter_facts", "chapter_table", "chapter_claims",
     "closing_paragraph", "ood_long", "hyper_long", "prompt_gallery", "gallery_claims", "load_run_model",

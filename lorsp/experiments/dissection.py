@@ -22,7 +22,7 @@ from typing import Any
 
 from .grid import grid, run_key, shown_path
 from .grid import results_root as resolve_results_root
-from .records import _is_done, _read_record
+from .store import RecordStore, read_run_record, training_engine
 
 #: the committed scales a dissected prompt may come from, the largest first
 DISSECTION_SCALES = ("paper", "mini", "desk")
@@ -75,11 +75,10 @@ def find_dissection_record(results_root=None, scales=DISSECTION_SCALES,
         candidates = dissection_candidates(scale, chapter)
         failed = []
         for run in candidates:
-            folder = root / scale / run_key(run)
-            path = folder / "record.json"
-            if not _is_done(path):
+            store = RecordStore(root / scale)
+            if not store.is_final(run):
                 continue
-            record = _read_record(path)
+            folder, record = store.run_folder(run), store.read(run)
             if record.get("status", "completed") != "completed":
                 failed.append(f"{run_key(run)} ({record.get('status')}: {str(record.get('reason'))[:80]})")
                 continue
@@ -189,8 +188,6 @@ def load_dissected_prompt(record_dir, scale: str | None = None) -> DissectedProm
     """
     import torch
     from ..prompters import build_prompter
-    from .records import _engine
-
     record_dir = Path(record_dir)
     record_path, weights_path = record_dir / "record.json", record_dir / PROMPT_FILE
     for path in (record_path, weights_path):
@@ -198,13 +195,13 @@ def load_dissected_prompt(record_dir, scale: str | None = None) -> DissectedProm
             raise FileNotFoundError(f"{path} is missing: a committed record to dissect needs record.json and "
                                     f"{PROMPT_FILE} (the trained prompt) in {record_dir}")
     try:
-        record = _read_record(record_path)
+        record = read_run_record(record_path)
     except json.JSONDecodeError as error:
         raise ValueError(f"{record_path} is not valid JSON: {error}") from error
     if not isinstance(record.get("config"), dict):
         raise ValueError(f"{record_path} has no 'config' (the run's TrainConfig): cannot rebuild its prompter")
     try:
-        config = _engine().TrainConfig.from_dict(record["config"])
+        config = training_engine().TrainConfig.from_dict(record["config"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"{record_path}: 'config' is not a TrainConfig: {error}") from error
     if config.method != "lorsp":
@@ -257,7 +254,7 @@ def dissection_images(dissected: DissectedPrompt, n: int = 8, root=None):
     from ..data.registry import DatasetNotFoundError
     from ..viz import ShownImages, sample_images
     from .evaluation import test_set_of
-    from .gallery import _readable_names
+    from .gallery import readable_class_names
 
     config = dataclasses.replace(dissected.config, data_root=str(root) if root is not None else None)
     try:
@@ -276,7 +273,7 @@ def dissection_images(dissected: DissectedPrompt, n: int = 8, root=None):
             chosen.append((image, int(label)))
         if len(chosen) == n:
             break
-    names = _readable_names(data)
+    names = readable_class_names(data)
     labels = [str(names[label]) if names else f"class {label}" for _, label in chosen]
     note = (f"{len(chosen)} test images of {config.dataset} from the record's own test set (the first image of each "
             f"of the first {len(chosen)} classes), {config.image_size}×{config.image_size} px")

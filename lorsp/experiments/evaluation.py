@@ -7,7 +7,8 @@ from typing import Sequence
 import pandas as pd
 
 from .grid import run_key
-from .records import _engine, _read_record, _record_path, _write_record, records_frame, trained_state
+from .records import records_frame, trained_state
+from .store import RecordStore, training_engine
 
 
 def evaluate_shifts(runs: Sequence[dict], results_dir, shifts: Sequence[str] | None = None,
@@ -20,21 +21,20 @@ def evaluate_shifts(runs: Sequence[dict], results_dir, shifts: Sequence[str] | N
     in the record under ``experiment.shifted`` so a rerun skips them. Returns :func:`run_grid`'s rows
     with one ``accuracy_pct:<shift>`` column per shifted set.
     """
-    engine = _engine()
+    engine = training_engine()
     results_dir = Path(results_dir)
-    rows = []
+    rows, store = [], RecordStore(results_dir)
     for run in runs:
-        path = _record_path(results_dir, run)
-        if not path.is_file():
+        record = store.get(run)
+        if record is None:
             continue
-        record = _read_record(path)
         targets = list(shifts if shifts is not None else run.get("tags", {}).get("eval_on", []))
         shifted = dict(record.get("experiment", {}).get("shifted") or {})
         missing = [t for t in targets if t not in shifted]
         if missing:
             shifted.update(engine_evaluate_shifts(engine, run, results_dir, missing))
             record.setdefault("experiment", {})["shifted"] = shifted
-            _write_record(record, path)
+            store.write(run, record)
         rows.append((run, record))
     return records_frame(rows)
 
@@ -47,7 +47,7 @@ def load_run_model(run: dict, results_dir, device: str = "cpu"):
     ``record.json`` (the config) and ``prompt.safetensors`` (the trained prompter and head), which is all a
     results folder keeps. The model is in eval mode on ``device``.
     """
-    engine = _engine()
+    engine = training_engine()
     import dataclasses
     values, state, source, num_classes = trained_state(Path(results_dir) / run_key(run), "model")
     config = engine.TrainConfig.from_dict(values)

@@ -21,8 +21,8 @@ import pandas as pd
 
 from .grid import DEVIATION_LABELS, LP_224_LABEL, deviation_label, grid, run_key, training_length_label
 from .grid import results_root as resolve_results_root
-from .records import _complete, _is_done, _read_record, _record_path
-from .runner import collect
+from .records import collect
+from .store import RecordStore
 from .scales import ScaleSetup, desk_protocol, scale_setup
 
 #: the committed scales a headline may come from, the largest first
@@ -35,7 +35,8 @@ def committed_status(chapter: str, scale: str, results_root=None) -> tuple[int, 
     runs = {run_key(r): r for r in grid(chapter, scale)}
     if not folder.is_dir():
         return 0, len(runs)
-    return sum(_complete(folder, r) for r in runs.values()), len(runs)
+    store = RecordStore(folder)
+    return sum(store.is_complete(r) for r in runs.values()), len(runs)
 
 
 def desk2_status(chapter: str, results_root=None) -> tuple[int, int]:
@@ -46,7 +47,8 @@ def desk2_status(chapter: str, results_root=None) -> tuple[int, int]:
     runs = {run_key(r): r for r in grid(chapter, setup=with_prompt_lr_selection(desk2_setup(), folder))}
     if not folder.is_dir():
         return 0, len(runs)
-    return sum(_complete(folder, r) for r in runs.values()), len(runs)
+    store = RecordStore(folder)
+    return sum(store.is_complete(r) for r in runs.values()), len(runs)
 
 
 @dataclass
@@ -153,15 +155,14 @@ def training_curves(chapter: str, scale: str, results_dir, labels: Sequence[str]
     """The per-epoch training loss of the ``labels`` runs on the chapter's datasets, from their records:
     one row per (run, epoch) with label, dataset, seed, epoch, train_loss, train_accuracy (empty when no
     record exists)."""
-    rows = []
+    rows, store = [], RecordStore(results_dir)
     for run in _companion_runs(chapter, scale):
         label = run["tags"]["label"]
         if label not in labels:
             continue
-        path = _record_path(Path(results_dir), run)
-        if not path.is_file():
+        record = store.get(run)
+        if record is None:
             continue
-        record = _read_record(path)
         for metric in record.get("metrics") or []:
             rows.append(dict(label=label, dataset=run["dataset"], seed=run["seed"], epoch=metric.get("epoch"),
                              train_loss=metric.get("train_loss"), train_accuracy=metric.get("train_accuracy"),

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 from . import runner
 from .grid import run_key
-from .records import _complete, _is_done, _read_record, _record_path
+from .store import RecordStore
 
 #: ``--executor`` choices; the submitit ones map to the ``cluster`` of ``submitit.AutoExecutor``
 EXECUTORS = ("local", "slurm", "submitit-local", "debug")
@@ -143,16 +143,14 @@ def unique_runs(by_chapter: dict[str, list[dict]]) -> list[dict]:
 
 
 def pending_runs(runs: Sequence[dict], results_dir) -> list[dict]:
-    """The runs a job is still needed for: no final record in ``results_dir`` (:func:`.records._is_done`), or
-    a completed one that lacks an accuracy on a shifted test set the run asks for (a diverged run's record
-    is final: there is no model to evaluate)."""
-    pending = []
+    """The runs a job is still needed for: no final record in ``results_dir``
+    (:meth:`.store.RecordStore.is_final`), or a completed one that lacks an accuracy on a shifted test set the
+    run asks for (a diverged run's record is final: there is no model to evaluate)."""
+    pending, store = [], RecordStore(results_dir)
     for run in runs:
-        path = _record_path(Path(results_dir), run)
-        if not _is_done(path):
+        if not store.is_final(run):
             pending.append(run)
-        elif (_read_record(path).get("status", "completed") == "completed"
-              and not _complete(Path(results_dir), run)):
+        elif store.read(run).get("status", "completed") == "completed" and not store.is_complete(run):
             pending.append(run)
     return pending
 
@@ -165,14 +163,14 @@ class TrainRunJob:
 
     def __call__(self, run: dict, results_dir: str, work_dir: str | None = None) -> dict:
         results = Path(results_dir)
-        path = _record_path(results, run)
-        if not _is_done(path):
+        store = RecordStore(results)
+        if not store.is_final(run):
             runner.train_one(run, results, work_dir=work_dir)
-        record = _read_record(path)
+        record = store.read(run)
         if record.get("status", "completed") == "completed" and run.get("tags", {}).get("eval_on"):
             from .evaluation import evaluate_shifts
             evaluate_shifts([run], results, progress=False)
-            record = _read_record(path)
+            record = store.read(run)
         return dict(key=run_key(run), status=record.get("status", "completed"),
                     final_accuracy=record.get("final_accuracy"))
 

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 from .evaluation import test_set_of
 from .grid import run_key, shown_path
 from .methods import label_of
-from .records import _engine, _read_record, trained_state
+from .records import trained_state
+from .store import RecordStore, training_engine
 
 #: the prefix of the prompter's tensors in a run's checkpoint and ``prompt.safetensors``
 PROMPTER_PREFIX = "prompter."
@@ -69,7 +70,7 @@ class Gallery:
                 f"measured on its whole test set when it was trained){shared}.")
 
 
-def _readable_names(data) -> list[str] | None:
+def readable_class_names(data) -> list[str] | None:
     """The dataset's classes in words (Tiny-ImageNet's WordNet ids become ``goldfish``…), or None."""
     from ..data import class_names
     try:
@@ -86,7 +87,7 @@ def load_run_prompter(run: dict, results_dir):
     its committed ``record.json`` (the config) and ``prompt.safetensors``. Errors name the file and the keys.
     """
     import dataclasses
-    engine = _engine()
+    engine = training_engine()
     values, state, source, _ = trained_state(Path(results_dir) / run_key(run), "prompter")
     config = dataclasses.replace(engine.TrainConfig.from_dict(values), device="cpu", resume=False, output=None)
     prompter = engine.build_prompter_for(config)
@@ -121,7 +122,7 @@ def gallery_images(config, n_images: int):
         if len(chosen) == n_images:
             break
     images = torch.stack([data[i][0] for i in chosen])
-    names = _readable_names(data)
+    names = readable_class_names(data)
     labels = [str(names[int(data[i][1])]) if names else str(int(data[i][1])) for i in chosen]
     source = (f"{len(chosen)} test images of {config.dataset} ({config.image_size}×{config.image_size} px), "
               f"one per class")
@@ -211,12 +212,11 @@ def recorded_prompt_stats(runs: Sequence[dict], results_dir):
     where the record has none, e.g. the firing rate of a prompter without spikes). Runs without a record are
     left out."""
     import pandas as pd
-    rows = []
+    rows, store = [], RecordStore(results_dir)
     for run in runs:
-        path = Path(results_dir) / run_key(run) / "record.json"
-        if not path.is_file():
+        record = store.get(run)
+        if record is None:
             continue
-        record = _read_record(path)
         percent = {k: None if record.get(k) is None else 100.0 * float(record[k])
                    for k in ("final_accuracy", "firing_rate", "sparsity")}
         rows.append({"method": run.get("tags", {}).get("label", label_of(run)), "dataset": run["dataset"],

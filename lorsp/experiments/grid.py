@@ -2,24 +2,26 @@
 written (:func:`runs_dir`) and what a chapter's banner says about them (:func:`chapter_facts`)."""
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from .methods import label_of, method_config, not_applicable, unavailable
-from .scales import _REPO, ScaleSetup, _count, scale_setup
+from .runs import run_key
+from .store import RecordStore
+from .scales import REPO_ROOT, ScaleSetup, per_class_text, scale_setup
 
 
 CHAPTERS = ("sparsifiers", "backbones", "downstream", "ood", "hyperparameters", "prompt_gallery")
+#: the order ``python -m lorsp.experiments --chapter all`` trains in: the headline chapter (Tables II and V) first
+RUN_ORDER = ("backbones", "sparsifiers", "downstream", "ood", "hyperparameters", "prompt_gallery")
 
 #: committed run records of the larger scales: results/<scale>/<key>/record.json (desk, mini and paper); the
 #: default of :func:`results_root`, which ``LORSP_RESULTS`` overrides
-RESULTS_ROOT = _REPO / "results"
+RESULTS_ROOT = REPO_ROOT / "results"
 #: where the book's runs go when executed (git-ignored): runs/<scale>/
-RUNS_ROOT = _REPO / "runs"
+RUNS_ROOT = REPO_ROOT / "runs"
 
 #: the paper's LoRSP setting for OOD (Sec. IV-A3; downstream tasks: methods.DOWNSTREAM_FACTORS)
 OOD_FACTORS = dict(groups=2, rank=2)
@@ -305,32 +307,6 @@ def missing_methods(chapter: str, scale: str | None = None, setup: ScaleSetup | 
     return out
 
 
-def _config_only(run: dict) -> dict:
-    return {k: v for k, v in run.items() if k != "tags"}
-
-
-def _canonical(value):
-    if isinstance(value, float) and value.is_integer():
-        return float(value)
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in sorted(value.items())}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    return value
-
-
-def run_key(run: dict) -> str:
-    """A stable identifier of a run: its label, dataset, backbone, seed and a hash of the whole config.
-
-    Tags do not enter the key, so the same training run listed by two chapters is trained once.
-    """
-    config = _config_only(run)
-    blob = json.dumps(_canonical(config), sort_keys=True, default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
-    label = label_of(config).replace(" ", "").replace("%", "pct").replace("/", "-").lower()
-    return f"{config.get('dataset')}-{config.get('backbone')}-{label}-s{config.get('seed')}-{digest}"
-
-
 def results_root(override=None) -> Path:
     """Where the committed run records are read: ``results/`` of the repository (:data:`RESULTS_ROOT`,
     ``results/<scale>/<run key>/record.json``).
@@ -359,8 +335,8 @@ def shown_path(path) -> str:
     (``runs/smoke``), else relative to ``$LORSP_RUNS`` (``$LORSP_RUNS/smoke``) or ``$LORSP_RESULTS``
     (``$LORSP_RESULTS/desk``), else ``…/<name>``."""
     path = Path(path).resolve()
-    if path.is_relative_to(_REPO):
-        return path.relative_to(_REPO).as_posix() or "."
+    if path.is_relative_to(REPO_ROOT):
+        return path.relative_to(REPO_ROOT).as_posix() or "."
     for variable in ("LORSP_RUNS", "LORSP_RESULTS"):
         override = os.environ.get(variable)
         if override and path.is_relative_to(Path(override).resolve()):
@@ -373,8 +349,8 @@ def chapter_facts(chapter: str, setup: ScaleSetup, runs: Sequence[dict]) -> dict
     facts = setup.facts()
     datasets = list(dict.fromkeys(r["dataset"] for r in runs))
     facts["data"] = "; ".join(
-        f"{name}: {_count(setup.datasets[name].get('train_per_class'))} train and "
-        f"{_count(setup.datasets[name].get('test_per_class'))} test images per class"
+        f"{name}: {per_class_text(setup.datasets[name].get('train_per_class'))} train and "
+        f"{per_class_text(setup.datasets[name].get('test_per_class'))} test images per class"
         + (" (the same subset for a given seed)" if setup.scale != "paper" else "")
         for name in datasets)
     facts["backbones"] = ", ".join(dict.fromkeys(r["backbone"] for r in runs))
@@ -413,10 +389,10 @@ def paired_sds(results_dir, setup: ScaleSetup) -> dict[tuple[str, str, str], flo
     ``setup.table3_datasets``; pairs with fewer than two common seeds are left out."""
     import statistics
     accuracy: dict[tuple, float] = {}
+    store = RecordStore(results_dir)
     for run in grid("backbones", setup=setup) + grid("downstream", setup=setup):  # v1: Tiny-ImageNet is downstream's
-        path = Path(results_dir) / run_key(run) / "record.json"
-        if path.is_file() and run["tags"]["label"] in BACKBONE_ROWS:
-            value = json.loads(path.read_text()).get("final_accuracy")
+        if store.exists(run) and run["tags"]["label"] in BACKBONE_ROWS:
+            value = store.read(run).get("final_accuracy")
             if value is not None:
                 accuracy[(run["dataset"], run["backbone"], run["tags"]["label"], run["seed"])] = 100.0 * value
     out = {}
@@ -463,14 +439,15 @@ def select_prompt_lrs(results_dir, setup: ScaleSetup) -> dict[str, float]:
     records in ``results_dir/<key>/record.json``; ties go to the paper's lr, then the smaller; a failed or diverged
     search run counts as never best). Never reads test accuracy. Raises ``FileNotFoundError`` naming the first search run without a record."""
     scores: dict[str, dict[float, list[float]]] = {}
+    store = RecordStore(results_dir)
     for run in grid("backbones", setup=setup):
         if not run["tags"].get("search"):
             continue
-        path = Path(results_dir) / run_key(run) / "record.json"
+        path = store.path(run)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the search run {run['tags']['label']} ({run['backbone']}, "
                                     f"{run['dataset']}, seed {run['seed']}) has no record; train the search first")
-        record = json.loads(path.read_text())
+        record = store.read(run)
         value = record.get("final_val_accuracy")
         if value is None and record.get("status", "completed") == "completed":
             raise ValueError(f"{path}: no final_val_accuracy (was it trained with val_per_class?)")

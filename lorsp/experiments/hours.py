@@ -2,7 +2,7 @@
 (:func:`chapter_hours`, :func:`hours_markdown`, :func:`marked_table`; ``python -m lorsp.experiments --scale desk
 --out results/desk --hours`` prints the table, ``--hours-into book/running.md`` writes it there).
 
-A chapter counts the runs it adds, in :data:`~lorsp.experiments.runner.RUN_ORDER` (a run an earlier chapter
+A chapter counts the runs it adds, in :data:`~lorsp.experiments.grid.RUN_ORDER` (a run an earlier chapter
 already trains is that chapter's, as in the plan of :mod:`lorsp.desk_budget`). Measured hours are the sum of
 the wall time each record states (``experiment.wall_seconds``: training and evaluation of that run, on the
 machine its ``experiment.machine`` names); a chapter's OOD evaluations of runs trained by other chapters are
@@ -16,9 +16,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from .grid import grid, run_key
-from .records import _is_done, _key_record_path, _read_record
-from .runner import RUN_ORDER
+from .grid import RUN_ORDER, grid, run_key
+from .store import RecordStore
 
 HOURS_COLUMNS = ["order", "chapter", "runs it adds", "records", "planned hours", "measured hours",
                  "planned hours of the recorded runs"]
@@ -34,8 +33,9 @@ def chapter_hours(results_dir, scale: str = "desk", chapters: Sequence[str] = RU
     for order, chapter in enumerate(chapters, start=1):
         items = [r for r in rows if r["chapter"] == chapter]
         runs = [r for r in items if not r["key"].endswith(":shifted")]
-        recorded = [r for r in runs if _is_done(_key_record_path(results_dir, r["key"]))]
-        measured = sum(_wall_seconds(_key_record_path(results_dir, r["key"])) for r in recorded)
+        store = RecordStore(results_dir)
+        recorded = [r for r in runs if store.is_final(r["key"])]
+        measured = sum(_wall_seconds(store, r["key"]) for r in recorded)
         out.append({"order": order, "chapter": chapter, "runs it adds": len(runs), "records": len(recorded),
                     "planned hours": sum(r["seconds"] for r in items) / 3600,
                     "measured hours": measured / 3600,
@@ -45,11 +45,11 @@ def chapter_hours(results_dir, scale: str = "desk", chapters: Sequence[str] = RU
     return pd.concat([frame, pd.DataFrame([total])], ignore_index=True)
 
 
-def _wall_seconds(path: Path) -> float:
+def _wall_seconds(store: RecordStore, key: str) -> float:
     """The wall time a record states (``experiment.wall_seconds``); ``ValueError`` naming the file if absent."""
-    seconds = (_read_record(path).get("experiment") or {}).get("wall_seconds")
+    seconds = (store.read(key).get("experiment") or {}).get("wall_seconds")
     if not isinstance(seconds, (int, float)) or seconds < 0:
-        raise ValueError(f"{path}: experiment.wall_seconds should be the run's wall time in seconds, got {seconds!r}")
+        raise ValueError(f"{store.path(key)}: experiment.wall_seconds should be the run's wall time in seconds, got {seconds!r}")
     return float(seconds)
 
 

@@ -43,7 +43,8 @@ from .claims import LEVEL, MARGIN_PP, chapter_claims
 from .evidence import headline_evidence
 from .grid import DEVIATION_LABELS
 from .grid import results_root as resolve_results_root
-from .records import ACCURACY, _read_record
+from .records import ACCURACY
+from .store import RecordStore
 
 #: the chapters the ledger reads, in the book's order (as :data:`lorsp.experiments.CLAIM_CHAPTERS`)
 LEDGER_CHAPTERS = ("backbones", "downstream", "sparsifiers", "ood", "hyperparameters")
@@ -110,7 +111,8 @@ def run_health(results_dir) -> pd.DataFrame:
     """One row per committed record under ``results_dir`` (``<key>/record.json``): its facts, and whether it
     is ``unstable`` with the ``why`` in words (see the module docstring); LP's accuracy on the same dataset,
     backbone, seed, resolution and length is the reference (``lp_accuracy``)."""
-    rows = [_health_row(path.parent, _read_record(path)) for path in sorted(Path(results_dir).glob("*/record.json"))]
+    store = RecordStore(results_dir)
+    rows = [_health_row(store.run_folder(key), record) for key, record in store.items()]
     return assess_health(pd.DataFrame(rows))
 
 
@@ -489,9 +491,9 @@ class Ledger:
 
     def styled(self, caption: str = "The ledger: one row per comparison of the paper"):
         """The :meth:`table` as a pandas Styler that fits a narrow page (wrapped text, small type)."""
-        from .tables import _CAPTION_STYLE
+        from .tables import CAPTION_STYLE
         return self.table().style.hide(axis="index").set_caption(caption).set_table_styles([
-            _CAPTION_STYLE,
+            CAPTION_STYLE,
             {"selector": "td, th", "props": [("white-space", "normal"), ("vertical-align", "top"),
                                              ("font-size", "0.8em"), ("text-align", "left"),
                                              ("padding", "2px 4px")]},

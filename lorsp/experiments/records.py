@@ -1,11 +1,8 @@
-"""Run records on disk (``<results_dir>/<run key>/record.json``) and the DataFrame of their rows
-(:func:`records_frame`).
+"""The DataFrame of run records (:func:`records_frame`), their failed runs, a run folder's trained state
+(:func:`trained_state`), and stamping committed records with the sha256 of their prompt file
+(``python -m lorsp.experiments.records --stamp-sha256 results/desk``: :func:`stamp_prompt_sha256`).
 
-Reading is strict (:func:`_read_record`, :func:`_is_done`): a record that exists but does not parse, or whose
-``prompt.safetensors`` is missing or damaged (its sha256 differs from the record's ``prompt_sha256``, or it is
-not a whole safetensors file), is a ValueError naming the file, never a run counted as "not trained yet" (which
-would silently turn a chapter's headline back to its smoke runs). ``python -m lorsp.experiments.records
---stamp-sha256 results/desk`` stamps records with the sha256 of their prompt file (:func:`stamp_prompt_sha256`).
+Records are read and written through :mod:`.store` (strict: a damaged record or prompt file is an error naming it).
 """
 from __future__ import annotations
 
@@ -16,69 +13,12 @@ from typing import Iterable
 
 import pandas as pd
 
-from .grid import _config_only, run_key
 from .methods import label_of
+from .runs import run_config, run_key
+from .store import RecordStore, read_run_record, training_engine
 
 
 ACCURACY = "accuracy_pct"
-
-
-def _engine():
-    try:
-        from .. import engine
-    except ImportError as error:  # the engine package is part of this package; this names what is missing
-        raise ImportError(f"lorsp.experiments needs the training engine lorsp.engine (TrainConfig, train): "
-                          f"{error}") from error
-    return engine
-
-
-def _record_path(results_dir: Path, run: dict) -> Path:
-    """``<results_dir>/<run_key>/record.json``: the engine's record of the run, with our ``experiment`` entry."""
-    return _key_record_path(results_dir, run_key(run))
-
-
-def _key_record_path(results_dir: Path, key: str) -> Path:
-    """``<results_dir>/<key>/record.json`` for a run key (:func:`~lorsp.experiments.grid.run_key`)."""
-    return Path(results_dir) / key / "record.json"
-
-
-def _read_record(path: Path) -> dict:
-    """The run record at ``path``, its prompt file checked (:func:`lorsp.results.check_prompt_file`): a
-    ValueError names the file when the record does not parse or its prompt file is missing or damaged."""
-    from ..results import check_prompt_file, parse_record_file
-    record = parse_record_file(path)
-    check_prompt_file(record, path)
-    return record
-
-
-def _is_done(path: Path) -> bool:
-    """A record exists and is final: completed, or failed by divergence (rerunning would diverge again). A
-    record that exists but cannot be read, or whose prompt file is damaged, raises (see the module)."""
-    if not path.is_file():
-        return False
-    record = _read_record(path)
-    status = record.get("status", "completed")
-    return status == "completed" or str(record.get("reason") or "").startswith("DivergenceError")
-
-
-def _complete(folder: Path, run: dict) -> bool:
-    """The run's record is final and, for the OOD chapter, holds its accuracy on every shifted test set."""
-    path = _record_path(folder, run)
-    if not _is_done(path):
-        return False
-    targets = run.get("tags", {}).get("eval_on") or []
-    if not targets:
-        return True
-    shifted = (_read_record(path).get("experiment") or {}).get("shifted") or {}
-    return all(t in shifted for t in targets)
-
-
-def _write_record(record: dict, path: Path) -> None:
-    """Write ``record`` atomically as ``path`` (:func:`lorsp.results.write_record`)."""
-    from ..data.provenance import portable_record
-    from ..results import write_record
-    record = portable_record(record)
-    write_record(record, Path(path).parent, name=Path(path).name)
 
 
 _COLUMNS = ["key", "status", "reason", "chapter", "label", "scale", "dataset", "backbone", "method", "head", "seed", "groups",
@@ -102,7 +42,7 @@ def records_frame(rows: Iterable[tuple[dict, dict]]) -> pd.DataFrame:
     out = []
     for run, record in rows:
         tags = run.get("tags", {})
-        config = _config_only(run)
+        config = run_config(run)
         final = record.get("final_accuracy")
         best = record.get("best_accuracy")
         out.append(dict(
@@ -129,6 +69,30 @@ def records_frame(rows: Iterable[tuple[dict, dict]]) -> pd.DataFrame:
     for column in _COLUMNS:
         if column not in frame:
             frame[column] = pd.Series(dtype=object)
+    return frame
+
+
+def planned_frame(runs: Iterable[dict]) -> pd.DataFrame:
+    """One row per planned run: the columns of :func:`records_frame` that its tags and config give (label,
+    dataset, backbone, method, seed, prompter options...), its metrics empty; no record is read."""
+    return records_frame((run, {}) for run in runs)
+
+
+def collect(runs: Iterable[dict], results_dir) -> pd.DataFrame:
+    """The rows (:func:`records_frame`) of the runs with a final record in ``results_dir``, read through the
+    :class:`~lorsp.experiments.store.RecordStore` (strict); nothing is trained, runs without a record are left
+    out. A run listed twice (the same training run under two labels) gives a row for each listing.
+    ``frame.attrs``: ``trained`` (0), ``reused`` (records found), ``seconds``, ``left`` (empty)."""
+    import time
+    started = time.perf_counter()
+    store, rows, found = RecordStore(results_dir), [], set()
+    if store.folder.is_dir():
+        for run in runs:
+            if store.is_final(run):
+                found.add(run_key(run))
+                rows.append((run, store.read(run)))
+    frame = records_frame(rows)
+    frame.attrs.update(trained=0, reused=len(found), seconds=time.perf_counter() - started, left=[])
     return frame
 
 
@@ -175,6 +139,27 @@ def describe_failed(failed: pd.DataFrame) -> str:
             + "; ".join(names) + ".")
 
 
+def trained_state(run_dir, what: str) -> tuple[dict, dict, Path, int | None]:
+    """``(config values, trained state dict, the file it came from, number of classes)`` of a run folder: its
+    checkpoint when there is one, else its committed ``record.json`` and prompt file (all a results folder
+    keeps). ``what`` names what the caller rebuilds, for the error that names a missing file."""
+    engine, run_dir = training_engine(), Path(run_dir)
+    if (run_dir / "checkpoint.pt").is_file():
+        from ..checkpoint import load_checkpoint
+        checkpoint = load_checkpoint(run_dir)
+        return (checkpoint["config"], checkpoint["model"], run_dir / "checkpoint.pt",
+                int(checkpoint["num_classes"]) if "num_classes" in checkpoint else None)
+    from safetensors.torch import load_file
+    record_path, weights = run_dir / "record.json", run_dir / engine.PROMPT_WEIGHTS_NAME
+    for path in (record_path, weights):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: {run_dir} has neither a checkpoint nor a record with its "
+                                    f"trained prompt, so the run's {what} cannot be rebuilt")
+    record = read_run_record(record_path)
+    classes = (record.get("data") or {}).get("num_classes")
+    return record["config"], load_file(str(weights)), weights, None if classes is None else int(classes)
+
+
 # ----------------------------------------------------------------------------------------------------
 # stamping committed records with the sha256 of their prompt file
 # ----------------------------------------------------------------------------------------------------
@@ -196,7 +181,7 @@ def stamp_prompt_sha256(folder) -> list[Path]:
     already right is left as it is. Refuses (ValueError naming the file) a record that does not parse, a prompt
     file that is not a whole safetensors file, and a record whose digest differs from its prompt file: stamping
     never blesses a damaged file."""
-    from ..results import PROMPT_NAME, PROMPT_SHA256_KEY, _prompt_digest_and_check, write_record
+    from ..results import PROMPT_NAME, PROMPT_SHA256_KEY, checked_prompt_sha256, write_record
     changed = []
     for path in sorted(Path(folder).glob("*/record.json")):
         try:
@@ -208,7 +193,7 @@ def stamp_prompt_sha256(folder) -> list[Path]:
             if record.get(PROMPT_SHA256_KEY):
                 raise ValueError(f"cannot stamp {path}: it holds {PROMPT_SHA256_KEY} but {prompt} is missing")
             continue
-        digest = _prompt_digest_and_check(prompt)
+        digest = checked_prompt_sha256(prompt)
         recorded = record.get(PROMPT_SHA256_KEY)
         if recorded == digest:
             continue
@@ -238,24 +223,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def trained_state(run_dir, what: str) -> tuple[dict, dict, Path, int | None]:
-    """``(config values, trained state dict, the file it came from, number of classes)`` of a run folder: its
-    checkpoint when there is one, else its committed ``record.json`` and prompt file (all a results folder
-    keeps). ``what`` names what the caller rebuilds, for the error that names a missing file."""
-    engine, run_dir = _engine(), Path(run_dir)
-    if (run_dir / "checkpoint.pt").is_file():
-        from ..checkpoint import load_checkpoint
-        checkpoint = load_checkpoint(run_dir)
-        return (checkpoint["config"], checkpoint["model"], run_dir / "checkpoint.pt",
-                int(checkpoint["num_classes"]) if "num_classes" in checkpoint else None)
-    from safetensors.torch import load_file
-    record_path, weights = run_dir / "record.json", run_dir / engine.PROMPT_WEIGHTS_NAME
-    for path in (record_path, weights):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: {run_dir} has neither a checkpoint nor a record with its "
-                                    f"trained prompt, so the run's {what} cannot be rebuilt")
-    record = _read_record(record_path)
-    classes = (record.get("data") or {}).get("num_classes")
-    return record["config"], load_file(str(weights)), weights, None if classes is None else int(classes)

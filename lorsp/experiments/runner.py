@@ -19,9 +19,10 @@ from typing import Sequence
 
 import pandas as pd
 
-from .grid import CHAPTERS, _config_only, grid, run_key, runs_dir
-from .records import (_complete, _engine, _is_done, _key_record_path, _read_record, _record_path, _write_record,
-                      records_frame)
+from .grid import CHAPTERS, RUN_ORDER, grid, runs_dir
+from .records import records_frame
+from .runs import run_config, run_key
+from .store import RecordStore, training_engine
 from .scales import SCALES, scale_setup
 
 
@@ -38,11 +39,11 @@ def _train_config(run: dict, output: Path):
     caches its features (``cache_features``) keeps them in :data:`FEATURE_CACHE_FOLDER` beside its run
     directory too, where a run on the same images (another seed that draws every image) finds them.
     """
-    engine = _engine()
+    engine = training_engine()
     from dataclasses import fields
     names = {f.name for f in fields(engine.TrainConfig)}
     kwargs, prompter = {}, {}
-    for key, value in _config_only(run).items():
+    for key, value in run_config(run).items():
         (kwargs if key in names else prompter)[key] = value
     kwargs["prompter_kwargs"] = {**kwargs.get("prompter_kwargs", {}), **prompter}
     kwargs.update(output=str(output), resume=True)
@@ -53,8 +54,6 @@ def _train_config(run: dict, output: Path):
 
 #: what the results folder of a run receives (everything else stays in the work folder)
 PUBLISHED_FILES = ("record.json", "prompt.safetensors")
-#: the order ``--chapter all`` trains in: the headline chapter (Tables II and V) first
-RUN_ORDER = ("backbones", "sparsifiers", "downstream", "ood", "hyperparameters", "prompt_gallery")
 
 
 def machine_info() -> dict:
@@ -74,7 +73,7 @@ def train_one(run: dict, results_dir, work_dir=None) -> dict:
     of the trained prompt (:data:`PUBLISHED_FILES`): nothing else reaches the results folder. A run that
     diverges (non-finite loss) keeps its failed record (``status: "failed"``) and is shown as such, not retried.
     """
-    engine = _engine()
+    engine = training_engine()
     results_dir = Path(results_dir)
     key = run_key(run)
     output = Path(work_dir if work_dir is not None else results_dir) / key
@@ -82,11 +81,10 @@ def train_one(run: dict, results_dir, work_dir=None) -> dict:
     try:
         record = dict(engine.train(_train_config(run, output), progress=False))
     except engine.DivergenceError:
-        path = output / "record.json"
-        if not path.is_file():
+        record = RecordStore(output.parent).get(key)
+        if record is None:
             raise
-        record = _read_record(path)
-    record["experiment"] = dict(key=key, tags=run.get("tags", {}), run=_config_only(run),
+    record["experiment"] = dict(key=key, tags=run.get("tags", {}), run=run_config(run),
                                 wall_seconds=time.perf_counter() - start, machine=machine_info())
     target = results_dir / key
     if work_dir is not None:
@@ -96,7 +94,7 @@ def train_one(run: dict, results_dir, work_dir=None) -> dict:
             shutil.copyfile(weights, target / PUBLISHED_FILES[1])
             record["prompt_weights"] = PUBLISHED_FILES[1]
         record["run_dir"] = None  # the work folder is local to the machine that trained the run
-    _write_record(record, _record_path(results_dir, run))
+    RecordStore(results_dir).write(key, record)
     return record
 
 
@@ -105,14 +103,14 @@ def _line(text: str) -> None:
 
 
 def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: bool = False,
-             train: bool = True, work_dir=None, log=None, planned=None,
+             work_dir=None, log=None, planned=None,
              max_seconds: float | None = None, max_runs: int | None = None) -> pd.DataFrame:
     """Train every run of ``runs`` not yet done and return one row per run (see :func:`records_frame`).
 
     A run whose record ``<results_dir>/<run_key(run)>/record.json`` is final is skipped when ``resume``
     (so an interrupted chapter resumes where it stopped — a run cut mid-way continues from its last
-    checkpoint — and a run shared by chapters is trained once). With ``train=False`` nothing is trained:
-    only the existing records are collected (see :func:`collect`). Duplicate runs are trained once.
+    checkpoint — and a run shared by chapters is trained once). Duplicate runs are trained once. To read
+    records without training, :func:`lorsp.experiments.records.collect`.
     ``work_dir``: where the engine trains (see :func:`train_one`). ``progress`` shows a tqdm bar over the
     runs; ``log`` (e.g. ``print``) gets one line per run instead, with the planned seconds ``planned(run)``
     and an estimate of the time left (the plan scaled by how long the runs so far took against their
@@ -121,26 +119,26 @@ def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: b
     ``reused`` (records found) and ``seconds``.
     """
     results_dir = Path(results_dir)
-    if train:
-        results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows, seen = [], {}
-    done = {run_key(run): _is_done(_record_path(results_dir, run)) for run in runs}
+    store = RecordStore(results_dir)
+    done = {run_key(run): store.is_final(run) for run in runs}
     todo = [key for key, finished in done.items() if not (resume and finished)]
     plan = {run_key(run): float(planned(run)) if planned else None for run in runs}
-    report = _GridProgress(todo, plan, log, bar=progress and train and bool(todo) and log is None,
+    report = _GridProgress(todo, plan, log, bar=progress and bool(todo) and log is None,
                            already_done=len(done) - len(todo))
-    if train and todo:  # the compiled LIF gates of the grid's shapes, once, so that its short runs use them
-        _engine().prebuild_lif_gates([_train_config(run, results_dir / run_key(run)) for run in runs
-                                      if run_key(run) in todo])
+    if todo:  # the compiled LIF gates of the grid's shapes, once, so that its short runs use them
+        training_engine().prebuild_lif_gates([_train_config(run, results_dir / run_key(run)) for run in runs
+                                              if run_key(run) in todo])
     left = []
     for run in runs:
         key = run_key(run)
         if key in seen:
             record = seen[key]
         elif resume and done[key]:
-            record = _read_record(_record_path(results_dir, run))
-        elif train:
+            record = store.read(run)
+        else:
             over_time = (max_seconds is not None and plan[key] is not None
                          and time.perf_counter() - started + plan[key] > max_seconds)
             if over_time or (max_runs is not None and report.trained >= max_runs):
@@ -149,14 +147,11 @@ def run_grid(runs: Sequence[dict], results_dir, resume: bool = True, progress: b
             t0 = time.perf_counter()
             record = train_one(run, results_dir, work_dir=work_dir)
             report.run_trained(run, key, record, time.perf_counter() - t0, left)
-        else:
-            continue
         seen[key] = record
         rows.append((run, record))
     report.close()
     frame = records_frame(rows)
-    frame.attrs.update(trained=report.trained if train else 0,
-                       reused=len(done) - len(todo) if train else len(seen),
+    frame.attrs.update(trained=report.trained, reused=len(done) - len(todo),
                        seconds=time.perf_counter() - started, left=left)
     return frame
 
@@ -207,13 +202,6 @@ def _pct(value) -> str:
     return "—" if value is None else f"{100 * float(value):.2f}%"
 
 
-def collect(runs: Sequence[dict], results_dir) -> pd.DataFrame:
-    """The rows of the runs whose records exist under ``results_dir`` (nothing is trained)."""
-    if not Path(results_dir).is_dir():
-        return records_frame([])
-    return run_grid(runs, results_dir, resume=True, progress=False, train=False)
-
-
 def chapter_runs(chapters: Sequence[str], setup) -> dict[str, list[dict]]:
     """``{chapter: runs}`` in the given order (a run shared with an earlier chapter is listed by both)."""
     return {chapter: grid(chapter, setup=setup) for chapter in chapters}
@@ -239,12 +227,12 @@ def dry_run(chapters: dict[str, list[dict]], results_dir, costs=None, out=None) 
 def _planned_row_done(row: dict, chapters: dict[str, list[dict]], results_dir) -> bool:
     """A planned run is done when its record is final; a ``<key>:shifted`` row (an earlier chapter's run
     evaluated on the OOD chapter's shifted sets) when that record also holds every shifted accuracy."""
-    key = row["key"]
+    key, store = row["key"], RecordStore(results_dir)
     if not key.endswith(":shifted"):
-        return _is_done(_key_record_path(results_dir, key))
+        return store.is_final(key)
     base = key[: -len(":shifted")]
     run = next(r for r in chapters[row["chapter"]] if run_key(r) == base)
-    return _complete(Path(results_dir), run)
+    return store.is_complete(run)
 
 
 def _without_pending_selection(by_chapter: dict[str, list[dict]]) -> dict[str, list[dict]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 SCALES = ("smoke", "desk", "mini", "paper")
 #: the repository root (this file is lorsp/experiments/scales.py)
-_REPO = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -69,7 +69,7 @@ class ScaleSetup:
     def facts(self) -> dict[str, Any]:
         """Plain facts for :func:`lorsp.scale.scale_banner`."""
         data = ", ".join(
-            f"{name} ({_count(c.get('train_per_class'))} train / {_count(c.get('test_per_class'))} test "
+            f"{name} ({per_class_text(c.get('train_per_class'))} train / {per_class_text(c.get('test_per_class'))} test "
             f"images per class)" for name, c in self.datasets.items())
         facts = {
             "scale": self.scale,
@@ -89,7 +89,7 @@ class ScaleSetup:
         return facts
 
 
-def _count(value) -> str:
+def per_class_text(value) -> str:
     return "all" if value is None else str(value)
 
 

@@ -97,11 +97,11 @@ def stale_records(paths: Iterable[Path], steps: int = 3, budget_seconds: float |
     """Replay the first ``steps`` of each replayable record of ``paths`` (one per method and dataset, the
     first found, until ``budget_seconds`` is spent) and return ``(problems, replayed paths)``: one sentence per
     record whose replay differs, naming the record to regenerate."""
-    from ..results import read_record
+    from .store import read_run_record
     problems, replayed, seen = [], [], set()
     started = time.perf_counter()
     for path in sorted(Path(p) for p in paths):
-        record = read_record(path)  # strict: a damaged record or prompt file is an error naming it
+        record = read_run_record(path)  # strict: a damaged record or prompt file is an error naming it
         if not replayable(record):
             continue
         kind = (record["config"].get("method"), record["config"].get("dataset"))
@@ -140,9 +140,10 @@ def trained_run(record_path, data_root=None):
     from safetensors.torch import load_file
     from .. import distributed as distrib
     from .. import engine
-    from ..results import PROMPT_NAME, read_record
+    from ..results import PROMPT_NAME
+    from .store import read_run_record
     record_path = Path(record_path)
-    record = read_record(record_path)  # strict: the prompt file is checked against the record's sha256
+    record = read_run_record(record_path)  # strict: the prompt file is checked against the record's sha256
     config = _replay_config(record, data_root, steps=None)
     config = dataclasses.replace(config, cache_features="off", label_mapping_interval=_NEVER)
     ctx = distrib.init_from_env("cpu")
@@ -249,10 +250,10 @@ def eval_repeatable(record: dict) -> str | None:
 def representatives(paths: Iterable[Path]) -> dict[str, Path]:
     """One record per method family among ``paths``: the completed one with the fewest test images (the
     cheapest to re-evaluate), ties to the first path; preferring one whose evaluation is repeatable."""
-    from ..results import read_record
+    from .store import read_run_record
     best: dict[str, tuple] = {}
     for path in sorted(Path(p) for p in paths):
-        record = read_record(path)
+        record = read_run_record(path)
         if record.get("status", "completed") != "completed":
             continue
         rank = (eval_repeatable(record) is not None, int((record.get("data") or {}).get("n_test") or 0), str(path))
@@ -273,8 +274,8 @@ def check_trained(paths: Iterable[Path], replays: dict, data_root=None, steps: i
     Returns ``(problems, checked)``: one sentence per difference, naming the record; per family what was done."""
     problems, checked = [], {}
     for name, path in representatives(paths).items():
-        from ..results import read_record
-        record = read_record(path)
+        from .store import read_run_record
+        record = read_run_record(path)
         key, why_not = path.parent.name, eval_repeatable(record)
         with trained_run(path, data_root=data_root) as run:
             done = {"record": str(path)}
@@ -322,10 +323,11 @@ def record_replays(paths: Iterable[Path], data_root=None, steps: int = TRAINED_S
     """``{run key: {prompt_sha256, steps, losses, git_commit, lorsp_code}}``: the losses of ``steps`` steps from the
     trained state of one record per family (:func:`replay_from_trained`), measured by the code as it is now: what
     :func:`check_trained` compares later runs of the code with."""
-    from ..results import git_commit, read_record, training_code_sha256
+    from ..results import git_commit, training_code_sha256
+    from .store import read_run_record
     out = {}
     for name, path in representatives(paths).items():
-        record = read_record(path)
+        record = read_run_record(path)
         with trained_run(path, data_root=data_root) as run:
             losses = replay_from_trained(run, steps)
         out[path.parent.name] = {"family": name, "prompt_sha256": record.get("prompt_sha256"), "steps": steps,
@@ -369,11 +371,11 @@ def chapter_commit_problems(chapter: str, scale: str, results_root=None, since_s
     """:func:`commit_problems` of the committed records of ``chapter``'s grid at ``scale`` (those that exist)."""
     from .grid import grid, run_key
     from .grid import results_root as resolve_results_root
-    from ..results import read_record
+    from .store import read_run_record
     folder = resolve_results_root(results_root) / scale
     paths = [folder / run_key(run) / "record.json" for run in grid(chapter, scale)]
     return [f"{chapter}: {problem}" for problem in
-            commit_problems([read_record(p) for p in dict.fromkeys(paths) if p.is_file()], since_schema)]
+            commit_problems([read_run_record(p) for p in dict.fromkeys(paths) if p.is_file()], since_schema)]
 
 
 def main(argv=None) -> int:

@@ -8,8 +8,7 @@ import pandas as pd
 
 from .grid import grid, results_root as _default_results_root
 from .methods import not_applicable
-from .records import ACCURACY, usable_rows
-from .runner import collect
+from .records import ACCURACY, collect, usable_rows
 from .scales import SCALES
 
 
@@ -107,14 +106,14 @@ def _colname(value) -> str:
 
 
 #: the caption of a styled table: above it, bold, left-aligned (:func:`style_compare`, :func:`style_claims`)
-_CAPTION_STYLE = {"selector": "caption", "props": [("caption-side", "top"), ("font-weight", "bold"),
+CAPTION_STYLE = {"selector": "caption", "props": [("caption-side", "top"), ("font-weight", "bold"),
                                                    ("text-align", "left")]}
 
 
 def style_compare(table: pd.DataFrame, caption: str):
     """A pandas Styler of a :func:`compare` table with a caption and readable headers."""
     styler = table.style.set_caption(caption).set_table_styles([
-        _CAPTION_STYLE,
+        CAPTION_STYLE,
         {"selector": "th", "props": [("text-align", "center")]},
         {"selector": "td", "props": [("text-align", "right"), ("white-space", "nowrap")]},
     ])
@@ -138,7 +137,7 @@ def style_claims(table: pd.DataFrame, caption: str):
                 shown[column] = shown[column].astype(object)
                 shown.loc[repeated, column] = ""
     return shown.style.format(precision=2, na_rep="—").hide(axis="index").set_caption(caption).set_table_styles([
-        _CAPTION_STYLE,
+        CAPTION_STYLE,
         {"selector": "td", "props": [("white-space", "nowrap"), ("vertical-align", "top")]},
         {"selector": "td.col0", "props": [("white-space", "normal"), ("min-width", "18em")]},
     ])
@@ -233,14 +232,14 @@ def outside_grid(table: pd.DataFrame, chapter: str, ours: dict[str, pd.DataFrame
 
     ``inside(planned rows) -> is_inside(row label, column name)`` says which cells the planned grid of
     ``chapter`` runs (default: the rows whose method label it runs)."""
-    from .records import records_frame
+    from .records import planned_frame
     table = table.copy()
     for source, frame in ours.items():
         scales = frame["scale"].dropna().unique() if "scale" in frame else []
         if len(scales) != 1:
             continue
         scale = str(scales[0])
-        is_inside = inside(records_frame([(run, {}) for run in grid(chapter, scale)]))
+        is_inside = inside(planned_frame(grid(chapter, scale)))
         for column in [c for c in table.columns if c[0] == f"ours · {source} (%)"]:
             for label in table.index:
                 if table.at[label, column] == "—" and not is_inside(label, column[1]):

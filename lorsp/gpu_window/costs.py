@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from .plan import BENCH_METHOD, NUM_CLASSES, _label
+from .plan import BENCH_METHOD, NUM_CLASSES, window_run_label
 
 
 @dataclass
@@ -31,7 +31,7 @@ def estimate_seconds(run: dict, costs: Costs) -> float:
     classes = NUM_CLASSES.get(run["dataset"], 10)
     n_train = (run.get("train_per_class") or 0) * classes
     n_test = (run.get("test_per_class") or 0) * classes
-    label = _label(run)
+    label = window_run_label(run)
     if label == "LP":
         seconds = (n_train + n_test) * costs.eval
     else:
@@ -53,7 +53,7 @@ def _plan_methods(plan, image_size: int | None = None) -> tuple[list[str], dict]
     options: dict = {}
     for item in plan:
         run = item["run"]
-        method = BENCH_METHOD.get(_label(run), "lorsp")
+        method = BENCH_METHOD.get(window_run_label(run), "lorsp")
         if method not in options:
             options[method] = {k: v for k, v in run.items() if k not in config_keys}
             if image_size and "inner_size" in options[method]:

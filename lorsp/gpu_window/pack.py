@@ -31,7 +31,7 @@ def check_pack(pack) -> dict:
     return manifest
 
 
-def _prepare(pack, plan, smoke: bool, device: str) -> dict:
+def prepare_window(pack, plan, smoke: bool, device: str) -> dict:
     """Check the pack (and that it holds the plan's images), make it the data root with no hub access, and
     check the device; return the pack's manifest."""
     import torch

@@ -46,7 +46,7 @@ def window_setup(smoke: bool = False, device: str | None = None):
     return dataclasses.replace(mini, **changes)
 
 
-def _label(run: dict) -> str:
+def window_run_label(run: dict) -> str:
     label = run["tags"]["label"]
     return label.split()[0] if label.startswith(("Top-k", "Dropout")) else label
 

@@ -10,17 +10,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..experiments.store import is_final_record, read_run_record
 from .plan import WINDOW_SCALE
 
 
-def _finished(path: Path) -> bool:
-    """A record exists and is final (completed, or failed by divergence, which a rerun would repeat)."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return record.get("status", "completed") == "completed" or str(record.get("reason") or "").startswith(
-        "DivergenceError")
+def is_finished_record(path: Path) -> bool:
+    """A record exists and is final (completed, or failed by divergence, which a rerun would repeat). A record
+    that exists but does not parse, or whose prompt file is damaged, is a ValueError naming the file
+    (:func:`lorsp.experiments.store.read_run_record`), never a run to train again."""
+    return Path(path).is_file() and is_final_record(read_run_record(path))
 
 
 def _write_json(data: dict, path: Path) -> None:
@@ -53,7 +51,7 @@ def _accuracy_table(plan, results_dir: Path) -> list[dict]:
         path = results_dir / item["key"] / "record.json"
         if item["shared_with"] or not path.is_file():
             continue
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_run_record(path)
         if record.get("final_accuracy") is None:
             continue
         run = item["run"]
@@ -64,7 +62,7 @@ def _accuracy_table(plan, results_dir: Path) -> list[dict]:
 
 
 @dataclass
-class _State:
+class WindowState:
     """What a window has done so far, saved (summary, bundle) after every run."""
 
     plan: list

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from .costs import Costs, estimate_seconds, format_plan, measure_costs, plan_table
-from .pack import WindowError, _prepare
+from .pack import WindowError, prepare_window
 from .plan import WINDOW_SCALE, plan_backbones, window_plan
-from .records import _finished, _State
+from .records import is_finished_record, WindowState
 
 
 def run_window(results_dir, pack, minutes: float = 9.0, smoke: bool = False, device: str | None = None,
@@ -45,9 +45,9 @@ def _run_window(results_dir, pack, minutes, smoke, device, blocks, bundle, summa
     results_dir = Path(results_dir)
     device = device or ("cpu" if smoke else "cuda")
     plan = window_plan(smoke, device, blocks)
-    manifest = _prepare(pack, plan, smoke, device)
+    manifest = prepare_window(pack, plan, smoke, device)
     results_dir.mkdir(parents=True, exist_ok=True)
-    done = {item["key"] for item in plan if _finished(results_dir / item["key"] / "record.json")}
+    done = {item["key"] for item in plan if is_finished_record(results_dir / item["key"] / "record.json")}
     todo = [item for item in plan if not item["shared_with"] and item["key"] not in done]
     log(f"gpu-window: {plan_backbones(plan)}")
     log(f"gpu-window: {len(plan)} plan entries, {len({i['key'] for i in plan})} unique runs, {len(done)} already "
@@ -58,7 +58,7 @@ def _run_window(results_dir, pack, minutes, smoke, device, blocks, bundle, summa
         log(f"measured the step of every method in {time.time() - t:.1f} s ({costs.source}):")
         for method, seconds in costs.train.items():
             log(f"  {method:8s} {1e3 * seconds:8.3f} ms per image")
-    state = _State(plan, results_dir, Path(summary) if summary else results_dir / "summary.json", bundle, started,
+    state = WindowState(plan, results_dir, Path(summary) if summary else results_dir / "summary.json", bundle, started,
                    [item["key"] for item in plan if item["key"] in done and not item["shared_with"]])
     state.summary.update(_session_facts(smoke, device, minutes, pack, manifest, costs))
     if costs is not None:
@@ -85,7 +85,7 @@ def _session_facts(smoke, device, minutes, pack, manifest, costs) -> dict:
                 costs=costs.to_dict() if costs else None, runs=[], stopped=None)
 
 
-def _run_in_order(todo, costs: Costs, deadline: float, state: _State, log) -> None:
+def _run_in_order(todo, costs: Costs, deadline: float, state: WindowState, log) -> None:
     """Train ``todo`` in order while each run's estimate, scaled by how the runs so far compared with theirs,
     still ends before ``deadline``; save the state after each run."""
     estimated_sum = actual_sum = 0.0

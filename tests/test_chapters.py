@@ -71,3 +71,32 @@ def test_a_page_shows_every_section_on_the_committed_desk_records(monkeypatch):
     assert any("Has the training loss flattened?" in getattr(item, "caption", "") or "" for item in shown
                if hasattr(item, "caption"))
     assert page.smoke_check() is not None
+
+
+EXPERIMENT_NOTEBOOKS = ("backbones", "sparsifiers", "downstream", "ood", "hyperparameters", "prompt_gallery")
+
+
+def _code_windows(notebook: Path, size: int = 3) -> set[tuple[str, ...]]:
+    """Every run of ``size`` consecutive code lines of a notebook (stripped; blank lines and comments left out)."""
+    import json
+    windows = set()
+    for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        lines = [line.strip() for line in "".join(cell["source"]).splitlines()
+                 if line.strip() and not line.strip().startswith("#")]
+        windows |= {tuple(lines[i:i + size]) for i in range(len(lines) - size + 1)}
+    return windows
+
+
+def test_the_experiment_notebooks_share_no_copied_block_of_three_lines():
+    """What every chapter does lives in lorsp.experiments.chapters (ChapterPage), not in copies of cells."""
+    book = Path(__file__).resolve().parents[1] / "book"
+    seen: dict[tuple[str, ...], str] = {}
+    copied = []
+    for name in EXPERIMENT_NOTEBOOKS:
+        for window in _code_windows(book / f"{name}.ipynb"):
+            if window in seen and seen[window] != name:
+                copied.append(f"{seen[window]} and {name}: {' / '.join(window)}")
+            seen.setdefault(window, name)
+    assert not copied, "\n".join(copied)

@@ -9,7 +9,7 @@ a chapter's name: it asks the chapter.
 """
 from __future__ import annotations
 
-from .base import REGISTRY, Chapter, ChapterPage, chapter
+from .base import REGISTRY, Chapter, ChapterPage, chapter, open_page
 from . import backbones, downstream, hyperparameters, ood, prompt_gallery, sparsifiers  # noqa: F401  (register)
 
-__all__ = ["REGISTRY", "Chapter", "ChapterPage", "chapter"]
+__all__ = ["REGISTRY", "Chapter", "ChapterPage", "chapter", "open_page"]

@@ -19,6 +19,15 @@ def chapter(name: str) -> "Chapter":
     return REGISTRY[name]()
 
 
+def open_page(name: str, scale: str | None = None) -> "ChapterPage":
+    """The page of chapter ``name`` at ``scale`` (default: ``LORSP_SCALE``, :func:`lorsp.scale.current_scale`:
+    smoke unless set), with the book's figure style: what the first cell of every experiment notebook opens."""
+    import seaborn as sns
+    from ...scale import current_scale
+    sns.set_theme(style="whitegrid", context="notebook")
+    return chapter(name).page(scale or current_scale())
+
+
 class Chapter:
     """An experiment chapter: its runs are ``grid(name)``; a subclass declares its table, claims and figures.
 
@@ -141,6 +150,20 @@ class ChapterPage:
         """The chapter's side-by-side table (:meth:`Chapter.table`), styled with ``caption``."""
         from ..tables import style_compare
         return style_compare(self.chapter.table(self.sources()), caption)
+
+    def accuracy_bars(self, order, title: str, row: str | None = None, aspect: float = 1.3):
+        """The headline's accuracy per method (bars: mean over seeds, whiskers: std), one panel per dataset (and
+        per ``row``, e.g. backbone), methods in the paper's ``order`` (those the headline has)."""
+        import seaborn as sns
+        best = self.best
+        facets = sns.catplot(data=best, x="label", y="accuracy_pct", col="dataset", row=row, kind="bar",
+                             order=[m for m in order if m in set(best["label"])], errorbar="sd", height=3.8,
+                             aspect=aspect, color="C0", sharey=False)
+        for ax in facets.axes.flat:
+            ax.tick_params(axis="x", rotation=30)
+        facets.set_axis_labels("", "top-1 accuracy (%)")
+        facets.fig.suptitle(title, y=1.02)
+        return facets
 
     def every_run(self, columns=None):
         """Every run of the headline, one row each (accuracy: last epoch, as the paper reports; best beside)."""

@@ -91,9 +91,35 @@ def test_committed_records_of_every_family_re_evaluate_exactly_and_replay_from_t
     problems, checked = check_trained(COMMITTED, replays)
     assert not problems, "\n".join(problems)
     present = {family(json.loads(p.read_text())) for p in COMMITTED}
-    assert set(checked) == present and {"LP", "ILM-VP", "LoRSP"} <= present <= set(FAMILIES.values())
-    compared = [name for name, done in checked.items() if isinstance(done["accuracy"], tuple)]
-    assert set(present) - set(compared) <= {"Dropout"}, checked
+    checked_families = {name.split(" · ")[0] for name in checked}
+    assert checked_families == present and {"LP", "ILM-VP", "LoRSP"} <= present <= set(FAMILIES.values())
+    backbones = {json.loads(p.read_text())["config"]["backbone"] for p in COMMITTED}
+    assert {json.loads(Path(done["record"]).read_text())["config"]["backbone"] for done in checked.values()} == backbones
+    compared = {name.split(" · ")[0] for name, done in checked.items() if isinstance(done["accuracy"], tuple)}
+    assert present - compared <= {"Dropout"}, checked
+
+
+def test_every_backbone_has_a_representative(tmp_path):
+    """A backbone that no family's cheapest record uses gets its own (its LoRSP record), so that CI checks the
+    trained state of every backbone's records, not only of the backbone with the smallest test sets."""
+    from lorsp.experiments.staleness import representatives
+
+    def write(name, method, backbone, n_test):
+        folder = tmp_path / name
+        folder.mkdir()
+        record = {"config": {"method": method, "head": "linear", "backbone": backbone}, "status": "completed",
+                  "data": {"n_test": n_test}}
+        (folder / "record.json").write_text(json.dumps(record))
+        return folder / "record.json"
+
+    lorsp_small = write("a-lorsp", "lorsp", "mobilenetv2", 50)
+    lp = write("b-lp", "none", "mobilenetv2", 50)
+    other = write("c-autovp", "pad", "efficientnet_lite0", 10_000)
+    lorsp_other = write("d-lorsp", "lorsp", "efficientnet_lite0", 10_000)
+    chosen = representatives([lorsp_small, lp, other, lorsp_other])
+    assert chosen == {"AutoVP": other, "LP": lp, "LoRSP": lorsp_small}   # every backbone already covered
+    chosen = representatives([lorsp_small, lp, lorsp_other])
+    assert chosen == {"LP": lp, "LoRSP": lorsp_small, "LoRSP · efficientnet_lite0": lorsp_other}
 
 
 def test_a_re_evaluation_or_trained_replay_that_differs_is_named(monkeypatch, tmp_path):

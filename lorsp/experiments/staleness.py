@@ -249,18 +249,36 @@ def eval_repeatable(record: dict) -> str | None:
 
 def representatives(paths: Iterable[Path]) -> dict[str, Path]:
     """One record per method family among ``paths``: the completed one with the fewest test images (the
-    cheapest to re-evaluate), ties to the first path; preferring one whose evaluation is repeatable."""
+    cheapest to re-evaluate), ties to the first path; preferring one whose evaluation is repeatable. A backbone
+    that none of these records uses gets one more, keyed ``"<family> · <backbone>"``: its LoRSP record when it
+    has one (else its cheapest), so that every backbone's weights and path are checked too."""
     from .store import read_run_record
-    best: dict[str, tuple] = {}
+    records = {}
     for path in sorted(Path(p) for p in paths):
         record = read_run_record(path)
-        if record.get("status", "completed") != "completed":
-            continue
-        rank = (eval_repeatable(record) is not None, int((record.get("data") or {}).get("n_test") or 0), str(path))
+        if record.get("status", "completed") == "completed":
+            records[path] = record
+
+    def rank(path: Path) -> tuple:
+        record = records[path]
+        return eval_repeatable(record) is not None, int((record.get("data") or {}).get("n_test") or 0), str(path)
+
+    best: dict[str, Path] = {}
+    for path, record in records.items():
         name = family(record)
-        if name not in best or rank < best[name][0]:
-            best[name] = (rank, path)
-    return {name: path for name, (_, path) in sorted(best.items())}
+        if name not in best or rank(path) < rank(best[name]):
+            best[name] = path
+    out = dict(sorted(best.items()))
+    covered = {_backbone(records[path]) for path in out.values()}
+    for backbone in sorted({_backbone(record) for record in records.values()} - covered):
+        pick = min((p for p in records if _backbone(records[p]) == backbone),
+                   key=lambda p: (family(records[p]) != "LoRSP", rank(p)))
+        out[f"{family(records[pick])} · {backbone}"] = pick
+    return out
+
+
+def _backbone(record: dict) -> str:
+    return str((record.get("config") or {}).get("backbone"))
 
 
 def check_trained(paths: Iterable[Path], replays: dict, data_root=None, steps: int = TRAINED_STEPS,
@@ -319,15 +337,22 @@ def _accuracy_difference(record: dict, metrics: dict) -> str | None:
     return None
 
 
-def record_replays(paths: Iterable[Path], data_root=None, steps: int = TRAINED_STEPS) -> dict[str, dict]:
+def record_replays(paths: Iterable[Path], data_root=None, steps: int = TRAINED_STEPS,
+                   keep: dict | None = None) -> dict[str, dict]:
     """``{run key: {prompt_sha256, steps, losses, git_commit, lorsp_code}}``: the losses of ``steps`` steps from the
-    trained state of one record per family (:func:`replay_from_trained`), measured by the code as it is now: what
-    :func:`check_trained` compares later runs of the code with."""
+    trained state of each representative record (:func:`representatives`, :func:`replay_from_trained`), measured by
+    the code as it is now: what :func:`check_trained` compares later runs of the code with. ``keep``: replays
+    recorded before; one whose record is still a representative with the same prompt file is kept, not measured
+    again."""
     from ..results import git_commit, training_code_sha256
     from .store import read_run_record
     out = {}
     for name, path in representatives(paths).items():
         record = read_run_record(path)
+        earlier = (keep or {}).get(path.parent.name)
+        if earlier and earlier.get("prompt_sha256") == record.get("prompt_sha256") and earlier.get("steps") == steps:
+            out[path.parent.name] = {**earlier, "family": name}
+            continue
         with trained_run(path, data_root=data_root) as run:
             losses = replay_from_trained(run, steps)
         out[path.parent.name] = {"family": name, "prompt_sha256": record.get("prompt_sha256"), "steps": steps,
@@ -386,6 +411,9 @@ def main(argv=None) -> int:
     parser.add_argument("--record-replays", metavar="FOLDER", required=True, help="results folder, e.g. results/desk")
     parser.add_argument("--out", required=True, help="the replays file (tests/data/trained_replays.json)")
     parser.add_argument("--check", action="store_true", help="re-evaluate and compare with --out instead")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the replays already in --out whose record and prompt file are unchanged; measure "
+                             "only the new representatives")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args(argv)
     paths = sorted(Path(args.record_replays).glob("*/record.json"))
@@ -394,7 +422,8 @@ def main(argv=None) -> int:
         problems, _ = check_trained(paths, replays, data_root=args.data_root, log=print)
         print("\n".join(problems) or "every family reproduced")
         return 1 if problems else 0
-    replays = record_replays(paths, data_root=args.data_root)
+    earlier = json.loads(Path(args.out).read_text(encoding="utf-8")) if args.keep and Path(args.out).is_file() else None
+    replays = record_replays(paths, data_root=args.data_root, keep=earlier)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(replays, indent=2) + "\n", encoding="utf-8")
     print(f"{args.out}: replays of {len(replays)} families")

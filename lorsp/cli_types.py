@@ -11,6 +11,8 @@ import json
 import math
 
 from .engine.fields import FieldSpec, field_spec
+from .lif import DEFAULT_TAU, DEFAULT_V_RESET, DEFAULT_V_THRESHOLD
+from .prompters.factors import DEFAULT_GROUPS, DEFAULT_RANK
 
 __all__ = ["int_range", "float_range", "v_reset_value", "key_value", "PROMPTER_FLAGS", "config_flag",
            "add_config_arguments", "config_values"]
@@ -84,11 +86,12 @@ def key_value(text: str):
 
 # Prompter options passed through to lorsp.build_prompter (only those given on the command line).
 PROMPTER_FLAGS = {
-    "groups": (int_range(1, 4096), "number of prompt factors G (Eqs. 4-5; LoRSP default 4)"),
-    "rank": (int_range(1, 4096), "rank r of each factor (Eqs. 4-5; default 4)"),
-    "tau": (float_range(1, None, low_open=True), "LIF leak factor tau > 1 (Eq. 1; default 4.0)"),
-    "v_threshold": (float_range(), "LIF firing threshold V_th (Eq. 2; default 0.0)"),
-    "v_reset": (v_reset_value, "LIF reset potential V_reset (Eq. 3; default 0.0); 'none' = soft reset"),
+    "groups": (int_range(1, 4096), f"number of prompt factors G (Eqs. 4-5; LoRSP default {DEFAULT_GROUPS})"),
+    "rank": (int_range(1, 4096), f"rank r of each factor (Eqs. 4-5; default {DEFAULT_RANK})"),
+    "tau": (float_range(1, None, low_open=True), f"LIF leak factor tau > 1 (Eq. 1; default {DEFAULT_TAU})"),
+    "v_threshold": (float_range(), f"LIF firing threshold V_th (Eq. 2; default {DEFAULT_V_THRESHOLD})"),
+    "v_reset": (v_reset_value,
+                f"LIF reset potential V_reset (Eq. 3; default {DEFAULT_V_RESET}); 'none' = soft reset"),
     "surrogate_alpha": (float_range(0, None, low_open=True), "slope of the sigmoid surrogate gradient (> 0)"),
     "init_std": (float_range(0, None), "std of P's Gaussian init (>= 0)"),
     "keep_ratio": (float_range(0, 1, low_open=True), "share of prompt entries kept by topk/dropout, in (0, 1]"),

@@ -118,6 +118,10 @@ def test_field_spec_refuses_an_unknown_kind_or_missing_help():
         FieldSpec(kind="int", help="")
     with pytest.raises(ValueError, match="choices"):
         spec("a", kind="choice", help="an option")
+    with pytest.raises(ValueError, match="closed"):
+        FieldSpec(kind="int", help="a count", low=0, low_open=True)
+    assert FieldSpec(kind="int", help="a size", low=1, high=8).expected() == "an integer >= 1 and <= 8"
+    assert FieldSpec(kind="int", help="a size", high=8, optional=True).expected() == "None or an integer <= 8"
 
 
 # -- the command line ------------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ class FieldSpec:
             raise ValueError("FieldSpec.kind='choice' needs choices")
         if not self.help:
             raise ValueError("FieldSpec.help must be a non-empty text")
+        if self.kind == "int" and (self.low_open or self.high_open):
+            raise ValueError("FieldSpec: an int field's bounds are closed (give low + 1 or high - 1 instead)")
 
     def expected(self) -> str:
         """What the field must be, as the error message says it."""
@@ -70,9 +72,10 @@ class FieldSpec:
         if self.kind == "choice":
             return f"one of {list(self.choices)}"
         if self.kind == "int":
-            bounds = [f">= {self.low}" if self.low is not None else "", f"<= {self.high}" if self.high is not None
-                      else ""]
-            return " ".join([KINDS["int"], " and ".join(b for b in bounds if b)]).rstrip()
+            text = KINDS["int"] + (f" >= {self.low}" if self.low is not None else "")
+            if self.high is not None:
+                text += (" and" if self.low is not None else "") + f" <= {self.high}"
+            return text
         if self.kind == "number":
             return KINDS["number"] + self._interval()
         return KINDS[self.kind]

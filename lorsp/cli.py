@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_types import PROMPTER_FLAGS, float_range, int_range, key_value
+from .cli_types import PROMPTER_FLAGS, add_config_arguments, config_values, int_range, key_value
 
 __all__ = ["main", "build_parser", "config_from_args", "PROMPTER_FLAGS"]
 
@@ -52,108 +52,26 @@ head). Exit status: 0 done, 2 bad arguments or data, 3 diverged (non-finite loss
 """
 
 
+# the --help sections of lorsp train: FieldSpec.group → title
+_TRAIN_GROUPS = {"what": "what to train", "protocol": "protocol (defaults: the paper's)",
+                 "data": "weights, data, device", "run": "run directory"}
+
+
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``lorsp train``, one group at a time (the order of ``--help``)."""
-    _add_what_to_train_arguments(p)
-    _add_protocol_arguments(p)
-    _add_weights_data_device_arguments(p)
-    _add_run_directory_arguments(p)
-    _add_prompter_option_arguments(p)
-
-
-def _add_what_to_train_arguments(p: argparse.ArgumentParser) -> None:
-    """``lorsp train``: the backbone, dataset, prompt method and head."""
-    g = p.add_argument_group("what to train")
-    g.add_argument("--backbone", default="mobilenetv2", help="backbone short name or timm name (default: "
-                   "mobilenetv2); see lorsp.backbones.list_backbones()")
-    g.add_argument("--dataset", default="synthetic", help="dataset name (cifar10, tiny-imagenet, folder:PATH, "
-                   "synthetic, ...; default: synthetic)")
-    g.add_argument("--method", default="lorsp", help="prompter name (lorsp, lpf, topk, dropout, lorvp, ...) or "
-                   "'none' for linear probing (default: lorsp)")
-    g.add_argument("--head", default="linear", help="output head: linear (LP head, default), or a label "
-                   "mapping head of the baselines (e.g. ilm, flm, fullymap)")
-
-
-def _add_protocol_arguments(p: argparse.ArgumentParser) -> None:
-    """``lorsp train``: the training protocol (defaults: the paper's)."""
-    g = p.add_argument_group("protocol (defaults: the paper's)")
-    g.add_argument("--epochs", type=int_range(1, 100000), default=20, help="epochs (default 20)")
-    g.add_argument("--batch-size", type=int_range(1, 1 << 20), default=256, help="global batch (default 256)")
-    g.add_argument("--lr", type=float_range(0, 100, low_open=True), default=0.01, help="learning rate in "
-                   "(0, 100] (default 0.01)")
-    g.add_argument("--prompt-lr", type=float_range(0, 100, low_open=True), default=None,
-                   help="the prompt's own learning rate in (0, 100], the head keeping --lr (a deviation from the "
-                        "paper, which trains both at --lr; default: --lr)")
-    g.add_argument("--momentum", type=float_range(0, 1, high_open=True), default=0.9, help="SGD momentum in "
-                   "[0, 1) (default 0.9)")
-    g.add_argument("--weight-decay", type=float_range(0, 1), default=1e-4, help="weight decay in [0, 1] "
-                   "(default 1e-4)")
-    g.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
-                   help="learning-rate schedule, stepped every iteration (default cosine)")
-    g.add_argument("--image-size", type=int_range(1, 4096), default=224, help="image side in pixels (default 224)")
-    g.add_argument("--train-per-class", type=int_range(1, None), default=None, help="train images per class "
-                   "(a seeded subset; default all)")
-    g.add_argument("--test-per-class", type=int_range(1, None), default=None, help="test images per class "
-                   "(default all)")
-    g.add_argument("--seed", type=int_range(0, 2**31 - 1), default=0, help="random seed (default 0)")
-    g.add_argument("--max-grad-norm", type=float_range(0, None, low_open=True), default=None,
-                   help="clip the gradient norm (default: no clipping)")
-    g.add_argument("--eval-every", type=int_range(1, None), default=1, metavar="N",
-                   help="evaluate on the test split after every N-th epoch and after the last (default 1)")
-    g.add_argument("--eval-batch-size", type=int_range(1, 1 << 20), default=None,
-                   help="evaluation batch (default: twice --batch-size)")
-    g.add_argument("--max-steps", type=int_range(1, None), default=None, metavar="K",
-                   help="stop after K optimisation steps in all (the schedule stays the whole run's), evaluate "
-                        "and write the record: re-run the first steps of a run")
-    g.add_argument("--trace-steps", type=int_range(0, None), default=32, metavar="K",
-                   help="the record's loss_trace keeps the loss of the first K steps (default 32)")
-    g.add_argument("--label-mapping-interval", type=int_range(1, None), default=1,
-                   help="epochs between label-mapping updates of mapping heads (ILM: 1)")
-
-
-def _add_weights_data_device_arguments(p: argparse.ArgumentParser) -> None:
-    """``lorsp train``: backbone weights, data, device and loader."""
-    g = p.add_argument_group("weights, data, device")
-    g.add_argument("--weights", default=None, help="a local checkpoint file for the backbone")
-    g.add_argument("--random-init", action="store_true", help="random backbone weights (the record says so)")
-    g.add_argument("--data-root", default=None, help="data root (default: $LORSP_DATA or data/)")
-    g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
-    g.add_argument("--bad-images", dest="bad_image_policy", choices=["error", "skip"], default="error",
-                   help="unreadable images: fail naming the file (default) or skip and count them")
-    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--num-workers", type=int_range(0, 256), default=0, help="DataLoader workers (default 0)")
-    g.add_argument("--loader", choices=["auto", "dataloader", "device"], default="auto",
-                   help="dataloader: decode and resize every epoch on the CPU; device: decode once, keep uint8, "
-                        "resize on the training device; auto (default): device (on CUDA and on a CPU) when the decoded "
-                        "images take at most 4 GiB (CIFAR, Tiny-ImageNet; on a CPU also at most a quarter of the "
-                        "available memory) and the dataset reads its images unaltered, else dataloader")
-    g.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
-                   help="autocast on CUDA (auto: bf16 where supported; never on CPU)")
-    g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                   help="keep NCHW memory format on GPU")
-    g.add_argument("--cache-features", choices=["auto", "memory", "disk", "off"], default="auto",
-                   help="linear probing: cache backbone features in memory (auto), on disk in the run "
-                   "directory, or not at all")
-    g.add_argument("--feature-cache-dir", metavar="DIR", default=None,
-                   help="linear probing: also keep the features in DIR, shared by runs on the same images "
-                   "(e.g. the seeds of a grid that uses every image), so that they are computed once")
-    g.add_argument("--backbone-option", dest="backbone_options", action="append", type=key_value, default=[],
-                   metavar="KEY=VALUE", help="extra timm create_model argument (repeatable), e.g. img_size=32")
-
-
-def _add_run_directory_arguments(p: argparse.ArgumentParser) -> None:
-    """``lorsp train``: the run directory and what is printed."""
-    g = p.add_argument_group("run directory")
-    g.add_argument("--output", default=None, metavar="DIR", help="run directory for the checkpoint, record and "
-                   "prompt weights (default: runs/<backbone>_<dataset>_<method>_s<seed>_<time>)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --output from its last "
-                   "complete checkpoint")
-    g.add_argument("--results-dir", default=None, help="also write the record under a unique name here")
-    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
+    """The arguments of ``lorsp train``: a flag for each :class:`~lorsp.engine.TrainConfig` field that has one
+    (made from its FieldSpec, in field order within each section), then the flags that are not fields."""
+    from .engine import TrainConfig
+    groups = {key: p.add_argument_group(title) for key, title in _TRAIN_GROUPS.items()}
+    add_config_arguments(groups, TrainConfig)
+    groups["data"].add_argument("--backbone-option", dest="backbone_options", action="append", type=key_value,
+                                default=[], metavar="KEY=VALUE",
+                                help="extra timm create_model argument (repeatable), e.g. img_size=32")
+    g = groups["run"]
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bars (default: bars when stderr is a terminal)")
     g.add_argument("--progress", dest="progress", action="store_true", help="progress bars even without a terminal")
     g.add_argument("--json", action="store_true", help="print the whole record as JSON at the end")
+    _add_prompter_option_arguments(p)
 
 
 def _add_prompter_option_arguments(p: argparse.ArgumentParser) -> None:
@@ -327,7 +245,9 @@ def _prompter_kwargs(args) -> dict:
 
 
 def config_from_args(args):
-    """A :class:`lorsp.train.TrainConfig` from parsed ``lorsp train`` arguments."""
+    """A :class:`lorsp.train.TrainConfig` from parsed ``lorsp train`` arguments: the fields that have a flag
+    (:func:`~lorsp.cli_types.config_values`), the prompter and backbone options, and a fresh run directory
+    under runs/ when --output is not given."""
     from .engine import TrainConfig
     output = args.output
     if output is None:
@@ -339,20 +259,9 @@ def config_from_args(args):
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         output = str(Path("runs") / f"{args.backbone}_{args.dataset.replace(':', '-').replace('/', '-')}_"
                                     f"{args.method}_s{args.seed}_{stamp}")
-    return TrainConfig(
-        backbone=args.backbone, dataset=args.dataset, method=args.method, head=args.head, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, prompt_lr=args.prompt_lr, momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule, image_size=args.image_size, train_per_class=args.train_per_class,
-        test_per_class=args.test_per_class, seed=args.seed, device=args.device, weights=args.weights,
-        random_init=args.random_init, deterministic=args.deterministic, output=output, resume=args.resume,
-        prompter_kwargs=_prompter_kwargs(args), backbone_kwargs=dict(args.backbone_options),
-        num_workers=args.num_workers, loader=args.loader, amp=args.amp, channels_last=args.channels_last,
-        bad_image_policy=args.bad_image_policy, label_mapping_interval=args.label_mapping_interval,
-        max_grad_norm=args.max_grad_norm, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
-        max_steps=args.max_steps, trace_steps=args.trace_steps, cache_features=args.cache_features,
-        feature_cache_dir=args.feature_cache_dir, data_root=args.data_root,
-        download=args.download, results_dir=args.results_dir)
+    values = {**config_values(args, TrainConfig), "output": output}
+    return TrainConfig(**values, prompter_kwargs=_prompter_kwargs(args),
+                       backbone_kwargs=dict(args.backbone_options))
 
 
 def _cmd_train(args) -> int:

@@ -1,14 +1,21 @@
 """Typed arguments of the ``lorsp`` command line: integers and numbers within a range (the error names the
-flag — argparse adds it — and the range), ``KEY=VALUE`` options, and the prompter options every command that
-builds a prompter accepts (:data:`PROMPTER_FLAGS`).
+flag — argparse adds it — and the range), ``KEY=VALUE`` options, the prompter options every command that
+builds a prompter accepts (:data:`PROMPTER_FLAGS`), and the flags of a config's fields made from their
+:class:`~lorsp.engine.fields.FieldSpec` (:func:`add_config_arguments`, :func:`config_values`).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
-__all__ = ["int_range", "float_range", "v_reset_value", "key_value", "PROMPTER_FLAGS"]
+from .engine.fields import FieldSpec, field_spec
+from .lif import DEFAULT_TAU, DEFAULT_V_RESET, DEFAULT_V_THRESHOLD
+from .prompters.factors import DEFAULT_GROUPS, DEFAULT_RANK
+
+__all__ = ["int_range", "float_range", "v_reset_value", "key_value", "PROMPTER_FLAGS", "config_flag",
+           "add_config_arguments", "config_values"]
 
 
 def int_range(low=None, high=None):
@@ -79,11 +86,12 @@ def key_value(text: str):
 
 # Prompter options passed through to lorsp.build_prompter (only those given on the command line).
 PROMPTER_FLAGS = {
-    "groups": (int_range(1, 4096), "number of prompt factors G (Eqs. 4-5; LoRSP default 4)"),
-    "rank": (int_range(1, 4096), "rank r of each factor (Eqs. 4-5; default 4)"),
-    "tau": (float_range(1, None, low_open=True), "LIF leak factor tau > 1 (Eq. 1; default 4.0)"),
-    "v_threshold": (float_range(), "LIF firing threshold V_th (Eq. 2; default 0.0)"),
-    "v_reset": (v_reset_value, "LIF reset potential V_reset (Eq. 3; default 0.0); 'none' = soft reset"),
+    "groups": (int_range(1, 4096), f"number of prompt factors G (Eqs. 4-5; LoRSP default {DEFAULT_GROUPS})"),
+    "rank": (int_range(1, 4096), f"rank r of each factor (Eqs. 4-5; default {DEFAULT_RANK})"),
+    "tau": (float_range(1, None, low_open=True), f"LIF leak factor tau > 1 (Eq. 1; default {DEFAULT_TAU})"),
+    "v_threshold": (float_range(), f"LIF firing threshold V_th (Eq. 2; default {DEFAULT_V_THRESHOLD})"),
+    "v_reset": (v_reset_value,
+                f"LIF reset potential V_reset (Eq. 3; default {DEFAULT_V_RESET}); 'none' = soft reset"),
     "surrogate_alpha": (float_range(0, None, low_open=True), "slope of the sigmoid surrogate gradient (> 0)"),
     "init_std": (float_range(0, None), "std of P's Gaussian init (>= 0)"),
     "keep_ratio": (float_range(0, 1, low_open=True), "share of prompt entries kept by topk/dropout, in (0, 1]"),
@@ -92,3 +100,57 @@ PROMPTER_FLAGS = {
     "pad_size": (int_range(1, 4096), "padding width of padding prompts"),
     "num_tokens": (int_range(1, 4096), "number of prompt tokens (VPT)"),
 }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a config's fields as flags
+# ---------------------------------------------------------------------------------------------------------
+def config_flag(name: str, spec: FieldSpec, default) -> str:
+    """The flag of config field ``name``: ``spec.flag_name``, else ``--field-name`` (``--no-field-name`` for a
+    switch that is on by default)."""
+    if spec.flag_name:
+        return spec.flag_name
+    flag = name.replace("_", "-")
+    return f"--no-{flag}" if spec.kind == "bool" and default is True else f"--{flag}"
+
+
+def _argument_options(spec: FieldSpec, default) -> dict:
+    """``add_argument``'s keywords for a field: its type (a range from low, high and flag_high), choices,
+    default, help and metavar."""
+    options = {"help": spec.help}
+    if spec.kind == "bool":
+        options["action"] = "store_false" if default is True else "store_true"
+        return options
+    options["default"] = default
+    high = spec.flag_high if spec.flag_high is not None else spec.high
+    if spec.kind == "int":
+        options["type"] = int_range(spec.low, high)
+    elif spec.kind == "number":
+        options["type"] = float_range(spec.low, high, low_open=spec.low_open, high_open=spec.high_open)
+    elif spec.kind == "choice":
+        options["choices"] = list(spec.choices)
+    elif spec.kind == "dict":
+        raise ValueError("a dict field has no flag of its own: declare it with flag=False")
+    if spec.metavar:
+        options["metavar"] = spec.metavar
+    return options
+
+
+def _flagged_fields(config_class):
+    return [(f, field_spec(f)) for f in dataclasses.fields(config_class) if field_spec(f).flag]
+
+
+def add_config_arguments(groups: dict, config_class) -> None:
+    """Add a flag for each field of ``config_class`` declared with ``flag=True``, in field order, to
+    ``groups[spec.group]`` (argparse argument groups by key); its dest is the field's name."""
+    for f, spec in _flagged_fields(config_class):
+        if spec.group not in groups:
+            raise ValueError(f"{config_class.__name__}.{f.name}: no argument group {spec.group!r} "
+                             f"(known: {sorted(groups)})")
+        groups[spec.group].add_argument(config_flag(f.name, spec, f.default), dest=f.name,
+                                        **_argument_options(spec, f.default))
+
+
+def config_values(args: argparse.Namespace, config_class) -> dict:
+    """``{field: value}`` of the fields of ``config_class`` that have a flag, read from parsed ``args``."""
+    return {f.name: getattr(args, f.name) for f, _ in _flagged_fields(config_class)}

@@ -20,7 +20,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["LIF", "LIFTrace", "spike", "validate_lif_settings"]
+__all__ = ["LIF", "LIFTrace", "spike", "validate_lif_settings", "DEFAULT_TAU", "DEFAULT_V_THRESHOLD",
+           "DEFAULT_V_RESET", "DEFAULT_SURROGATE_ALPHA"]
+
+# The LIF neuron's defaults, the paper's LoRSP setting (method.md): every layer above takes them from here.
+DEFAULT_TAU = 4.0  # leak factor tau (Eq. 1)
+DEFAULT_V_THRESHOLD = 0.0  # firing threshold V_th (Eq. 2)
+DEFAULT_V_RESET = 0.0  # reset potential V_reset (Eq. 3)
+DEFAULT_SURROGATE_ALPHA = 4.0  # slope of the sigmoid surrogate gradient (spikingjelly's default)
 
 
 class _SigmoidSurrogateSpike(torch.autograd.Function):
@@ -98,10 +105,10 @@ class LIF(nn.Module):
 
     def __init__(
         self,
-        tau: float = 4.0,
-        v_threshold: float = 0.0,
-        v_reset: float | None = 0.0,
-        surrogate_alpha: float = 4.0,
+        tau: float = DEFAULT_TAU,
+        v_threshold: float = DEFAULT_V_THRESHOLD,
+        v_reset: float | None = DEFAULT_V_RESET,
+        surrogate_alpha: float = DEFAULT_SURROGATE_ALPHA,
         detach_reset: bool = False,
     ):
         super().__init__()

@@ -3,12 +3,12 @@ values, :class:`DivergenceError`, and which fields may change when a run resumes
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..results import to_jsonable
+from .fields import field_specs, spec
 
 
 RECORD_NAME = "record.json"
@@ -35,7 +35,9 @@ class DivergenceError(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """One training run. Defaults are method.md's protocol; every field is validated by :meth:`validate`.
+    """One training run. Defaults are method.md's protocol. Each field declares once, with
+    :func:`~lorsp.engine.fields.spec`, its allowed values and help text: :meth:`validate` checks them and
+    ``lorsp train`` makes its flags from them (:func:`lorsp.cli_types.add_config_arguments`).
 
     ``method`` is a prompter name (``lorsp.list_prompters()``) or ``"none"`` (linear probing);
     ``prompter_kwargs`` go to the prompter unchanged (groups, rank, tau, v_threshold, v_reset,
@@ -62,123 +64,128 @@ class TrainConfig:
     between the complete temporary file and its atomic rename, for a kill *during* a write.
     """
 
-    backbone: str = "mobilenetv2"
-    dataset: str = "synthetic"
-    method: str = "lorsp"
-    head: str = "linear"
-    epochs: int = 20
-    batch_size: int = 256
-    lr: float = 0.01
-    prompt_lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    image_size: int = 224
-    train_per_class: int | None = None
-    test_per_class: int | None = None
-    val_per_class: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    weights: str | None = None
-    random_init: bool = False
-    deterministic: bool = False
-    output: str | None = None
-    resume: bool = False
-    prompter_kwargs: dict = field(default_factory=dict)
-    backbone_kwargs: dict = field(default_factory=dict)
-    num_workers: int = 0
-    loader: str = "auto"
-    amp: str = "auto"
-    channels_last: bool = True
-    bad_image_policy: str = "error"
-    label_mapping_interval: int = 1
-    max_grad_norm: float | None = None
-    eval_every: int = 1
-    eval_batch_size: int | None = None
-    max_steps: int | None = None
-    trace_steps: int = 32
-    cache_features: str = "auto"
-    feature_cache_dir: str | None = None
-    data_root: str | None = None
-    download: bool = False
-    results_dir: str | None = None
-    fault_injection: dict | None = None
+    # what to train
+    backbone: str = spec("mobilenetv2", kind="str", group="what", help="backbone short name or timm name "
+                         "(default: mobilenetv2); see lorsp.backbones.list_backbones()")
+    dataset: str = spec("synthetic", kind="str", group="what", help="dataset name (cifar10, tiny-imagenet, "
+                        "folder:PATH, synthetic, ...; default: synthetic)")
+    method: str = spec("lorsp", kind="str", group="what", help="prompter name (lorsp, lpf, topk, dropout, lorvp, "
+                       "...) or 'none' for linear probing (default: lorsp)")
+    head: str = spec("linear", kind="str", group="what", help="output head: linear (LP head, default), or a label "
+                     "mapping head of the baselines (e.g. ilm, flm, fullymap)")
+    # the protocol (method.md's defaults)
+    epochs: int = spec(20, kind="int", low=1, flag_high=100000, group="protocol", help="epochs (default 20)")
+    batch_size: int = spec(256, kind="int", low=1, flag_high=1 << 20, group="protocol",
+                           help="global batch (default 256)")
+    lr: float = spec(0.01, kind="number", low=0, high=100, low_open=True, group="protocol",
+                     help="learning rate in (0, 100] (default 0.01)")
+    prompt_lr: float | None = spec(None, kind="number", low=0, high=100, low_open=True, optional=True,
+                                   optional_means="the prompt trains at lr, as in the paper", group="protocol",
+                                   help="the prompt's own learning rate in (0, 100], the head keeping --lr (a "
+                                   "deviation from the paper, which trains both at --lr; default: --lr)")
+    momentum: float = spec(0.9, kind="number", low=0, high=1, high_open=True, group="protocol",
+                           help="SGD momentum in [0, 1) (default 0.9)")
+    weight_decay: float = spec(1e-4, kind="number", low=0, high=1, group="protocol",
+                               help="weight decay in [0, 1] (default 1e-4)")
+    schedule: str = spec("cosine", kind="choice", choices=SCHEDULES, group="protocol",
+                         help="learning-rate schedule, stepped every iteration (default cosine)")
+    image_size: int = spec(224, kind="int", low=1, high=4096, group="protocol",
+                           help="image side in pixels (default 224)")
+    train_per_class: int | None = spec(None, kind="int", low=1, optional=True, optional_means="all images",
+                                       group="protocol", help="train images per class (a seeded subset; default "
+                                       "all)")
+    test_per_class: int | None = spec(None, kind="int", low=1, optional=True, optional_means="all images",
+                                      group="protocol", help="test images per class (default all)")
+    val_per_class: int | None = spec(None, kind="int", low=1, optional=True, optional_means="no validation split",
+                                     note="training images per class held out for validation: lorsp.validation",
+                                     flag=False, help="training images per class held out for validation "
+                                     "(lorsp.validation; default: no validation split)")
+    seed: int = spec(0, kind="int", low=0, high=2**31 - 1, what="an integer in [0, 2**31)", group="protocol",
+                     help="random seed (default 0)")
+    # weights, data, device
+    device: str = spec("auto", kind="str", group="data", help="auto (default), cpu, cuda, cuda:N")
+    weights: str | None = spec(None, kind="path", optional=True, group="data",
+                               help="a local checkpoint file for the backbone")
+    random_init: bool = spec(False, kind="bool", group="data",
+                             help="random backbone weights (the record says so)")
+    # the run directory
+    deterministic: bool = spec(False, kind="bool", group="run", help="deterministic algorithms (exact resume)")
+    output: str | None = spec(None, kind="path", optional=True, metavar="DIR", group="run",
+                              help="run directory for the checkpoint, record and prompt weights (default: "
+                              "runs/<backbone>_<dataset>_<method>_s<seed>_<time>)")
+    resume: bool = spec(False, kind="bool", group="run", help="continue the run in --output from its last "
+                        "complete checkpoint")
+    # keyword arguments of the prompter and the backbone (the command line: PROMPTER_FLAGS, --backbone-option)
+    prompter_kwargs: dict = spec({}, kind="dict", what="a dict of keyword arguments", flag=False,
+                                 help="keyword arguments of the prompter (groups, rank, tau, ...), passed unchanged")
+    backbone_kwargs: dict = spec({}, kind="dict", what="a dict of keyword arguments", flag=False,
+                                 help="extra timm create_model arguments, e.g. img_size=32")
+    # weights, data, device
+    num_workers: int = spec(0, kind="int", low=0, flag_high=256, group="data", help="DataLoader workers "
+                            "(default 0)")
+    loader: str = spec("auto", kind="choice", choices=LOADERS, group="data",
+                       help="dataloader: decode and resize every epoch on the CPU; device: decode once, keep uint8, "
+                       "resize on the training device; auto (default): device (on CUDA and on a CPU) when the "
+                       "decoded images take at most 4 GiB (CIFAR, Tiny-ImageNet; on a CPU also at most a quarter "
+                       "of the available memory) and the dataset reads its images unaltered, else dataloader")
+    amp: str = spec("auto", kind="choice", choices=AMP_MODES, group="data",
+                    help="autocast on CUDA (auto: bf16 where supported; never on CPU)")
+    channels_last: bool = spec(True, kind="bool", group="data", help="keep NCHW memory format on GPU")
+    bad_image_policy: str = spec("error", kind="choice", choices=BAD_IMAGE_POLICIES, flag_name="--bad-images",
+                                 group="data", help="unreadable images: fail naming the file (default) or skip "
+                                 "and count them")
+    # the protocol
+    label_mapping_interval: int = spec(1, kind="int", low=1, group="protocol", help="epochs between "
+                                       "label-mapping updates of mapping heads (ILM: 1)")
+    max_grad_norm: float | None = spec(None, kind="number", low=0, low_open=True, optional=True, group="protocol",
+                                       help="clip the gradient norm (default: no clipping)")
+    eval_every: int = spec(1, kind="int", low=1, note="evaluate after every N-th epoch and after the last",
+                           metavar="N", group="protocol", help="evaluate on the test split after every N-th "
+                           "epoch and after the last (default 1)")
+    eval_batch_size: int | None = spec(None, kind="int", low=1, optional=True, flag_high=1 << 20, group="protocol",
+                                       help="evaluation batch (default: twice --batch-size)")
+    max_steps: int | None = spec(None, kind="int", low=1, optional=True, metavar="K", group="protocol",
+                                 help="stop after K optimisation steps in all (the schedule stays the whole run's), "
+                                 "evaluate and write the record: re-run the first steps of a run")
+    trace_steps: int = spec(32, kind="int", low=0, metavar="K", group="protocol", help="the record's loss_trace "
+                            "keeps the loss of the first K steps (default 32)")
+    # weights, data, device
+    cache_features: str = spec("auto", kind="choice", choices=CACHE_MODES, group="data",
+                               help="linear probing: cache backbone features in memory (auto), on disk in the run "
+                               "directory, or not at all")
+    feature_cache_dir: str | None = spec(None, kind="path", optional=True, what="a folder path", metavar="DIR",
+                                         group="data", help="linear probing: also keep the features in DIR, shared "
+                                         "by runs on the same images (e.g. the seeds of a grid that uses every "
+                                         "image), so that they are computed once")
+    data_root: str | None = spec(None, kind="path", optional=True, group="data",
+                                 help="data root (default: $LORSP_DATA or data/)")
+    download: bool = spec(False, kind="bool", group="data", help="let torchvision download a missing dataset")
+    results_dir: str | None = spec(None, kind="path", optional=True, group="run",
+                                   help="also write the record under a unique name here")
+    fault_injection: dict | None = spec(None, kind="dict", optional=True, flag=False,
+                                        help="test hook: {'nonfinite_loss_at': [epoch, step]}, "
+                                        "{'sleep_per_batch': s} or {'raise_after_epoch': k}")
 
     # -- validation ------------------------------------------------------------------------------------
     def validate(self) -> "TrainConfig":
-        """Raise ValueError naming the field, its value and the allowed range; return self."""
-        self._validate_numbers()
-        self._validate_options()
+        """Raise ValueError naming the field, its value and the allowed values (each field's
+        :class:`~lorsp.engine.fields.FieldSpec`, then the fields that depend on each other); return self."""
+        for name, allowed in field_specs(type(self)).items():
+            if not allowed.accepts(getattr(self, name)):
+                self._fail(name, allowed.expected())
+        self._validate_combinations()
         return self
 
-    def _validate_numbers(self) -> None:
-        """The names, counts, rates and sizes (:meth:`validate`, first half)."""
-        fail = self._fail
-        for name in ("backbone", "dataset", "method", "head", "device"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                fail(name, "a non-empty string")
-        for name in ("epochs", "batch_size", "image_size", "label_mapping_interval"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
-                fail(name, "an integer >= 1")
-        if self.image_size > 4096:
-            fail("image_size", "an integer in [1, 4096]")
-        for name in ("train_per_class", "test_per_class"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
-                fail(name, "None (all images) or an integer >= 1")
-        if self.val_per_class is not None and (not _is_int(self.val_per_class) or self.val_per_class < 1):
-            fail("val_per_class", "None (no validation split) or an integer >= 1 (training images per class held "
-                 "out for validation: lorsp.validation)")
-        if not _is_int(self.seed) or not 0 <= self.seed < 2**31:
-            fail("seed", "an integer in [0, 2**31)")
-        if not _is_num(self.lr) or not 0 < self.lr <= 100:
-            fail("lr", "a number in (0, 100]")
-        if self.prompt_lr is not None and (not _is_num(self.prompt_lr) or not 0 < self.prompt_lr <= 100):
-            fail("prompt_lr", "None (the prompt trains at lr, as in the paper) or a number in (0, 100]")
-        if not _is_num(self.momentum) or not 0 <= self.momentum < 1:
-            fail("momentum", "a number in [0, 1)")
-        if not _is_num(self.weight_decay) or not 0 <= self.weight_decay <= 1:
-            fail("weight_decay", "a number in [0, 1]")
-        if self.max_grad_norm is not None and (not _is_num(self.max_grad_norm) or self.max_grad_norm <= 0):
-            fail("max_grad_norm", "None or a number > 0")
-        if not _is_int(self.eval_every) or self.eval_every < 1:
-            fail("eval_every", "an integer >= 1 (evaluate after every N-th epoch and after the last)")
-        for name in ("eval_batch_size", "max_steps"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
-                fail(name, "None or an integer >= 1")
-        if not _is_int(self.trace_steps) or self.trace_steps < 0:
-            fail("trace_steps", "an integer >= 0")
-        if not _is_int(self.num_workers) or self.num_workers < 0:
-            fail("num_workers", "an integer >= 0")
-
-    def _validate_options(self) -> None:
-        """The choices, switches, keyword dicts and the fields that depend on each other (:meth:`validate`,
-        second half)."""
-        fail = self._fail
-        choices = {"schedule": SCHEDULES, "amp": AMP_MODES, "cache_features": CACHE_MODES,
-                   "bad_image_policy": BAD_IMAGE_POLICIES, "loader": LOADERS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                fail(name, f"one of {list(allowed)}")
-        for name in ("random_init", "deterministic", "resume", "download", "channels_last"):
-            if not isinstance(getattr(self, name), bool):
-                fail(name, "True or False")
-        for name in ("prompter_kwargs", "backbone_kwargs"):
-            if not isinstance(getattr(self, name), dict):
-                fail(name, "a dict of keyword arguments")
-        if self.fault_injection is not None and not isinstance(self.fault_injection, dict):
-            fail("fault_injection", "None or a dict")
+    def _validate_combinations(self) -> None:
+        """The device's pattern and the fields that depend on each other (:meth:`validate`)."""
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
-            fail("device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+            self._fail("device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
         if self.resume and not self.output:
             raise ValueError("TrainConfig.resume=True needs TrainConfig.output, the run directory to resume from")
         if self.weights is not None and self.random_init:
             raise ValueError("TrainConfig.weights and TrainConfig.random_init exclude each other: give one")
         if self.cache_features == "disk" and not self.output:
             raise ValueError("TrainConfig.cache_features='disk' needs TrainConfig.output (the cache lives there)")
-        if self.feature_cache_dir is not None and not isinstance(self.feature_cache_dir, (str, os.PathLike)):
-            fail("feature_cache_dir", "None or a folder path")
 
     def _fail(self, name: str, expected: str):
         """Raise the ValueError of field ``name``: what was expected, what it holds."""
@@ -199,14 +206,6 @@ class TrainConfig:
     @property
     def is_linear_probe(self) -> bool:
         return self.method in LP_METHODS
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_num(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_resumable(saved: dict[str, Any], config: TrainConfig, path) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..lif import DEFAULT_TAU, DEFAULT_V_THRESHOLD
+from ..prompters.factors import DEFAULT_GROUPS, DEFAULT_RANK
+
 #: the paper's default LoRSP setting for downstream tasks and for OOD (Sec. IV-A3)
-DOWNSTREAM_FACTORS = dict(groups=4, rank=4)
+DOWNSTREAM_FACTORS = dict(groups=DEFAULT_GROUPS, rank=DEFAULT_RANK)
 #: LoRSP's LIF defaults (Sec. IV-A3: "set to 0.0 and 4.0")
-LORSP_LIF_DEFAULTS = dict(tau=4.0, v_threshold=0.0)
+LORSP_LIF_DEFAULTS = dict(tau=DEFAULT_TAU, v_threshold=DEFAULT_V_THRESHOLD)
 #: label (the paper's word) → the engine's method (prompter name) and head
 METHOD_LABELS = {
     "LP": dict(method="none", head="linear"),

@@ -9,10 +9,14 @@ from torch import nn
 
 from .registry import as_size, require_positive_int
 
-__all__ = ["PromptFactors", "factor_param_count"]
+__all__ = ["PromptFactors", "factor_param_count", "DEFAULT_GROUPS", "DEFAULT_RANK"]
+
+# G and r of the paper's LoRSP setting (Eqs. 4-5; method.md): every prompter and tool above takes them from here.
+DEFAULT_GROUPS = 4
+DEFAULT_RANK = 4
 
 
-def factor_param_count(image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
+def factor_param_count(image_size=224, channels: int = 3, groups: int = DEFAULT_GROUPS, rank: int = DEFAULT_RANK,
                        shared_basis: bool = True) -> int:
     """|P| + |B| (Eqs. 13–15): W·G·r + C·r·W = W·r·(G + C) with the shared basis of Eq. 5;
     W·G·r + G·C·r·W = W·r·G·(1 + C) for the ungrouped formulation (one basis per factor)."""
@@ -39,7 +43,7 @@ class PromptFactors(nn.Module):
         shared_basis: ``False`` gives each factor its own basis (the "ungrouped" formulation).
     """
 
-    def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
+    def __init__(self, image_size=224, channels: int = 3, groups: int = DEFAULT_GROUPS, rank: int = DEFAULT_RANK,
                  init_std: float = 0.01, shared_basis: bool = True):
         super().__init__()
         height, width = as_size(image_size)

@@ -49,7 +49,8 @@ from __future__ import annotations
 
 import torch
 
-from ..lif import validate_lif_settings
+from ..lif import (DEFAULT_SURROGATE_ALPHA, DEFAULT_TAU, DEFAULT_V_RESET, DEFAULT_V_THRESHOLD,
+                   validate_lif_settings)
 from .aot import aot_package_dir, compile_cache_dir, use_persistent_compile_cache
 from .fused_compiled import CompiledLowRankLIFGate, build_compiled_gate, compile_available, compiled_gate_cached
 from .fused_eager import FusedLowRankLIFGate, fused_lif_gate, lif_gate_spikes, resolve_chunk_elements
@@ -87,8 +88,9 @@ def auto_backend(device: torch.device | str, planned_steps: int | None = None, c
     return "compile" if compile_available(device) else "eager"
 
 
-def fused_lorsp_prompt(x: torch.Tensor, projection: torch.Tensor, basis: torch.Tensor, tau: float = 4.0,
-                       v_threshold: float = 0.0, v_reset: float | None = 0.0, surrogate_alpha: float = 4.0,
+def fused_lorsp_prompt(x: torch.Tensor, projection: torch.Tensor, basis: torch.Tensor, tau: float = DEFAULT_TAU,
+                       v_threshold: float = DEFAULT_V_THRESHOLD, v_reset: float | None = DEFAULT_V_RESET,
+                       surrogate_alpha: float = DEFAULT_SURROGATE_ALPHA,
                        detach_reset: bool = False, chunk_elements: int | None = None,
                        backend: str = "eager", fallback: bool = False) -> torch.Tensor:
     """LoRSP's prompt δ(x) (Eqs. 4–9) for images ``x [N, C, H, W]`` in [0, 1] → ``[N, C, H, W]``.

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ..lif import validate_lif_settings
+from ..lif import (DEFAULT_SURROGATE_ALPHA, DEFAULT_TAU, DEFAULT_V_RESET, DEFAULT_V_THRESHOLD,
+                   validate_lif_settings)
 
 __all__ = ["fused_lif_gate", "lif_gate_spikes", "FusedLowRankLIFGate", "eager_lowrank_forward",
            "eager_lowrank_backward", "store_factor_grads", "resolve_chunk_elements", "DEFAULT_CHUNK_ELEMENTS"]
@@ -173,8 +174,8 @@ class _FusedLIFGate(torch.autograd.Function):
         return grad_factors.view(factors.shape), None, None, None, None, None, None
 
 
-def fused_lif_gate(factors: torch.Tensor, tau: float = 4.0, v_threshold: float = 0.0,
-                   v_reset: float | None = 0.0, surrogate_alpha: float = 4.0,
+def fused_lif_gate(factors: torch.Tensor, tau: float = DEFAULT_TAU, v_threshold: float = DEFAULT_V_THRESHOLD,
+                   v_reset: float | None = DEFAULT_V_RESET, surrogate_alpha: float = DEFAULT_SURROGATE_ALPHA,
                    detach_reset: bool = False, chunk_elements: int | None = None) -> torch.Tensor:
     """δ = (1/G) Σ_t S_t ⊙ F_t (Eqs. 6–9) for factors ``[G, N, C, H, W]`` → ``[N, C, H, W]``.
 
@@ -285,8 +286,8 @@ def store_factor_grads(t, grad_f, projected, basis, rank, grad_projected, grad_b
 
 
 @torch.no_grad()
-def lif_gate_spikes(factors: torch.Tensor, tau: float = 4.0, v_threshold: float = 0.0,
-                    v_reset: float | None = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def lif_gate_spikes(factors: torch.Tensor, tau: float = DEFAULT_TAU, v_threshold: float = DEFAULT_V_THRESHOLD,
+                    v_reset: float | None = DEFAULT_V_RESET) -> tuple[torch.Tensor, torch.Tensor]:
     """``(spikes [G, ...] float, δ)`` of the fused forward loop (Eqs. 6–9), without autograd."""
     _check_factors(factors)
     tau, v_threshold, v_reset, _ = validate_lif_settings(tau, v_threshold, v_reset, 4.0)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..lif import LIF
-from .factors import PromptFactors, factor_param_count
+from ..lif import DEFAULT_SURROGATE_ALPHA, DEFAULT_TAU, DEFAULT_V_RESET, DEFAULT_V_THRESHOLD, LIF
+from .factors import DEFAULT_GROUPS, DEFAULT_RANK, PromptFactors, factor_param_count
 from .fused import LIF_BACKENDS, auto_backend, compiled_gate_cached, fused_lorsp_prompt
 from .registry import Prompter, prompt_sparsity, register_prompter
 
@@ -28,8 +28,8 @@ __all__ = ["LowRankPrompter", "LoRSPPrompter", "LPFPrompter", "TopKPrompter", "D
 class LowRankPrompter(Prompter):
     """A prompter built on :class:`PromptFactors` (Eqs. 4–5); subclasses turn the factors into δ."""
 
-    def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
-                 init_std: float = 0.01, shared_basis: bool = True):
+    def __init__(self, image_size=224, channels: int = 3, groups: int = DEFAULT_GROUPS,
+                 rank: int = DEFAULT_RANK, init_std: float = 0.01, shared_basis: bool = True):
         super().__init__(image_size, channels)
         self.factors = PromptFactors(self.image_size, self.channels, groups, rank, init_std, shared_basis)
 
@@ -42,8 +42,8 @@ class LowRankPrompter(Prompter):
         return self.factors.rank
 
     @classmethod
-    def param_count(cls, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
-                    shared_basis: bool = True, **_ignored) -> int:
+    def param_count(cls, image_size=224, channels: int = 3, groups: int = DEFAULT_GROUPS,
+                    rank: int = DEFAULT_RANK, shared_basis: bool = True, **_ignored) -> int:
         """Eqs. 13–15: W·r·(G + C) (shared basis) or W·r·G·(1 + C) (ungrouped)."""
         return factor_param_count(image_size, channels, groups, rank, shared_basis)
 
@@ -102,9 +102,10 @@ class LoRSPPrompter(LowRankPrompter):
     otherwise (short runs on a fresh machine, the tests, the smoke book). Benchmarks: ``benchmarks/README.md``.
     """
 
-    def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
-                 tau: float = 4.0, v_threshold: float = 0.0, v_reset: float | None = 0.0,
-                 surrogate_alpha: float = 4.0, detach_reset: bool = False, init_std: float = 0.01,
+    def __init__(self, image_size=224, channels: int = 3, groups: int = DEFAULT_GROUPS,
+                 rank: int = DEFAULT_RANK, tau: float = DEFAULT_TAU, v_threshold: float = DEFAULT_V_THRESHOLD,
+                 v_reset: float | None = DEFAULT_V_RESET, surrogate_alpha: float = DEFAULT_SURROGATE_ALPHA,
+                 detach_reset: bool = False, init_std: float = 0.01,
                  shared_basis: bool = True, fused: bool = True, backend: str = "auto"):
         super().__init__(image_size, channels, groups, rank, init_std, shared_basis)
         self.lif = LIF(tau=tau, v_threshold=v_threshold, v_reset=v_reset, surrogate_alpha=surrogate_alpha,
@@ -197,8 +198,8 @@ def _check_ratio(keep_ratio: float) -> float:
 class TopKPrompter(LowRankPrompter):
     """Top-k sparsifier (Table VI): keep the ``keep_ratio`` share of LPF's δ with the largest |δ| per image."""
 
-    def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
-                 keep_ratio: float = 0.5, init_std: float = 0.01, shared_basis: bool = True):
+    def __init__(self, image_size=224, channels: int = 3, groups: int = DEFAULT_GROUPS,
+                 rank: int = DEFAULT_RANK, keep_ratio: float = 0.5, init_std: float = 0.01, shared_basis: bool = True):
         super().__init__(image_size, channels, groups, rank, init_std, shared_basis)
         self.keep_ratio = _check_ratio(keep_ratio)
 
@@ -228,8 +229,8 @@ class DropoutPrompter(LowRankPrompter):
     (:meth:`set_run_seed`; 0 until then).
     """
 
-    def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
-                 keep_ratio: float = 0.5, rescale: bool = False, mask_at_eval: bool = True,
+    def __init__(self, image_size=224, channels: int = 3, groups: int = DEFAULT_GROUPS,
+                 rank: int = DEFAULT_RANK, keep_ratio: float = 0.5, rescale: bool = False, mask_at_eval: bool = True,
                  init_std: float = 0.01, shared_basis: bool = True):
         super().__init__(image_size, channels, groups, rank, init_std, shared_basis)
         self.keep_ratio = _check_ratio(keep_ratio)
@@ -271,8 +272,8 @@ class DropoutPrompter(LowRankPrompter):
 class ThresholdPrompter(LowRankPrompter):
     """Fixed-threshold sparsifier: keep the entries of LPF's δ with |δ| >= ``threshold``."""
 
-    def __init__(self, image_size=224, channels: int = 3, groups: int = 4, rank: int = 4,
-                 threshold: float = 0.01, init_std: float = 0.01, shared_basis: bool = True):
+    def __init__(self, image_size=224, channels: int = 3, groups: int = DEFAULT_GROUPS,
+                 rank: int = DEFAULT_RANK, threshold: float = 0.01, init_std: float = 0.01, shared_basis: bool = True):
         super().__init__(image_size, channels, groups, rank, init_std, shared_basis)
         threshold = float(threshold)
         if not (math.isfinite(threshold) and threshold >= 0):

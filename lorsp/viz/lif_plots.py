@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from ..lif import LIF, LIFTrace
+from ..lif import DEFAULT_TAU, LIF, LIFTrace
 from .display import import_seaborn
 
 
@@ -41,14 +41,14 @@ def input_current(kind: str = "constant", amplitude: float = 1.0, steps: int = 4
     return amplitude + 0.5 * abs(amplitude) * torch.randn(steps, generator=generator)
 
 
-def lif_response(inputs: torch.Tensor, tau: float = 4.0, v_threshold: float = 0.5,
+def lif_response(inputs: torch.Tensor, tau: float = DEFAULT_TAU, v_threshold: float = 0.5,
                  v_reset: float = 0.0) -> LIFTrace:
     """Run :class:`lorsp.LIF` (Eqs. 1–3) on ``inputs [T, ...]`` and return its trace (spikes, H_t, V_t)."""
     return LIF(tau=tau, v_threshold=v_threshold, v_reset=v_reset)(torch.as_tensor(inputs, dtype=torch.float32),
                                                                     return_trace=True)
 
 
-def plot_lif_response(tau: float = 4.0, v_threshold: float = 0.5, v_reset: float = 0.0, amplitude: float = 1.0,
+def plot_lif_response(tau: float = DEFAULT_TAU, v_threshold: float = 0.5, v_reset: float = 0.0, amplitude: float = 1.0,
                       kinds: Sequence[str] = ("constant", "pulses", "noisy"), steps: int = 40,
                       seed: int = 0) -> Figure:
     """The slider callback of "LIF dynamics": one column per input kind, rows input X_t, membrane, spikes.
@@ -88,7 +88,7 @@ def plot_lif_response(tau: float = 4.0, v_threshold: float = 0.5, v_reset: float
     return fig
 
 
-def plot_spike_raster(amplitudes: Sequence[float] = tuple(np.linspace(0.2, 2.0, 24)), tau: float = 4.0,
+def plot_spike_raster(amplitudes: Sequence[float] = tuple(np.linspace(0.2, 2.0, 24)), tau: float = DEFAULT_TAU,
                       v_threshold: float = 0.5, v_reset: float = 0.0, steps: int = 40) -> Figure:
     """Spike raster of one LIF neuron per constant input amplitude (Eqs. 1–3): stronger input fires sooner
     and more often. Under a constant input X, Eq. 1 drives the membrane from V_reset towards X, so an input
@@ -143,7 +143,7 @@ def plot_firing_rate_sweep(grid: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
-def snntorch_comparison(inputs: torch.Tensor, tau: float = 4.0, v_threshold: float = 0.5) -> pd.DataFrame:
+def snntorch_comparison(inputs: torch.Tensor, tau: float = DEFAULT_TAU, v_threshold: float = 0.5) -> pd.DataFrame:
     """Our LIF (hard reset to 0) beside snntorch's ``Leaky(beta=1-1/tau, reset_mechanism="zero")`` fed X_t/tau,
     step by step on one input sequence ``[T]``: columns ``t, input, H_t (lorsp), mem (snntorch), S_t (lorsp),
     S_t (snntorch)``. The two recurrences are the same (docs/method.md); spikes can only differ where the

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from ..lif import DEFAULT_TAU, DEFAULT_V_RESET, DEFAULT_V_THRESHOLD
 from ..prompters import LoRSPPrompter
 from .display import import_seaborn
 from .prompt_weights import with_lif_settings
@@ -146,8 +147,9 @@ def prompt_ranks(prompter: LoRSPPrompter, images: torch.Tensor, channel: int = 0
     return pd.DataFrame(rows).set_index("image")
 
 
-def plot_prompt_explorer(prompter: LoRSPPrompter, images: torch.Tensor, tau: float = 4.0, v_threshold: float = 0.0,
-                         v_reset: float = 0.0, image_index: int = 0, names: Sequence[str] | None = None,
+def plot_prompt_explorer(prompter: LoRSPPrompter, images: torch.Tensor, tau: float = DEFAULT_TAU,
+                         v_threshold: float = DEFAULT_V_THRESHOLD, v_reset: float = DEFAULT_V_RESET,
+                         image_index: int = 0, names: Sequence[str] | None = None,
                          channel: int = 0) -> Figure:
     """The slider callback of "Prompt factorisation": the anatomy of one image (the panels of
     :func:`plot_prompt_anatomy`, in two rows so that each is large enough to read) with the LIF's tau, V_th

@@ -11,8 +11,9 @@ from typing import Sequence
 
 import torch
 
-from ..lif import LIF
+from ..lif import DEFAULT_TAU, DEFAULT_V_RESET, DEFAULT_V_THRESHOLD, LIF
 from ..prompters import LoRSPPrompter, build_prompter
+from ..prompters.factors import DEFAULT_GROUPS, DEFAULT_RANK
 from .display import REPO_ROOT, shown_path
 
 
@@ -95,8 +96,10 @@ def _load_trained_prompter(weights) -> tuple[LoRSPPrompter, str]:
     return prompter.eval(), f"trained prompt weights from {shown_path(weights)}" + (f" ({where})" if where else "")
 
 
-def display_prompter(image_size=64, groups: int = 4, rank: int = 4, tau: float = 4.0, v_threshold: float = 0.0,
-                     v_reset: float = 0.0, weights=None, basis_std: float = 0.05, projection_std: float = 0.05,
+def display_prompter(image_size=64, groups: int = DEFAULT_GROUPS, rank: int = DEFAULT_RANK,
+                     tau: float = DEFAULT_TAU, v_threshold: float = DEFAULT_V_THRESHOLD,
+                     v_reset: float = DEFAULT_V_RESET, weights=None, basis_std: float = 0.05,
+                     projection_std: float = 0.05,
                      seed: int = 0) -> tuple[LoRSPPrompter, str]:
     """A LoRSP prompter with non-zero factors to look at, and a sentence saying what its weights are.
 

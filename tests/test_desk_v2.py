@@ -182,3 +182,26 @@ def test_a_chapter_says_how_much_of_desk_v2_is_committed_while_it_trains(tmp_pat
     assert f"1 of its {total} runs of this chapter are committed" in note
     assert "is being trained" not in Evidence("backbones", "desk", pd.DataFrame(), tmp_path, {}, True,
                                               desk2=(0, total)).note()
+
+
+def test_the_seed_plan_re_plans_on_v2s_own_paired_sds_where_a_pair_has_them(monkeypatch, tmp_path):
+    """Once desk v2's first headline seeds are trained, the plan uses their paired sd (larger here for
+    LoRSP − LoR-VP on CIFAR-10, so that pair needs more seeds); pairs without two v2 seeds keep v1's sd."""
+    import importlib
+    grid_module = importlib.import_module("lorsp.experiments.grid")
+    v1_rows, v1_seeds = grid_module.desk2_seed_plan()
+    v1_sds = {row["pair"]: row["paired_sd"] for row in v1_rows}
+    pair = ("cifar10", "LoRSP", "LoR-VP")
+
+    def fake_paired_sds(results_dir, setup):
+        return {k: v for k, v in v1_sds.items()} if setup.protocol == "v1" else {pair: 3 * v1_sds[pair]}
+
+    monkeypatch.setattr(grid_module, "paired_sds", fake_paired_sds)
+    rows, seeds = grid_module.desk2_seed_plan(sds_from="v2")
+    by_pair = {row["pair"]: row for row in rows}
+    assert by_pair[pair]["sd_from"] == "v2" and by_pair[pair]["paired_sd"] == 3 * v1_sds[pair]
+    assert by_pair[pair]["seeds"] > {r["pair"]: r for r in v1_rows}[pair]["seeds"]
+    assert all(row["sd_from"] == "v1" and row["paired_sd"] == v1_sds[row["pair"]] for row in rows if row["pair"] != pair)
+    assert seeds["LoR-VP"] >= v1_seeds["LoR-VP"]
+    with pytest.raises(ValueError, match="sds_from must be"):
+        grid_module.desk2_seed_plan(sds_from="v3")

@@ -407,25 +407,33 @@ def paired_sds(results_dir, setup: ScaleSetup) -> dict[tuple[str, str, str], flo
 
 
 def desk2_seed_plan(results_dir=None, datasets: Sequence[str] = ("cifar10", "tiny-imagenet"),
-                    cap: int = 10, minimum: int = 3) -> tuple[list[dict], dict[str, int]]:
+                    cap: int = 10, minimum: int = 3, sds_from: str = "v1") -> tuple[list[dict], dict[str, int]]:
     """The seeds each headline pair of desk v2 needs (:func:`lorsp.desk_budget.seed_plan`): paired sds from the
     committed desk v1 records (the v2 pilot trains one seed, so it has none; a pair v1 did not train on a dataset
     takes its sd on the other dataset), the paper's difference from :func:`lorsp.paper.paper_gap`
-    (:data:`PAPER_DATASET_OF`). Returns the plan's rows and each method's seeds: the most any of its pairs needs."""
+    (:data:`PAPER_DATASET_OF`). ``sds_from="v2"`` re-plans on desk v2's own headline records (at the selected
+    lrs) where a pair has two seeds or more, and on v1's sd where it has not yet; each row's ``sd_from`` says
+    which. Returns the plan's rows and each method's seeds: the most any of its pairs needs."""
     from ..desk_budget import seed_plan
     from ..paper import paper_gap
-    from .scales import desk_setup
-    measured = paired_sds(results_dir or results_root() / "desk", desk_setup(require_data=False))
-    sds, claimed = {}, {}
+    from .scales import desk2_setup, desk_setup, with_prompt_lr_selection
+    if sds_from not in ("v1", "v2"):
+        raise ValueError(f"sds_from must be 'v1' or 'v2', got {sds_from!r}")
+    folder = Path(results_dir) if results_dir is not None else results_root() / "desk"
+    v1 = paired_sds(folder, desk_setup(require_data=False))
+    v2 = paired_sds(folder, with_prompt_lr_selection(desk2_setup(), folder)) if sds_from == "v2" else {}
+    sds, claimed, source = {}, {}, {}
     for dataset in datasets:
         for better, worse, table in HEADLINE_PAIRS:
             key = (dataset, better, worse)
-            sd = measured.get(key) or next((v for (d, b, w), v in measured.items() if (b, w) == (better, worse)), None)
+            sd = v1.get(key) or next((v for (d, b, w), v in v1.items() if (b, w) == (better, worse)), None)
+            source[key] = "v2" if key in v2 else "v1"
+            sd = v2.get(key, sd)
             if sd is None:
                 raise ValueError(f"no paired sd for {better} − {worse} in the desk records of any dataset")
             sds[key] = sd
             claimed[key] = paper_gap(table, better, worse, PAPER_DATASET_OF[dataset]).difference
-    rows = seed_plan(sds, claimed, cap=cap, minimum=minimum)
+    rows = [{**row, "sd_from": source[row["pair"]]} for row in seed_plan(sds, claimed, cap=cap, minimum=minimum)]
     seeds: dict[str, int] = {}
     for row in rows:
         for label in row["pair"][1:]:

@@ -3,8 +3,7 @@ values, :class:`DivergenceError`, and which fields may change when a run resumes
 from __future__ import annotations
 
 import dataclasses
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..results import to_jsonable

@@ -131,7 +131,6 @@ def headline_evidence(chapter: str, scale: str, frame: pd.DataFrame, results_dir
     return Evidence(chapter, scale, frame, Path(results_dir), committed, from_committed=False, desk2=desk2)
 
 
-
 # ----------------------------------------------------------------------------------------------------
 # is training long enough? what does the resolution cost?
 # ----------------------------------------------------------------------------------------------------

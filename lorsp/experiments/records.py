@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -83,7 +84,6 @@ def collect(runs: Iterable[dict], results_dir) -> pd.DataFrame:
     :class:`~lorsp.experiments.store.RecordStore` (strict); nothing is trained, runs without a record are left
     out. A run listed twice (the same training run under two labels) gives a row for each listing.
     ``frame.attrs``: ``trained`` (0), ``reused`` (records found), ``seconds``, ``left`` (empty)."""
-    import time
     started = time.perf_counter()
     store, rows, found = RecordStore(results_dir), [], set()
     if store.folder.is_dir():

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from .store import RecordStore, read_run_record
+
 #: relative tolerance between a replayed loss and the recorded one (float sums over 1–2 threads differ by ~1e-6)
 RTOL = 1e-4
 
@@ -97,7 +99,6 @@ def stale_records(paths: Iterable[Path], steps: int = 3, budget_seconds: float |
     """Replay the first ``steps`` of each replayable record of ``paths`` (one per method and dataset, the
     first found, until ``budget_seconds`` is spent) and return ``(problems, replayed paths)``: one sentence per
     record whose replay differs, naming the record to regenerate."""
-    from .store import read_run_record
     problems, replayed, seen = [], [], set()
     started = time.perf_counter()
     for path in sorted(Path(p) for p in paths):
@@ -141,7 +142,6 @@ def trained_run(record_path, data_root=None):
     from .. import distributed as distrib
     from .. import engine
     from ..results import PROMPT_NAME
-    from .store import read_run_record
     record_path = Path(record_path)
     record = read_run_record(record_path)  # strict: the prompt file is checked against the record's sha256
     config = _replay_config(record, data_root, steps=None)
@@ -252,7 +252,6 @@ def representatives(paths: Iterable[Path]) -> dict[str, Path]:
     cheapest to re-evaluate), ties to the first path; preferring one whose evaluation is repeatable. A backbone
     that none of these records uses gets one more, keyed ``"<family> · <backbone>"``: its LoRSP record when it
     has one (else its cheapest), so that every backbone's weights and path are checked too."""
-    from .store import read_run_record
     records = {}
     for path in sorted(Path(p) for p in paths):
         record = read_run_record(path)
@@ -292,7 +291,6 @@ def check_trained(paths: Iterable[Path], replays: dict, data_root=None, steps: i
     Returns ``(problems, checked)``: one sentence per difference, naming the record; per family what was done."""
     problems, checked = [], {}
     for name, path in representatives(paths).items():
-        from .store import read_run_record
         record = read_run_record(path)
         key, why_not = path.parent.name, eval_repeatable(record)
         with trained_run(path, data_root=data_root) as run:
@@ -345,7 +343,6 @@ def record_replays(paths: Iterable[Path], data_root=None, steps: int = TRAINED_S
     recorded before; one whose record is still a representative with the same prompt file is kept, not measured
     again."""
     from ..results import git_commit, training_code_sha256
-    from .store import read_run_record
     out = {}
     for name, path in representatives(paths).items():
         record = read_run_record(path)
@@ -396,11 +393,9 @@ def chapter_commit_problems(chapter: str, scale: str, results_root=None, since_s
     """:func:`commit_problems` of the committed records of ``chapter``'s grid at ``scale`` (those that exist)."""
     from .grid import grid, run_key
     from .grid import results_root as resolve_results_root
-    from .store import read_run_record
-    folder = resolve_results_root(results_root) / scale
-    paths = [folder / run_key(run) / "record.json" for run in grid(chapter, scale)]
-    return [f"{chapter}: {problem}" for problem in
-            commit_problems([read_run_record(p) for p in dict.fromkeys(paths) if p.is_file()], since_schema)]
+    store = RecordStore(resolve_results_root(results_root) / scale)
+    keys = [key for key in dict.fromkeys(run_key(run) for run in grid(chapter, scale)) if store.exists(key)]
+    return [f"{chapter}: {problem}" for problem in commit_problems([store.read(key) for key in keys], since_schema)]
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ import copy
 from pathlib import Path
 from typing import Iterator
 
+from ..results import RECORD_NAME
 from .runs import run_key
 
 __all__ = ["RecordStore", "read_run_record", "is_final_record", "write_run_record", "training_engine"]
@@ -73,7 +74,7 @@ class RecordStore:
     ``run`` arguments are a run dict of a chapter's grid or its key (:func:`~lorsp.experiments.runs.run_key`).
     """
 
-    RECORD = "record.json"
+    RECORD = RECORD_NAME
 
     def __init__(self, folder):
         self.folder = Path(folder)

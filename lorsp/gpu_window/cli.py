@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .costs import costs_from_bench, format_plan, measure_costs, plan_table
 from .plan import WINDOW_SCALE, plan_backbones, window_plan
-from .records import is_finished_record
+from ..experiments.store import RecordStore
 from .run import run_window
 
 
@@ -55,7 +55,8 @@ def main(args) -> int:
         print(plan_backbones(plan))
         done = set()
         if args.results:
-            done = {i["key"] for i in plan if is_finished_record(Path(args.results) / i["key"] / "record.json")}
+            store = RecordStore(args.results)
+            done = {i["key"] for i in plan if store.is_final(i["key"])}
         rows, per_block = plan_table(plan, costs, done)
         print(format_plan(rows, per_block, markdown=args.markdown))
         return 0

@@ -10,15 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..experiments.store import is_final_record, read_run_record
+from ..experiments.store import RecordStore
 from .plan import WINDOW_SCALE
-
-
-def is_finished_record(path: Path) -> bool:
-    """A record exists and is final (completed, or failed by divergence, which a rerun would repeat). A record
-    that exists but does not parse, or whose prompt file is damaged, is a ValueError naming the file
-    (:func:`lorsp.experiments.store.read_run_record`), never a run to train again."""
-    return Path(path).is_file() and is_final_record(read_run_record(path))
 
 
 def _write_json(data: dict, path: Path) -> None:
@@ -47,11 +40,11 @@ def _write_bundle(results_dir: Path, keys, summary_path: Path, bundle: Path) -> 
 def _accuracy_table(plan, results_dir: Path) -> list[dict]:
     """Mean ± std (over seeds) of the final test accuracy per block, dataset and label, from the records."""
     groups: dict = {}
+    store = RecordStore(results_dir)
     for item in plan:
-        path = results_dir / item["key"] / "record.json"
-        if item["shared_with"] or not path.is_file():
+        if item["shared_with"] or not store.exists(item["key"]):
             continue
-        record = read_run_record(path)
+        record = store.read(item["key"])
         if record.get("final_accuracy") is None:
             continue
         run = item["run"]

@@ -10,7 +10,8 @@ from pathlib import Path
 from .costs import Costs, estimate_seconds, format_plan, measure_costs, plan_table
 from .pack import WindowError, prepare_window
 from .plan import WINDOW_SCALE, plan_backbones, window_plan
-from .records import is_finished_record, WindowState
+from ..experiments.store import RecordStore
+from .records import WindowState
 
 
 def run_window(results_dir, pack, minutes: float = 9.0, smoke: bool = False, device: str | None = None,
@@ -47,7 +48,8 @@ def _run_window(results_dir, pack, minutes, smoke, device, blocks, bundle, summa
     plan = window_plan(smoke, device, blocks)
     manifest = prepare_window(pack, plan, smoke, device)
     results_dir.mkdir(parents=True, exist_ok=True)
-    done = {item["key"] for item in plan if is_finished_record(results_dir / item["key"] / "record.json")}
+    store = RecordStore(results_dir)
+    done = {item["key"] for item in plan if store.is_final(item["key"])}
     todo = [item for item in plan if not item["shared_with"] and item["key"] not in done]
     log(f"gpu-window: {plan_backbones(plan)}")
     log(f"gpu-window: {len(plan)} plan entries, {len({i['key'] for i in plan})} unique runs, {len(done)} already "

@@ -191,10 +191,12 @@ def test_the_seed_plan_re_plans_on_v2s_own_paired_sds_where_a_pair_has_them(monk
     grid_module = importlib.import_module("lorsp.experiments.grid")
     v1_rows, v1_seeds = grid_module.desk2_seed_plan()
     v1_sds = {row["pair"]: row["paired_sd"] for row in v1_rows}
-    pair = ("cifar10", "LoRSP", "LoR-VP")
+    pair = ("cifar10", "efficientnet_lite0", "LoRSP", "LoR-VP")
 
     def fake_paired_sds(results_dir, setup):
-        return {k: v for k, v in v1_sds.items()} if setup.protocol == "v1" else {pair: 3 * v1_sds[pair]}
+        if setup.protocol == "v1":   # v1 trained MobileNetV2 only
+            return {(d, "mobilenetv2", b, w): v for (d, bb, b, w), v in v1_sds.items() if bb == "mobilenetv2"}
+        return {pair: 3 * v1_sds[pair]}
 
     monkeypatch.setattr(grid_module, "paired_sds", fake_paired_sds)
     rows, seeds = grid_module.desk2_seed_plan(sds_from="v2")

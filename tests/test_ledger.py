@@ -66,7 +66,7 @@ def test_magnitude_verdict(paper, low, high, expected):
 
 
 # --- the flags: they fire on the known cases and not on a healthy set ---------------------------------------------
-def _health(first_loss=1.8, accuracy=62.0, firing=0.3, prompt=0.02, lp=61.0, status="completed"):
+def _health(first_loss=1.8, accuracy=62.0, firing=0.3, prompt=0.02, lp=61.0, status="completed", lp_first_loss=1.8):
     rows = []
     for side in ("a", "b"):
         for seed in range(3):
@@ -76,7 +76,8 @@ def _health(first_loss=1.8, accuracy=62.0, firing=0.3, prompt=0.02, lp=61.0, sta
                              accuracy=accuracy if side == "b" else 63.0 + seed, firing_rate=firing if side == "b" else 0.3,
                              sparsity=0.5, prompt_abs_mean=prompt if side == "b" else float("nan")))
     rows += [dict(key=f"lp{s}", label="LP", dataset="cifar10", backbone="mobilenetv2", seed=s, image_size=64,
-                  epochs=3, status="completed", num_classes=10, first_loss=1.8, accuracy=lp, firing_rate=None,
+                  epochs=3, status="completed", num_classes=10, first_loss=lp_first_loss - 0.1 * s, accuracy=lp,
+                  firing_rate=None,
                   sparsity=None, prompt_abs_mean=float("nan")) for s in range(3)]
     return lg.assess_health(pd.DataFrame(rows))
 
@@ -97,6 +98,37 @@ def test_flags_do_not_fire_on_a_healthy_set():
     assert lg.degeneracy(comparison, health) == "" and lg.still_comparator(comparison, health) == ""
     # above chance in the first epoch but not below LP at the end: not unstable either
     assert not _health(first_loss=2.5, accuracy=62.0, lp=61.0)["unstable"].any()
+
+
+def test_a_first_epoch_at_lps_own_level_is_not_unstable():
+    """At desk v2's batch the head's own first epoch overshoots ln K (LP's is 2.2–3.7 on CIFAR-10): a prompted
+    run whose first epoch stays within LP's is not unstable even when it ends a little below LP; one above LP's
+    highest first epoch and below LP at the end is, and the note names LP's level."""
+    assert not _health(first_loss=3.0, accuracy=60.0, lp=61.0, lp_first_loss=3.4)["unstable"].any()
+    health = _health(first_loss=4.0, accuracy=60.0, lp=61.0, lp_first_loss=3.4)
+    assert health.loc[health["label"] == "B", "unstable"].all()
+    assert "LP's highest first epoch 3.40 (above ln 10 = 2.30)" in health.loc[health["label"] == "B", "why"].iloc[0]
+
+
+def test_a_search_point_is_not_a_deviation():
+    assert ex.is_deviation_of("LoR-VP · prompt lr 0.03 (deviation)", "LoR-VP")
+    assert not ex.is_deviation_of("LoR-VP · prompt lr 0.03 (search)", "LoR-VP")
+    assert not ex.is_deviation_of("LoRSP · prompt lr 0.03 (deviation)", "LoR-VP")
+
+
+def test_a_headline_pair_is_held_to_its_chapters_table():
+    """The seed plan and the ledger share one rule (lorsp.paper.headline_gap): the backbones chapter's CIFAR-10
+    pairs to Table II's CIFAR-100 mean over five backbones, the downstream chapter's to Table III's CIFAR-10
+    column, LPF to Table V."""
+    from lorsp.paper import headline_gap, paper_gap
+    assert headline_gap("LoRSP", "LP", "cifar10") == paper_gap("table2", "LoRSP", "LP", "cifar100")
+    assert headline_gap("LoRSP", "LP", "cifar10", "table3") == paper_gap("table3", "LoRSP", "LP", "cifar10")
+    assert headline_gap("LoRSP", "LPF", "tiny-imagenet", "table3") == paper_gap("table5", "LoRSP", "LPF", "tiny-imagenet")
+    assert lg.paper_reference("backbones", "LoRSP", "LP", "cifar10", "source test", None) == \
+        headline_gap("LoRSP", "LP", "cifar10")
+    assert lg.paper_reference("downstream", "LoRSP", "LP", "cifar10", "source test", None).source.startswith("Table III")
+    with pytest.raises(ValueError, match="'table2' or 'table3'"):
+        headline_gap("LoRSP", "LP", "cifar10", "table4")
 
 
 def test_flags_fire_on_the_pathologies():
@@ -141,24 +173,24 @@ def test_no_comparison_appears_twice_and_the_larger_seed_set_wins(desk_ledger):
     assert rows["comparison"].is_unique
     assert not rows.duplicated(["better", "worse", "measure", "comparison"]).any()
     assert desk_ledger.chapter_pairs > len(rows)                           # repeats were merged
-    for name in ("LoRSP vs LP · CIFAR-10", "LoRSP vs AutoVP · CIFAR-10", "LoRSP vs LoR-VP · CIFAR-10",
-                 "LoRSP vs LPF · CIFAR-10"):
+    for name in ("LoRSP vs LP · CIFAR-10 · MobileNetV2", "LoRSP vs AutoVP · CIFAR-10 · MobileNetV2",
+                 "LoRSP vs LoR-VP · CIFAR-10 · MobileNetV2", "LoRSP vs LPF · CIFAR-10 · MobileNetV2"):
         assert _row(desk_ledger, name)["n"] == 5, name                    # not the downstream/sparsifier 3 seeds
-    assert "downstream" in _row(desk_ledger, "LoRSP vs LP · CIFAR-10")["also_in"]
-    assert (rows["comparison"] == "G=4 vs G=1 · CIFAR-10").sum() == 1     # in two claims, one row
+    assert "downstream" in _row(desk_ledger, "LoRSP vs LP · CIFAR-10 · MobileNetV2")["also_in"]
+    assert (rows["comparison"] == "G=4 vs G=1 · CIFAR-10 · MobileNetV2").sum() == 1     # in two claims, one row
 
 
 def test_unstable_degenerate_and_still_flags_fire_on_the_known_desk_cases(desk_ledger):
-    for name in ("G=4 vs G=1 · CIFAR-10", "G=8 vs G=1 · CIFAR-10"):
+    for name in ("G=4 vs G=1 · CIFAR-10 · MobileNetV2", "G=8 vs G=1 · CIFAR-10 · MobileNetV2"):
         row = _row(desk_ledger, name)
         assert row["verdict"] == "unstable" and "first-epoch loss" in row["unstable_note"]
-    for name in ("V_th=0 vs V_th=0.05 · CIFAR-10", "V_th=0.05 vs V_th=0 · sparsity"):
+    for name in ("V_th=0 vs V_th=0.05 · CIFAR-10 · MobileNetV2", "V_th=0.05 vs V_th=0 · sparsity · MobileNetV2"):
         row = _row(desk_ledger, name)
         assert row["verdict"] == "degenerate" and "no neuron fires at V_th=0.05" in row["degenerate_note"]
-    assert "did not move" in _row(desk_ledger, "LoRSP vs LoR-VP · CIFAR-10")["still_note"]
-    deviation = _row(desk_ledger, "LoRSP vs LoR-VP at prompt lr 0.03 · CIFAR-10")
+    assert "did not move" in _row(desk_ledger, "LoRSP vs LoR-VP · CIFAR-10 · MobileNetV2")["still_note"]
+    deviation = _row(desk_ledger, "LoRSP vs LoR-VP at prompt lr 0.03 · CIFAR-10 · MobileNetV2")
     assert deviation["still_note"] == "" and "deviation" in deviation["substitutions"]
-    healthy = desk_ledger.rows[desk_ledger.rows["comparison"].isin(["G=4 vs G=8 · CIFAR-10", "tau=4 vs tau=1.5 · CIFAR-10"])]
+    healthy = desk_ledger.rows[desk_ledger.rows["comparison"].isin(["G=4 vs G=8 · CIFAR-10 · MobileNetV2", "tau=4 vs tau=1.5 · CIFAR-10 · MobileNetV2"])]
     assert not healthy["unstable"].any() and (healthy["degenerate_note"] == "").all()
 
 

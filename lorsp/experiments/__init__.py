@@ -49,7 +49,7 @@ from .evaluation import engine_evaluate_shifts, evaluate_shifts, load_run_model,
 from .gallery import Gallery, GalleryPanel, gallery_claims, instance_variation, prompt_gallery, varying_share
 from .grid import (BACKBONE_ROWS, CHAPTERS, DEVIATION_LABELS, DOWNSTREAM_ROWS, GROUPS_SWEEP, OOD_FACTORS,
                    OOD_ROWS, RANK_SWEEP, LP_224_LABEL, RESULTS_ROOT, RUNS_ROOT, SPARSIFIER_RATIOS, SPARSIFIER_ROWS,
-                   TAU_SWEEP, V_THRESHOLD_SWEEP, chapter_facts, deviation_label, grid, missing_methods,
+                   TAU_SWEEP, V_THRESHOLD_SWEEP, chapter_facts, deviation_label, grid, is_deviation_of, missing_methods,
                    results_root, run_key, runs_dir, shown_path, training_length_label)
 from .grid import desk2_seed_plan, paired_sds, paper_lr_label, search_label, select_prompt_lrs, selection_key  # v2
 from .methods import (DOWNSTREAM_FACTORS, EVP_PAD_AT_224, LORSP_LIF_DEFAULTS, METHOD_LABELS, PAD_INNER_AT_224,
@@ -77,7 +77,7 @@ __all__ = [
     "TRANSFORMER_BACKBONES", "EVP_PAD_AT_224", "MARGIN_PP", "LEVEL", "PAIR_ON", "paired_values", "rule_description", "failed_runs",
     "usable_rows", "describe_failed", "instance_variation", "varying_share", "shown_path",
     "HEADLINE_SCALES", "Evidence", "committed_status", "headline_evidence", "training_curves", "resolution_cost",
-    "flattening", "flattening_sentence", "FLATTENED_BELOW", "LP_224_LABEL", "prompt_lr_deviation", "deviation_label", "DEVIATION_LABELS",
+    "flattening", "flattening_sentence", "FLATTENED_BELOW", "LP_224_LABEL", "prompt_lr_deviation", "deviation_label", "is_deviation_of", "DEVIATION_LABELS",
     "training_length_check", "training_length_label", "PAPER_EPOCHS",
     "CLAIM_CHAPTERS", "VERDICTS", "VERDICT_COLOURS", "Findings", "findings",
     "PUBLISHED_FILES", "RUN_ORDER", "dry_run", "machine_info", "DESK_DATASETS", "DESK_PROMPT_LR",

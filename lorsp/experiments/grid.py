@@ -258,6 +258,11 @@ def deviation_label(label: str, prompt_lr: float) -> str:
     return f"{label} · prompt lr {prompt_lr:g} (deviation)"
 
 
+def is_deviation_of(run_label: str, label: str) -> bool:
+    """Is ``run_label`` a :func:`deviation_label` of ``label`` (not, e.g., a point of a prompt-lr search)?"""
+    return run_label.startswith(f"{label} · prompt lr ") and run_label.endswith(" (deviation)")
+
+
 def _deviation_prompt_lr(setup: ScaleSetup, chapter: str, label: str, dataset: str, backbone: str,
                          seed: int) -> dict[str, Any]:
     """``label`` with the prompt at ``setup.deviation_prompt_lr`` and the head at the paper's lr: the extra,
@@ -375,18 +380,16 @@ def chapter_facts(chapter: str, setup: ScaleSetup, runs: Sequence[dict]) -> dict
 # ----------------------------------------------------------------------------------------------------
 # the power plan of desk protocol v2 (issue 25)
 # ----------------------------------------------------------------------------------------------------
-#: the headline pairs of Tables II and V (better, worse, the paper's table of the claim)
-HEADLINE_PAIRS = [("LoRSP", rival, "table2") for rival in ("LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP")] + \
-    [("LPF", "LP", "table5"), ("LoRSP", "LPF", "table5")]
-#: the paper's dataset whose difference a desk dataset's pair must detect (the paper has no CIFAR-10 in Tables
-#: II/V: CIFAR-100 stands in, the other CIFAR of its tables)
-PAPER_DATASET_OF = {"tiny-imagenet": "tiny-imagenet", "cifar10": "cifar100"}
+#: the headline pairs of Tables II and V (better, worse); :func:`lorsp.paper.headline_gap` names each one's table
+HEADLINE_PAIRS = [("LoRSP", rival) for rival in ("LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP")] + \
+    [("LPF", "LP"), ("LoRSP", "LPF")]
 
 
-def paired_sds(results_dir, setup: ScaleSetup) -> dict[tuple[str, str, str], float]:
+def paired_sds(results_dir, setup: ScaleSetup) -> dict[tuple[str, str, str, str], float]:
     """The paired sd (pp, over seeds) of every headline pair's accuracy difference in the committed records of
-    ``setup``'s backbones and downstream chapters (``results_dir/<key>/record.json``), per dataset of
-    ``setup.table3_datasets``; pairs with fewer than two common seeds are left out."""
+    ``setup``'s backbones and downstream chapters (``results_dir/<key>/record.json``), keyed ``(dataset,
+    backbone, better, worse)`` for each dataset of ``setup.table3_datasets``; pairs with fewer than two common
+    seeds are left out."""
     import statistics
     accuracy: dict[tuple, float] = {}
     store = RecordStore(results_dir)
@@ -397,26 +400,36 @@ def paired_sds(results_dir, setup: ScaleSetup) -> dict[tuple[str, str, str], flo
                 accuracy[(run["dataset"], run["backbone"], run["tags"]["label"], run["seed"])] = 100.0 * value
     out = {}
     for dataset in setup.table3_datasets:
-        for better, worse, _ in HEADLINE_PAIRS:
-            diffs = [accuracy[(d, b, better, s)] - accuracy[(d, b, worse, s)]
-                     for (d, b, label, s) in accuracy if d == dataset and label == better
-                     and (d, b, worse, s) in accuracy]
-            if len(diffs) >= 2:
-                out[(dataset, better, worse)] = statistics.stdev(diffs)
+        for backbone in setup.backbones:
+            for better, worse in HEADLINE_PAIRS:
+                diffs = [accuracy[(dataset, backbone, better, s)] - accuracy[(dataset, backbone, worse, s)]
+                         for (d, b, label, s) in accuracy if (d, b, label) == (dataset, backbone, better)
+                         and (dataset, backbone, worse, s) in accuracy]
+                if len(diffs) >= 2:
+                    out[(dataset, backbone, better, worse)] = statistics.stdev(diffs)
     return out
+
+
+def _fallback_sd(sds: dict[tuple, float], dataset: str, better: str, worse: str) -> float | None:
+    """A pair's sd on another backbone of the same dataset, else on any dataset (the first found)."""
+    same = [v for (d, _, b, w), v in sds.items() if (d, b, w) == (dataset, better, worse)]
+    other = [v for (_, _, b, w), v in sds.items() if (b, w) == (better, worse)]
+    return (same or other or [None])[0]
 
 
 def desk2_seed_plan(results_dir=None, datasets: Sequence[str] = ("cifar10", "tiny-imagenet"),
                     cap: int = 10, minimum: int = 3, sds_from: str = "v1") -> tuple[list[dict], dict[str, int]]:
-    """The seeds each headline pair of desk v2 needs (:func:`lorsp.desk_budget.seed_plan`): paired sds from the
-    committed desk v1 records (the v2 pilot trains one seed, so it has none; a pair v1 did not train on a dataset
-    takes its sd on the other dataset), the paper's difference from :func:`lorsp.paper.paper_gap`
-    (:data:`PAPER_DATASET_OF`). ``sds_from="v2"`` re-plans on desk v2's own headline records (at the selected
-    lrs) where a pair has two seeds or more, and on v1's sd where it has not yet; each row's ``sd_from`` says
-    which. Returns the plan's rows and each method's seeds: the most any of its pairs needs."""
+    """The seeds each headline pair of desk v2 needs on each backbone and dataset
+    (:func:`lorsp.desk_budget.seed_plan`), held to the paper's difference the ledger shows for it
+    (:func:`lorsp.paper.headline_gap`, Tables II/V). Paired sds come from the committed desk v1 records
+    (MobileNetV2 only; the v2 pilot trains one seed, so it has none; a pair v1 did not train on a dataset takes
+    its sd on the other dataset). ``sds_from="v2"`` re-plans on desk v2's own headline records (at the selected
+    lrs) where a pair has two seeds or more on that backbone and dataset, and on v1's sd where it has not yet;
+    each row's ``sd_from`` says which. Returns the plan's rows (``pair``: ``(dataset, backbone, better,
+    worse)``) and each method's seeds: the most any of its pairs needs."""
     from ..desk_budget import seed_plan
-    from ..paper import paper_gap
-    from .scales import desk2_setup, desk_setup, with_prompt_lr_selection
+    from ..paper import headline_gap
+    from .scales import DESK2_BACKBONES, desk2_setup, desk_setup, with_prompt_lr_selection
     if sds_from not in ("v1", "v2"):
         raise ValueError(f"sds_from must be 'v1' or 'v2', got {sds_from!r}")
     folder = Path(results_dir) if results_dir is not None else results_root() / "desk"
@@ -424,19 +437,19 @@ def desk2_seed_plan(results_dir=None, datasets: Sequence[str] = ("cifar10", "tin
     v2 = paired_sds(folder, with_prompt_lr_selection(desk2_setup(), folder)) if sds_from == "v2" else {}
     sds, claimed, source = {}, {}, {}
     for dataset in datasets:
-        for better, worse, table in HEADLINE_PAIRS:
-            key = (dataset, better, worse)
-            sd = v1.get(key) or next((v for (d, b, w), v in v1.items() if (b, w) == (better, worse)), None)
-            source[key] = "v2" if key in v2 else "v1"
-            sd = v2.get(key, sd)
-            if sd is None:
-                raise ValueError(f"no paired sd for {better} − {worse} in the desk records of any dataset")
-            sds[key] = sd
-            claimed[key] = paper_gap(table, better, worse, PAPER_DATASET_OF[dataset]).difference
+        for backbone in DESK2_BACKBONES:
+            for better, worse in HEADLINE_PAIRS:
+                key = (dataset, backbone, better, worse)
+                sd = v2.get(key) or _fallback_sd(v1, dataset, better, worse)
+                if sd is None:
+                    raise ValueError(f"no paired sd for {better} − {worse} in the desk records of any dataset")
+                source[key] = "v2" if key in v2 else "v1"
+                sds[key] = sd
+                claimed[key] = headline_gap(better, worse, dataset).difference
     rows = [{**row, "sd_from": source[row["pair"]]} for row in seed_plan(sds, claimed, cap=cap, minimum=minimum)]
     seeds: dict[str, int] = {}
     for row in rows:
-        for label in row["pair"][1:]:
+        for label in row["pair"][2:]:
             seeds[label] = max(seeds.get(label, minimum), row["seeds"])
     return rows, seeds
 

@@ -6,7 +6,10 @@ of the backbones chapter's 5-seed pairs; "G = 4 beats G = 1" is in two claims). 
 each comparison once, on its largest seed set, and gives each row:
 
 - **the paper's difference** and where it comes from (:func:`lorsp.paper.paper_gap`: table, rows, and the
-  average over the paper's backbones; NaN with the figure named when the paper only plots it);
+  average over the paper's backbones; NaN with the figure named when the paper only plots it). A pair of two
+  methods is held to the table of the chapter that tests it on the most seeds (:func:`lorsp.paper.headline_gap`:
+  the backbones chapter to Tables II/V, the downstream chapter to Table III's column), so that the seed plan
+  (:func:`lorsp.experiments.desk2_seed_plan`) and the ledger aim at the same number;
 - **ours**: the mean paired difference over seeds with its 95% t-interval (``lorsp.stats``), n seeds;
 - **the direction verdict**: the rule of :mod:`.claims` (holds / reversed / equivalent within ±0.5 pp /
   inconclusive), with **Holm's step-down rule over every row of the page** (one family) instead of within
@@ -20,8 +23,10 @@ each comparison once, on its largest seed set, and gives each row:
 
 Claims that cannot fail are marked instead of "holds" (:func:`run_health`, detected from the records):
 **unstable** when the verdict rests on a run that diverged, or whose first-epoch training loss stayed
-above chance (ln K for K classes) and whose accuracy ended below LP's on the same seed — unless the verdict
-is the same with those seeds left out; **degenerate** when one side's LIF never fires (firing rate 0 on
+above chance (ln K for K classes) and above every LP run's first epoch on the same data, backbone,
+resolution and length (at desk v2's batch the head's own first epoch overshoots ln K, so LP's highest is the
+level a healthy run may reach), and whose accuracy ended below LP's on the same seed — unless the verdict is
+the same with those seeds left out; **degenerate** when one side's LIF never fires (firing rate 0 on
 every seed: δ is all zeros, so a sparsity claim holds by construction and an accuracy claim is LoRSP
 against a zero prompt). A comparator whose prompt did not move (mean |δ| below one grey level, 1/255 of
 the pixel range, from its ``prompt.safetensors``) is flagged, and the comparison against the labelled
@@ -35,13 +40,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..paper import PaperGap, display_name, paper_gap
+from ..paper import PaperGap, display_name, headline_gap, paper_gap
 from ..stats import detectable_difference, holm_verdict, paired_verdict
 from .chapters import chapter as chapter_of
 from .chapters.hyperparameters import SPARSITY
 from .claims import LEVEL, MARGIN_PP, chapter_claims
 from .evidence import headline_evidence
-from .grid import DEVIATION_LABELS
+from .grid import DEVIATION_LABELS, is_deviation_of
 from .grid import results_root as resolve_results_root
 from .records import ACCURACY
 from .store import RecordStore
@@ -59,8 +64,6 @@ STILL_PROMPT = 1.0 / 255.0
 #: others stand in for the paper's shifted sets as a whole (its OOD average)
 SHIFT_COUNTERPART = {"edge-map sketch": "imagenet-sketch", "shifted mean": "ood_avg"}
 PAPER_SHIFTED_SETS = "ImageNet-V2/Sketch/A/R"
-#: our training set → the nearer of Table II/V's two datasets, when ours is not one of them
-TABLE2_NEAREST = {"cifar10": "cifar100"}
 #: the figures behind the hyperparameter claims (values not printed): sweep → (source, backbones, dataset)
 FIGURE_SOURCES = {
     "groups": ("Fig. 3a (G at r = 4): plotted, values not printed: direction only", ("vit_b16", "resnet50"),
@@ -121,22 +124,42 @@ def assess_health(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return runs.assign(lp_accuracy=[], unstable=[], why=[])
     same = ["dataset", "backbone", "seed", "image_size", "epochs"]
-    lp = runs[runs["label"] == "LP"].groupby(same)["accuracy"].mean().rename("lp_accuracy")
-    runs = runs.drop(columns=["lp_accuracy"], errors="ignore").join(lp, on=same)
+    lp_runs = runs[runs["label"] == "LP"]
+    lp = lp_runs.groupby(same)["accuracy"].mean().rename("lp_accuracy")
+    lp_first = lp_runs.groupby(same[:2] + same[3:])["first_loss"].max().rename("lp_first_loss")
+    runs = runs.drop(columns=["lp_accuracy", "lp_first_loss"], errors="ignore").join(lp, on=same) \
+        .join(lp_first, on=same[:2] + same[3:])
     unstable, why = [], []
     for row in runs.itertuples():
-        chance = math.log(row.num_classes) if row.num_classes and row.num_classes > 1 else float("nan")
         if row.status == "failed" or not (math.isfinite(row.accuracy) and math.isfinite(row.first_loss)):
             unstable.append(True)
             why.append(f"{row.label} seed {row.seed} diverged or failed (status {row.status!r})")
-        elif row.first_loss > chance and row.accuracy < row.lp_accuracy:
+        elif row.first_loss > _first_epoch_ceiling(row) and row.accuracy < row.lp_accuracy:
             unstable.append(True)
-            why.append(f"{row.label}{getattr(row, 'setting', '') or ''} seed {row.seed}: first-epoch loss {row.first_loss:.2f} > ln {row.num_classes} "
-                       f"= {chance:.2f}, accuracy {row.accuracy:.1f}% < LP's {row.lp_accuracy:.1f}%")
+            why.append(f"{row.label}{getattr(row, 'setting', '') or ''} seed {row.seed}: first-epoch loss "
+                       f"{row.first_loss:.2f} > {_first_epoch_ceiling_text(row)}, accuracy {row.accuracy:.1f}% "
+                       f"< LP's {row.lp_accuracy:.1f}%")
         else:
             unstable.append(False)
             why.append("")
     return runs.assign(unstable=unstable, why=why)
+
+
+def _chance(row) -> float:
+    return math.log(row.num_classes) if row.num_classes and row.num_classes > 1 else float("nan")
+
+
+def _first_epoch_ceiling(row) -> float:
+    """The first-epoch loss above which a run has not started to learn: chance (ln K), or LP's highest first
+    epoch on the same data, backbone, resolution and length when that is higher."""
+    lp_first = getattr(row, "lp_first_loss", float("nan"))
+    return max(_chance(row), lp_first) if math.isfinite(lp_first) else _chance(row)
+
+
+def _first_epoch_ceiling_text(row) -> str:
+    chance = f"ln {row.num_classes} = {_chance(row):.2f}"
+    ceiling = _first_epoch_ceiling(row)
+    return chance if ceiling == _chance(row) else f"LP's highest first epoch {ceiling:.2f} (above {chance})"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -172,7 +195,7 @@ def _comparisons_of(chapter: str, frame: pd.DataFrame, scale: str) -> list[dict]
         sweep = getattr(pair, "where_sweep", None)
         test_set = pair.where_dataset if chapter_of(chapter).shifted_test_sets else "source test"
         worse = [pair.worse] + sorted(lbl for lbl in set(sub[column].dropna())
-                                      if pair.worse in DEVIATION_LABELS and str(lbl).startswith(f"{pair.worse} · prompt lr"))
+                                      if pair.worse in DEVIATION_LABELS and is_deviation_of(str(lbl), pair.worse))
         for comparator in worse:
             runs = _pair_runs(sub, column, pair.better, comparator, pair.measure)
             if runs.empty:
@@ -230,12 +253,7 @@ def paper_reference(chapter: str, better: str, worse: str, dataset: str, test_se
         return gap
     if worse.startswith(("Top-k", "Dropout")):
         return paper_gap("table6", better, worse, "tiny-imagenet")
-    if "LPF" in (better, worse):
-        return paper_gap("table5", better, worse, dataset if dataset != "cifar10" else TABLE2_NEAREST[dataset])
-    try:
-        return paper_gap("table3", better, worse, dataset)
-    except KeyError:
-        return paper_gap("table2", better, worse, TABLE2_NEAREST.get(dataset, dataset))
+    return headline_gap(better, worse, dataset, chapter_of(chapter).headline_table)
 
 
 def substitutions(gap: PaperGap, runs: pd.DataFrame, comparison: dict) -> list[str]:
@@ -326,7 +344,7 @@ def _name(c: dict) -> str:
     worse = c["worse"].replace(" (deviation)", "").replace(" · prompt lr", " at prompt lr")
     where = (c["test_set"] if chapter_of(c["chapter"]).shifted_test_sets else
              "sparsity" if c["measure"] == SPARSITY else display_name(c["dataset"]))
-    return f"{c['better']} vs {worse}" + (f" · {where}" if where else "")
+    return f"{c['better']} vs {worse}" + (f" · {where}" if where else "") + f" · {display_name(c['backbone'])}"
 
 
 def _row(c: dict, health: pd.DataFrame, level: float) -> dict:

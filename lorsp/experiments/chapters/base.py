@@ -32,13 +32,16 @@ class Chapter:
     """An experiment chapter: its runs are ``grid(name)``; a subclass declares its table, claims and figures.
 
     Class attributes a subclass sets: ``name`` (registers it), ``paper_source`` (the table or figure of the
-    paper it reproduces), ``rows`` (the methods of its side-by-side table, in the paper's order) and
-    ``shifted_test_sets`` (True when its runs are tested on shifted test sets, Table IV)."""
+    paper it reproduces), ``rows`` (the methods of its side-by-side table, in the paper's order),
+    ``shifted_test_sets`` (True when its runs are tested on shifted test sets, Table IV) and ``headline_table``."""
 
     name: ClassVar[str] = ""
     paper_source: ClassVar[str] = ""
     rows: ClassVar[tuple[str, ...]] = ()
     shifted_test_sets: ClassVar[bool] = False
+    #: the table a pair of two methods (not a sparsifier, a sweep or a shift) is held to: ``"table2"`` (Tables
+    #: II/V) or ``"table3"`` (:func:`lorsp.paper.headline_gap`)
+    headline_table: ClassVar[str] = "table2"
     #: the run columns its "every run" table shows beside the common ones
     run_columns: ClassVar[tuple[str, ...]] = ("label", "dataset", "backbone", "seed")
 

@@ -15,6 +15,7 @@ RIVALS = ("LP", "VPT", "AutoVP", "LoR-VP")
 class Downstream(Chapter):
     name = "downstream"
     paper_source = "Table III"
+    headline_table = "table3"
     rows = tuple(DOWNSTREAM_ROWS)
 
     def table(self, ours):

@@ -49,8 +49,9 @@ class Scale:
 SCALES: dict[str, Scale] = {
     "smoke": Scale("smoke", "CPU minutes: tiny subsets and low resolution, run by the CI", "cpu",
                    image_size=64, num_sample_images=4, epochs=3, allow_fallbacks=True),
-    "desk": Scale("desk", "a 2-core CPU in hours: the real MobileNetV2 weights and the real CIFAR-10 and "
-                          "Tiny-ImageNet of the data root at 64 px, a few epochs, 3–5 seeds; no fallbacks", "cpu",
+    "desk": Scale("desk", "a 2-core CPU in hours: real ImageNet-pretrained backbones (MobileNetV2; desk protocol "
+                          "v2 adds EfficientNet-Lite0) and the real CIFAR-10 and Tiny-ImageNet of the data root at "
+                          "64 px, a few epochs, 3–10 seeds; no fallbacks", "cpu",
                   image_size=64, num_sample_images=8, epochs=3, allow_fallbacks=False),
     "mini": Scale("mini", "the real offline backbone (MobileNetV2) and the real data at the full protocol "
                           "(224 px, 20 epochs), one GPU", "cuda",

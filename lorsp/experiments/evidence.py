@@ -94,7 +94,7 @@ class Evidence:
         status = "; ".join(f"`{s}`: {found} of {total} runs" for s, (found, total) in self.committed.items())
         if self.from_committed:
             return (f"**The headline numbers below come from the committed `{self.scale}` records** "
-                    f"(`{shown_path(self.results_dir)}/`, all {len(self.frame)} runs of this chapter's `{self.scale}` grid). "
+                    f"(`{shown_path(self.results_dir)}/`, all {self._run_count()} of this chapter's `{self.scale}` grid). "
                     f"Committed records per scale: {status}.{self._desk2_sentence()}")
         incomplete = [f"`{s}` records are incomplete: {found} of {total} runs"
                       for s, (found, total) in self.committed.items() if found]
@@ -102,6 +102,13 @@ class Evidence:
         return (f"**The headline numbers below come from the `{self.scale}` runs executed with this page** "
                 f"({why}), so they only show that the code runs today; they cannot confirm or refute the paper."
                 f"{self._desk2_sentence()}")
+
+    def _run_count(self) -> str:
+        """"N runs", and in how many rows when a run serves under several labels (desk v2: the search point at a
+        method's selected lr is also its headline seed 0, the one at the paper's lr its paper-lr seed 0)."""
+        runs = self.frame["key"].nunique() if "key" in self.frame else len(self.frame)
+        return f"{runs} runs" + (f", shown in {len(self.frame)} rows: a run that serves under several labels is "
+                                 f"shown under each" if len(self.frame) > runs else "")
 
     def _desk2_sentence(self) -> str:
         if not self.desk2 or not self.desk2[0]:
@@ -152,8 +159,8 @@ def _companion_runs(chapter: str, scale: str) -> list[dict]:
 
 def training_curves(chapter: str, scale: str, results_dir, labels: Sequence[str] = ("LP", "LoRSP")) -> pd.DataFrame:
     """The per-epoch training loss of the ``labels`` runs on the chapter's datasets, from their records:
-    one row per (run, epoch) with label, dataset, seed, epoch, train_loss, train_accuracy (empty when no
-    record exists)."""
+    one row per (run, epoch) with label, dataset, backbone, seed, epoch, train_loss, train_accuracy (empty when
+    no record exists)."""
     rows, store = [], RecordStore(results_dir)
     for run in _companion_runs(chapter, scale):
         label = run["tags"]["label"]
@@ -163,10 +170,12 @@ def training_curves(chapter: str, scale: str, results_dir, labels: Sequence[str]
         if record is None:
             continue
         for metric in record.get("metrics") or []:
-            rows.append(dict(label=label, dataset=run["dataset"], seed=run["seed"], epoch=metric.get("epoch"),
+            rows.append(dict(label=label, dataset=run["dataset"], backbone=run["backbone"], seed=run["seed"],
+                             epoch=metric.get("epoch"),
                              train_loss=metric.get("train_loss"), train_accuracy=metric.get("train_accuracy"),
                              key=run_key(run)))
-    return pd.DataFrame(rows, columns=["label", "dataset", "seed", "epoch", "train_loss", "train_accuracy", "key"])
+    return pd.DataFrame(rows, columns=["label", "dataset", "backbone", "seed", "epoch", "train_loss",
+                                       "train_accuracy", "key"])
 
 
 def resolution_cost(chapter: str, scale: str, results_dir) -> pd.DataFrame:
@@ -200,32 +209,38 @@ def _fmt(values: pd.Series) -> str:
 #: [ours] the training loss counts as flattened when its last epoch lowers it by less than this share of the
 #: whole drop from the first epoch's mean to the last (:func:`flattening`)
 FLATTENED_BELOW = 0.2
-_FLATTENING_COLUMNS = ["label", "dataset", "first epoch loss", "last epoch loss", "last epoch's share of the drop",
-                       "flattened"]
+_FLATTENING_COLUMNS = ["label", "dataset", "backbone", "first epoch loss", "last epoch loss",
+                       "last epoch's share of the drop", "flattened"]
+_SHARE = _FLATTENING_COLUMNS[5]
 
 
 def flattening(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per label and dataset: the mean training loss at the first and the last epoch, the drop over the
+    """Per label, dataset and backbone: the mean training loss at the first and the last epoch, the drop over the
     last epoch as a share of the whole drop, and whether that share is under :data:`FLATTENED_BELOW`
     (``flattened``: "yes", "no", or "—" when there is no drop to share)."""
     out = []
-    for (label, dataset), part in curves.groupby(["label", "dataset"], sort=False) if not curves.empty else ():
+    if "backbone" not in curves:
+        curves = curves.assign(backbone="—")
+    for (label, dataset, backbone), part in (curves.groupby(["label", "dataset", "backbone"], sort=False)
+                                             if not curves.empty else ()):
         mean = part.groupby("epoch")["train_loss"].mean().sort_index()
         first, last = float(mean.iloc[0]), float(mean.iloc[-1])
         whole = first - last
         share = (float(mean.iloc[-2]) - last) / whole if len(mean) > 1 and whole > 0 else float("nan")
         flattened = "—" if math.isnan(share) else ("yes" if share < FLATTENED_BELOW else "no")
-        out.append({"label": label, "dataset": dataset, "first epoch loss": first, "last epoch loss": last,
-                    "last epoch's share of the drop": share, "flattened": flattened})
+        out.append({"label": label, "dataset": dataset, "backbone": backbone, "first epoch loss": first,
+                    "last epoch loss": last, _SHARE: share, "flattened": flattened})
     return pd.DataFrame(out, columns=_FLATTENING_COLUMNS)
 
 
 def flattening_sentence(table: pd.DataFrame, scale: str) -> str:
     """What :func:`flattening`'s ``table`` says, in words: which curves have flattened at ``scale`` and which
     have not, each with its last epoch's share of the drop (empty when the table is)."""
+    several = table["backbone"].nunique() > 1 if "backbone" in table else False
+
     def listed(rows):
-        return ", ".join(f"{row[_FLATTENING_COLUMNS[4]]:.0%} ({row['label']}, {row['dataset']})"
-                         for _, row in rows.iterrows())
+        return ", ".join(f"{row[_SHARE]:.0%} ({row['label']}, {row['dataset']}"
+                         + (f", {row['backbone']})" if several else ")") for _, row in rows.iterrows())
     if table.empty:
         return ""
     criterion = f"(we count a curve as flattened when that share is under {FLATTENED_BELOW:.0%})"

@@ -23,7 +23,8 @@ ACCURACY = "accuracy_pct"
 
 
 _COLUMNS = ["key", "status", "reason", "chapter", "label", "scale", "dataset", "backbone", "method", "head", "seed", "groups",
-            "rank", "tau", "v_threshold", "keep_ratio", "sweeps", ACCURACY, "best_accuracy_pct",
+            "rank", "tau", "v_threshold", "keep_ratio", "sweeps", "prompt_lr", "val_accuracy_pct", ACCURACY,
+            "best_accuracy_pct",
             "firing_rate", "sparsity", "prompt_params", "train_seconds", "weights_source"]
 
 
@@ -52,7 +53,9 @@ def records_frame(rows: Iterable[tuple[dict, dict]]) -> pd.DataFrame:
             method=config.get("method"), head=config.get("head"), seed=config.get("seed"),
             groups=config.get("groups"), rank=config.get("rank"), tau=config.get("tau"),
             v_threshold=config.get("v_threshold"), keep_ratio=config.get("keep_ratio"),
-            sweeps=tags.get("sweeps"),
+            sweeps=tags.get("sweeps"), prompt_lr=config.get("prompt_lr"),
+            val_accuracy_pct=None if record.get("final_val_accuracy") is None else
+            100.0 * float(record["final_val_accuracy"]),
             **{ACCURACY: None if final is None else 100.0 * float(final),
                "best_accuracy_pct": None if best is None else 100.0 * float(best)},
             firing_rate=_first(record, "firing_rate", "mean_firing_rate"),

@@ -192,21 +192,22 @@ class ChapterPage:
         from ..claims import closing_paragraph
         display(Markdown(closing_paragraph(self.sentences, self.claim_table, self.best_scale)))
 
-    def loss_curves(self):
-        """The training loss per epoch of LP and LoRSP on the chapter's datasets (mean ± std over seeds),
-        whether it has flattened, and what the lower resolution costs LP (:func:`resolution_cost`)."""
+    def loss_curves(self, labels=("LP", "LoRSP")):
+        """The training loss per epoch of ``labels`` on the chapter's datasets and backbones (mean ± std over
+        seeds), whether each curve has flattened, and what the lower resolution costs LP (:func:`resolution_cost`)."""
         from IPython.display import Markdown, display
         from ..evidence import flattening_sentence, resolution_cost, training_curves
         best = self.best_scale
-        curves = training_curves(self.chapter.name, best, self.evidence.results_dir)
+        curves = training_curves(self.chapter.name, best, self.evidence.results_dir, labels=tuple(labels))
         if curves.empty:
-            print(f"No LP or LoRSP records at {best} on this chapter's datasets.")
+            print(f"No records of {', '.join(labels)} at {best} on this chapter's datasets.")
         else:
             flat = _plot_curves(curves, f"training loss per epoch at {best} (mean ± std over seeds)")
             display(Markdown(flattening_sentence(flat, best)))
         resolution = resolution_cost(self.chapter.name, best, self.evidence.results_dir)
         if resolution.empty:
-            print(f"No LP runs with cached features at 224 px at {best}: the desk scale trains them beside LP.")
+            print(f"This headline ({best}) has no LP runs with cached features at 224 px, so it cannot say what the "
+                  f"lower resolution costs (desk protocol v1 trained them; v2 spends that time on seeds).")
         else:
             display(resolution.style.hide(axis="index").set_caption(
                 f"LP at {best}'s resolution beside LP with cached features at 224 px, same images and seeds (%)"))
@@ -222,8 +223,8 @@ class ChapterPage:
         best = self.best_scale
         sentences, table = training_length_check(self.best, best)
         if table.empty:
-            print(f"No training-length check at {best}: only the desk scale trains LP for the paper's "
-                  f"{PAPER_EPOCHS} epochs beside its own.")
+            print(f"This headline ({best}) has no training-length check: it trains no LP for the paper's "
+                  f"{PAPER_EPOCHS} epochs beside its own (desk protocol v1 did).")
             return
         curves = training_curves(self.chapter.name, best, self.evidence.results_dir,
                                  labels=("LP", training_length_label(PAPER_EPOCHS)))
@@ -240,11 +241,32 @@ class ChapterPage:
         from ..tables import style_claims
         sentences, table = prompt_lr_deviation(self.best, self.best_scale)
         if table.empty:
-            print(f"No runs of the deviation at {self.best_scale}: only the desk scale trains them "
-                  f"(LoR-VP with the prompt at lr {DESK_PROMPT_LR}, 3 seeds), and this headline has none.")
+            print(f"This headline ({self.best_scale}) has no runs of the deviation (LoR-VP with the prompt at lr "
+                  f"{DESK_PROMPT_LR}; desk protocol v1 trained them). Desk protocol v2 searches every method's "
+                  f"prompt lr instead (the section above).")
             return
         display(Markdown(" ".join(sentences)))
         display(style_claims(table, "The deviation's questions (ours, not the paper's), on seed-paired runs (%)"))
+
+    def prompt_lr_search(self):
+        """The prompt-lr search (desk protocol v2): each method's validation accuracy at every searched lr and
+        the lr its headline uses, then each method at that lr against the paper's lr (the labelled column)."""
+        from IPython.display import Markdown, display
+        from ..search import paper_lr_column, search_table
+        from ..tables import style_claims
+        paper_lr = self.evidence.setup.lr
+        table = search_table(self.best, paper_lr)
+        if table.empty:
+            print(f"This headline ({self.best_scale}) has no prompt-lr search: every method trains at the "
+                  f"paper's lr ({paper_lr:g}).")
+            return
+        display(table.style.format(precision=1, na_rep="—").format("{:g}", subset=["selected lr"]).set_caption(
+            "The search: validation accuracy (%, one seed, a split of the training images) at each prompt lr"))
+        sentences, column = paper_lr_column(self.best, paper_lr, self.best_scale)
+        display(Markdown(" ".join(sentences)))
+        if not column.empty:
+            display(style_claims(column, "Each method at its selected lr against the paper's lr, on seed-paired "
+                                         "test accuracies (%): our question, not the paper's"))
 
     def smoke_check(self):
         """The runs this page trained (``LORSP_SCALE``): the check that the code runs today, after the banner of
@@ -271,12 +293,15 @@ def _plot_curves(curves: pd.DataFrame, title: str) -> pd.DataFrame:
     import seaborn as sns
     from IPython.display import display
     from ..evidence import flattening
-    facets = sns.relplot(data=curves, x="epoch", y="train_loss", hue="label", col="dataset", kind="line",
-                         marker="o", errorbar="sd", height=3.2, aspect=1.3, facet_kws=dict(sharey=False))
+    several = curves["backbone"].nunique() > 1 if "backbone" in curves else False
+    facets = sns.relplot(data=curves, x="epoch", y="train_loss", hue="label", col="dataset",
+                         row="backbone" if several else None, kind="line", marker="o", errorbar="sd", height=3.2,
+                         aspect=1.3, facet_kws=dict(sharey=False))
     facets.set_axis_labels("epoch", "training loss")
     facets.fig.suptitle(title, y=1.04)
     plt.show()
     flat = flattening(curves)
-    display(flat.style.format(precision=3, na_rep="—").hide(axis="index").set_caption(
+    shown = flat if several else flat.drop(columns="backbone")
+    display(shown.style.format(precision=3, na_rep="—").hide(axis="index").set_caption(
         "Has the training loss flattened? (the last epoch's share of the whole drop)"))
     return flat

@@ -110,6 +110,25 @@ def test_a_first_epoch_at_lps_own_level_is_not_unstable():
     assert "LP's highest first epoch 3.40 (above ln 10 = 2.30)" in health.loc[health["label"] == "B", "why"].iloc[0]
 
 
+def test_a_run_far_below_its_own_methods_other_seeds_has_collapsed():
+    """Desk v2's LoRSP at lr 0.01 on EfficientNet-Lite0: most seeds at 58–59%, two at 31–36% with a first epoch
+    like the others'. A run more than COLLAPSED_BELOW_PP below its own runs' median and below LP is unstable;
+    a method that is weak on every seed (ILM-VP at 64 px) is not."""
+    rows = [dict(key=f"b{s}", label="B", dataset="cifar10", backbone="efficientnet_lite0", seed=s, image_size=64,
+                 epochs=5, status="completed", num_classes=10, first_loss=3.0, accuracy=acc, firing_rate=0.3,
+                 sparsity=0.5, prompt_abs_mean=0.02) for s, acc in enumerate([59.0, 58.5, 30.6, 59.3, 58.8])]
+    rows += [dict(key=f"weak{s}", label="W", dataset="cifar10", backbone="efficientnet_lite0", seed=s, image_size=64,
+                  epochs=5, status="completed", num_classes=10, first_loss=2.9, accuracy=16.0 + s * 0.3,
+                  firing_rate=None, sparsity=None, prompt_abs_mean=0.02) for s in range(5)]
+    rows += [dict(key=f"lp{s}", label="LP", dataset="cifar10", backbone="efficientnet_lite0", seed=s, image_size=64,
+                  epochs=5, status="completed", num_classes=10, first_loss=3.4, accuracy=59.0, firing_rate=None,
+                  sparsity=None, prompt_abs_mean=float("nan")) for s in range(5)]
+    health = lg.assess_health(pd.DataFrame(rows)).set_index("key")
+    assert health.loc["b2", "unstable"] and "collapsed" in health.loc["b2", "why"]
+    assert not health.loc[["b0", "b1", "b3", "b4"], "unstable"].any()
+    assert not health.loc[[f"weak{s}" for s in range(5)], "unstable"].any()
+
+
 def test_a_search_point_is_not_a_deviation():
     assert ex.is_deviation_of("LoR-VP · prompt lr 0.03 (deviation)", "LoR-VP")
     assert not ex.is_deviation_of("LoR-VP · prompt lr 0.03 (search)", "LoR-VP")

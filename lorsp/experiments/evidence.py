@@ -251,7 +251,10 @@ def flattening_sentence(table: pd.DataFrame, scale: str) -> str:
     sentence = (f"At `{scale}` the training loss has **not flattened**: its last epoch still brings this share of "
                 f"the whole drop: {listed(steep)} {criterion}. The accuracies and verdicts on this page are those of this "
                 f"training length; longer training may change them.")
-    if not flat.empty:
+    if len(flat) > 6:
+        sentence += (f" The other {len(flat)} curves have flattened (their last epoch brings at most "
+                     f"{flat[_SHARE].max():.0%} of the drop).")
+    elif not flat.empty:
         sentence += f" The others have flattened ({listed(flat)})."
     return sentence
 

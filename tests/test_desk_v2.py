@@ -34,11 +34,17 @@ def test_seed_plan_says_which_pairs_are_powered():
 
 
 def test_v2_method_seeds_are_the_power_plan_of_the_committed_desk_records():
+    """The first plan (v1's paired sds) is what the grid's first call trained; the re-plan on v2's own paired sds
+    (where the committed v2 records have two seeds of a pair) asks no method for more seeds than it gets, and a
+    pair that stays underpowered has the cap."""
     from lorsp.experiments.grid import desk2_seed_plan
-    from lorsp.experiments.scales import DESK2_METHOD_SEEDS
+    from lorsp.experiments.scales import DESK2_FIRST_PLAN_SEEDS, DESK2_METHOD_SEEDS
     rows, seeds = desk2_seed_plan()
-    assert seeds == DESK2_METHOD_SEEDS
+    assert seeds == DESK2_FIRST_PLAN_SEEDS
     assert all(3 <= r["seeds"] <= 10 for r in rows) and all(r["claimed"] > 0 for r in rows)
+    rows, seeds = desk2_seed_plan(sds_from="v2")
+    assert all(DESK2_METHOD_SEEDS[label] >= n for label, n in seeds.items()), (seeds, DESK2_METHOD_SEEDS)
+    assert all(DESK2_METHOD_SEEDS[label] == 10 for row in rows if not row["powered"] for label in row["pair"][2:])
 
 
 def test_v1_stays_the_default_and_an_unknown_protocol_is_an_error(monkeypatch):

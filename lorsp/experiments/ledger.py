@@ -452,8 +452,11 @@ class Ledger:
                 f"difference), is *equivalent* when its Holm-adjusted equivalence test puts it within "
                 f"±{self.margin:g} pp, and is otherwise *inconclusive*. Before that, a row is *degenerate* when "
                 f"it cannot fail by construction (a side whose LIF never fires), and *unstable* when its verdict "
-                f"rests on a run that diverged or whose first-epoch loss stayed above chance (ln K) and whose "
-                f"accuracy ended below LP's. 'Detectable' is the smallest true difference the paired t-test "
+                f"rests on a run that diverged, or that ended below LP's accuracy after a first-epoch loss above "
+                f"chance (ln K) and above every LP run's first epoch, or after it collapsed (it ended more than "
+                f"{COLLAPSED_BELOW_PP:g} pp below the median of its own method's runs); the verdict stands when "
+                f"the seeds without such runs give the same one. 'Detectable' is the smallest true difference "
+                f"the paired t-test "
                 f"sees with 80% power at that row's seeds and spread (noncentral t).")
 
     def sentences(self) -> str:
@@ -479,9 +482,11 @@ class Ledger:
             f"effect of the paper's size (its 80%-power detectable difference exceeds the paper's difference).",
         ]
         if c["comparator did not move"]:
-            lines.append(f"In {c['comparator did not move']} rows the comparator's prompt did not move "
-                         f"(LoR-VP at the paper's prompt lr): those rows compare LoRSP with LP in effect; the "
-                         f"labelled deviation that trains LoR-VP's prompt at a larger lr has its own row.")
+            deviation = self.rows["substitutions"].str.contains("labelled deviation").any()
+            lines.append(f"In {c['comparator did not move']} rows the comparator's prompt did not move (its mean "
+                         f"|δ| is under one grey level): those rows compare the first method with LP in effect"
+                         + ("; the labelled deviation that trains LoR-VP's prompt at a larger lr has its own row."
+                            if deviation else "."))
         if self.waiting:
             lines.append(f"No complete committed records yet for: {', '.join(self.waiting)}.")
         return "\n\n".join(lines)

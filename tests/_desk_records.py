@@ -141,6 +141,8 @@ def _record(run: dict, config, rng: np.random.Generator, params: dict, targets: 
     }
     if targets:
         record["experiment"]["shifted"] = {t: float(max(0.01, final - rng.uniform(0.05, 0.25))) for t in targets}
+    if getattr(config, "val_per_class", None):   # desk v2: a validation split, which the prompt-lr search reads
+        record["final_val_accuracy"] = float(np.clip(final + rng.normal(0.0, 0.01), 0.01, 0.99))
     return record
 
 
@@ -149,18 +151,41 @@ def fabricate_records(root, scale: str = "desk", runs: list[dict] | None = None,
     under ``<root>/<scale>/``; return that folder. Refuses the repository's own ``results/``. With
     ``prompts=False`` only ``record.json`` is written (cheap: for a chapter's own runs folder, whose records
     the page reuses without rebuilding a model)."""
-    from lorsp.experiments import run_key
-    from lorsp.experiments.store import write_run_record
-    from lorsp.experiments.runner import _train_config
+    import os
+    from lorsp.experiments import RESULTS_ROOT, run_key
     root = Path(root).resolve()
-    from lorsp.experiments import RESULTS_ROOT
     if root.is_relative_to(REPO / "results") or root.is_relative_to(RESULTS_ROOT.resolve()):
         raise ValueError(f"fabricated records never go under the repository's results/ (got {root})")
     folder = root / scale
     models = _Models()
-    runs = all_runs(scale) if runs is None else runs
+    if runs is None:   # every run, in phases: desk v2 lists its headline runs once the search's records exist
+        written: set[str] = set()
+        before = os.environ.get("LORSP_RESULTS")
+        os.environ["LORSP_RESULTS"] = str(root)   # where the grid reads the search records from
+        try:
+            while True:
+                todo = [r for r in all_runs(scale) if run_key(r) not in written
+                        and r["tags"].get("selection") != "pending"]
+                if not todo:
+                    return folder
+                _fabricate(folder, todo, models, scale, prompts, first_index=len(written))
+                written |= {run_key(r) for r in todo}
+        finally:
+            if before is None:
+                os.environ.pop("LORSP_RESULTS", None)
+            else:
+                os.environ["LORSP_RESULTS"] = before
+    _fabricate(folder, runs, models, scale, prompts)
+    return folder
+
+
+def _fabricate(folder: Path, runs: list[dict], models: "_Models", scale: str, prompts: bool,
+               first_index: int = 0) -> None:
+    from lorsp.experiments import run_key
+    from lorsp.experiments.runner import _train_config
+    from lorsp.experiments.store import write_run_record
     shifted = shift_targets(scale)
-    for index, run in enumerate(runs):
+    for index, run in enumerate(runs, start=first_index):
         key = run_key(run)
         target = folder / key
         target.mkdir(parents=True, exist_ok=True)
@@ -171,4 +196,3 @@ def fabricate_records(root, scale: str = "desk", runs: list[dict] | None = None,
         params = (_write_prompt(run, config, num_classes, target, models, seed=index) if prompts else
                   {"prompt_params": 0, "head_params": 0, "prompter_class": None})
         write_run_record(_record(run, config, rng, params, shifted.get(key, [])), target / "record.json")
-    return folder

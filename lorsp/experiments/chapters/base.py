@@ -292,12 +292,16 @@ def _plot_curves(curves: pd.DataFrame, title: str) -> pd.DataFrame:
     import matplotlib.pyplot as plt
     import seaborn as sns
     from IPython.display import display
+    from matplotlib.ticker import MaxNLocator
     from ..evidence import flattening
     several = curves["backbone"].nunique() > 1 if "backbone" in curves else False
     facets = sns.relplot(data=curves, x="epoch", y="train_loss", hue="label", col="dataset",
                          row="backbone" if several else None, kind="line", marker="o", errorbar="sd", height=3.2,
-                         aspect=1.3, facet_kws=dict(sharey=False))
+                         aspect=1.3, facet_kws=dict(sharey=False, sharex=False))
+    facets.set_titles(template="{row_name} · {col_name}" if several else "{col_name}")
     facets.set_axis_labels("epoch", "training loss")
+    for ax in facets.axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     facets.fig.suptitle(title, y=1.04)
     plt.show()
     flat = flattening(curves)

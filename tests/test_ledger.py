@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from lorsp import experiments as ex
+from lorsp.experiments import health as hl
 from lorsp.experiments import ledger as lg
 from lorsp.paper import paper_gap
 from lorsp.stats import detectable_difference, holm_adjust
@@ -79,7 +80,7 @@ def _health(first_loss=1.8, accuracy=62.0, firing=0.3, prompt=0.02, lp=61.0, sta
                   epochs=3, status="completed", num_classes=10, first_loss=lp_first_loss - 0.1 * s, accuracy=lp,
                   firing_rate=None,
                   sparsity=None, prompt_abs_mean=float("nan")) for s in range(3)]
-    return lg.assess_health(pd.DataFrame(rows))
+    return hl.assess_health(pd.DataFrame(rows))
 
 
 def _comparison(health, measure=ex.ACCURACY):
@@ -94,8 +95,8 @@ def test_flags_do_not_fire_on_a_healthy_set():
     health = _health()
     assert not health["unstable"].any()
     comparison = _comparison(health)
-    assert lg.instability(comparison["runs"], health) == (False, "")
-    assert lg.degeneracy(comparison, health) == "" and lg.still_comparator(comparison, health) == ""
+    assert hl.instability(comparison["runs"], health) == (False, "")
+    assert hl.degeneracy(comparison, health) == "" and hl.still_comparator(comparison, health) == ""
     # above chance in the first epoch but not below LP at the end: not unstable either
     assert not _health(first_loss=2.5, accuracy=62.0, lp=61.0)["unstable"].any()
 
@@ -123,7 +124,7 @@ def test_a_run_far_below_its_own_methods_other_seeds_has_collapsed():
     rows += [dict(key=f"lp{s}", label="LP", dataset="cifar10", backbone="efficientnet_lite0", seed=s, image_size=64,
                   epochs=5, status="completed", num_classes=10, first_loss=3.4, accuracy=59.0, firing_rate=None,
                   sparsity=None, prompt_abs_mean=float("nan")) for s in range(5)]
-    health = lg.assess_health(pd.DataFrame(rows)).set_index("key")
+    health = hl.assess_health(pd.DataFrame(rows)).set_index("key")
     assert health.loc["b2", "unstable"] and "collapsed" in health.loc["b2", "why"]
     assert not health.loc[["b0", "b1", "b3", "b4"], "unstable"].any()
     assert not health.loc[[f"weak{s}" for s in range(5)], "unstable"].any()
@@ -153,15 +154,15 @@ def test_a_headline_pair_is_held_to_its_chapters_table():
 def test_flags_fire_on_the_pathologies():
     health = _health(first_loss=4.2, accuracy=40.0)          # the G = 1 case: above ln 10, ends below LP
     assert health.loc[health["label"] == "B", "unstable"].all()
-    rests, note = lg.instability(_comparison(health)["runs"], health)
+    rests, note = hl.instability(_comparison(health)["runs"], health)
     assert rests and "ln 10 = 2.30" in note and "too few left" in note
     diverged = _health(accuracy=float("nan"))
     assert diverged.loc[diverged["label"] == "B", "unstable"].all()
     silent = _health(firing=0.0)
-    assert "no neuron fires at B" in lg.degeneracy(_comparison(silent), silent)
-    assert "sparsest possible" in lg.degeneracy(_comparison(silent, measure=lg.SPARSITY), silent)
+    assert "no neuron fires at B" in hl.degeneracy(_comparison(silent), silent)
+    assert "sparsest possible" in hl.degeneracy(_comparison(silent, measure=lg.SPARSITY), silent)
     still = _health(prompt=0.5 / 255)
-    assert "did not move" in lg.still_comparator(_comparison(still), still)
+    assert "did not move" in hl.still_comparator(_comparison(still), still)
 
 
 # --- the ledger on the committed desk records ----------------------------------------------------------------------

@@ -86,6 +86,28 @@ def test_verify_says_ok_differs_and_missing(tmp_path, capsys):
     assert "1 differs" in capsys.readouterr().out
 
 
+def test_verify_rebuilds_the_training_subset_and_the_validation_split_the_engine_carved(tmp_path):
+    """A run with ``val_per_class`` (desk v2) trains on the rest of a ``train + val`` draw: verify rebuilds both
+    splits as the engine does (``lorsp.train.build_datasets``), not the plain ``train_per_class`` draw."""
+    from lorsp.engine.building import build_datasets
+    from lorsp.engine.config import TrainConfig
+    root = _cifar_like(tmp_path / "root", per_class=4)
+    config = TrainConfig(dataset="cifar10", image_size=8, seed=3, train_per_class=2, val_per_class=1,
+                         test_per_class=2, data_root=str(root))
+    train, val, test = build_datasets(config, with_val=True)
+    plain = data_provenance(build_dataset("cifar10", split="train", image_size=8, root=root, per_class=2, seed=3), root)
+    record = {"config": {"dataset": "cifar10", "image_size": 8, "seed": 3, "train_per_class": 2, "val_per_class": 1,
+                         "test_per_class": 2}, "weights_source": "random",
+              "data": {"provenance": {s: data_provenance(d, root) for s, d in
+                                      (("train", train), ("val", val), ("test", test))}}}
+    assert record["data"]["provenance"]["train"]["sha256"] != plain["sha256"]   # the carve changes the subset
+    file = tmp_path / "results" / "run-v" / "record.json"
+    file.parent.mkdir(parents=True)
+    file.write_text(json.dumps(record))
+    rows = {r["input"]: r["status"] for r in verify_records([file], root)}
+    assert rows == {"weights": "ok", "train images": "ok", "val images": "ok", "test images": "ok"}, rows
+
+
 def test_verify_checks_the_weights_by_sha256(tmp_path):
     from lorsp.backbones import EFFICIENTNET_LITE0_WEIGHTS
     from lorsp.data.provenance import verify_weights

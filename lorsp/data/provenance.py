@@ -79,12 +79,20 @@ def portable_record(record: dict) -> dict:
 
 
 def _split_dataset(config: dict, split: str, data_root):
-    """The ``split`` of a record's config as :func:`lorsp.train.build_datasets` builds it."""
+    """The ``split`` ("train", "val" or "test") of a record's config as :func:`lorsp.train.build_datasets` builds
+    it: with ``val_per_class`` the training draw holds ``train + val`` images per class and the validation split
+    is carved from it (:mod:`lorsp.validation`), so the training subset is the rest of that draw."""
+    from ..validation import carve_validation, train_request
     from .registry import build_dataset
 
-    return build_dataset(config["dataset"], split=split, image_size=config.get("image_size", 224),
-                         root=data_root, per_class=config.get(f"{split}_per_class"), seed=config.get("seed", 0),
-                         bad_image_policy=config.get("bad_image_policy", "error"))
+    common = dict(image_size=config.get("image_size", 224), root=data_root, seed=config.get("seed", 0),
+                  bad_image_policy=config.get("bad_image_policy", "error"))
+    if split == "test":
+        return build_dataset(config["dataset"], split="test", per_class=config.get("test_per_class"), **common)
+    drawn = build_dataset(config["dataset"], split="train",
+                          per_class=train_request(config.get("train_per_class"), config.get("val_per_class")), **common)
+    train, val = carve_validation(drawn, config.get("val_per_class"), config.get("seed", 0))
+    return val if split == "val" else train
 
 
 def verify_weights(record: dict, root: Path) -> tuple[str, str]:
@@ -115,8 +123,9 @@ def verify_weights(record: dict, root: Path) -> tuple[str, str]:
 
 
 def verify_records(record_files: Iterable, data_root=None) -> list[dict]:
-    """For each record file: whether the data root holds its weights (:func:`verify_weights`), and its train and
-    test images rebuilt from the data root with the record's fingerprints (``data.provenance``). Rows
+    """For each record file: whether the data root holds its weights (:func:`verify_weights`), and its train,
+    validation (when it has one) and test images rebuilt from the data root with the record's fingerprints
+    (``data.provenance``). Rows
     ``{"record", "input", "status", "note"}`` with status "ok", "differs", "missing" (the data root lacks it) or
     "unrecorded" (an old record without a fingerprint)."""
     from .root import data_root as resolve
@@ -128,12 +137,14 @@ def verify_records(record_files: Iterable, data_root=None) -> list[dict]:
         rows.append({"record": Path(file).parent.name, "input": "weights", "status": status, "note": note})
         recorded = (record.get("data") or {}).get("provenance") or {}
         config = record.get("config") or {}
-        for split in ("train", "test"):
+        splits = ("train", "val", "test") if config.get("val_per_class") or "val" in recorded else ("train", "test")
+        for split in splits:
             row = {"record": Path(file).parent.name, "input": f"{split} images"}
             if split not in recorded:
                 rows.append({**row, "status": "unrecorded", "note": "the record predates data fingerprints"})
                 continue
-            key = json.dumps([config.get(k) for k in ("dataset", "image_size", "seed", f"{split}_per_class")])
+            key = json.dumps([config.get(k) for k in ("dataset", "image_size", "seed", "train_per_class",
+                                                      "val_per_class", "test_per_class")])
             if (key, split) not in seen:
                 try:
                     seen[(key, split)] = data_provenance(_split_dataset(config, split, root), root)

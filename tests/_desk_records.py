@@ -196,3 +196,42 @@ def _fabricate(folder: Path, runs: list[dict], models: "_Models", scale: str, pr
         params = (_write_prompt(run, config, num_classes, target, models, seed=index) if prompts else
                   {"prompt_params": 0, "head_params": 0, "prompter_class": None})
         write_run_record(_record(run, config, rng, params, shifted.get(key, [])), target / "record.json")
+
+
+def executed_notebook_text(name: str, timeout: int = 600) -> str:
+    """Execute ``book/<name>.ipynb`` whole (in this process's environment, e.g. ``LORSP_RESULTS`` pointing at a
+    fabricated set) and return the text of every output; fails on any cell's error."""
+    import nbformat
+    from nbclient import NotebookClient
+    notebook = nbformat.read(REPO / "book" / f"{name}.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO / "book")}}).execute()
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            assert output.get("output_type") != "error", output
+            data = output.get("data", {})
+            texts.append(output.get("text", "") + data.get("text/markdown", "") + data.get("text/html", ""))
+    return "\n".join(texts)
+
+
+def fabricated_rehearsal(tmp_path_factory, protocol: str | None = None) -> tuple[Path, Path]:
+    """``(results root with a complete fake desk set, runs folder with fake smoke records)`` for the desk
+    ``protocol`` (default: the current one), in two fresh temporary folders."""
+    import os
+    from lorsp.experiments import CHAPTERS, grid, run_key
+    before = os.environ.get("LORSP_DESK_PROTOCOL")
+    if protocol:
+        os.environ["LORSP_DESK_PROTOCOL"] = protocol
+    try:
+        root = tmp_path_factory.mktemp(f"fake-{protocol or 'desk'}-results")
+        fabricate_records(root, "desk")
+        runs = tmp_path_factory.mktemp(f"fake-{protocol or 'desk'}-runs")
+        smoke_runs = {run_key(r): r for chapter in CHAPTERS for r in grid(chapter, "smoke")}
+        fabricate_records(runs, "smoke", runs=list(smoke_runs.values()), prompts=False)
+    finally:
+        if before is None:
+            os.environ.pop("LORSP_DESK_PROTOCOL", None)
+        else:
+            os.environ["LORSP_DESK_PROTOCOL"] = before
+    return root, runs

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from lorsp import experiments as ex
-from _desk_records import REPO, all_runs, fabricate_records
+from _desk_records import REPO, all_runs, executed_notebook_text, fabricate_records, fabricated_rehearsal
 
 SMOKE = "smoke"
 
@@ -24,12 +24,7 @@ SMOKE = "smoke"
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
     """``(results root with a complete fake desk set, runs folder with fake smoke records)``."""
-    root = tmp_path_factory.mktemp("fake-results")
-    fabricate_records(root, "desk")
-    runs = tmp_path_factory.mktemp("fake-runs")
-    smoke_runs = {ex.run_key(r): r for chapter in ex.CHAPTERS for r in ex.grid(chapter, SMOKE)}
-    fabricate_records(runs, SMOKE, runs=list(smoke_runs.values()), prompts=False)
-    return root, runs
+    return fabricated_rehearsal(tmp_path_factory)
 
 
 @pytest.fixture
@@ -116,18 +111,8 @@ def test_chapter_headlines_the_complete_desk_records(env, chapter):
 def test_backbones_notebook_runs_on_the_complete_desk_records(env):
     """The headline chapter executed whole: desk headline, banner, table beside the paper and smoke,
     verdicts, curves, resolution cost, the deviation, and the smoke runs as today's check."""
-    nbformat = pytest.importorskip("nbformat")
-    from nbclient import NotebookClient
-    notebook = nbformat.read(REPO / "book" / "backbones.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO / "book")}}
-                   ).execute()
-    texts = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            assert output.get("output_type") != "error", output
-            data = output.get("data", {})
-            texts.append(output.get("text", "") + data.get("text/markdown", "") + data.get("text/html", ""))
-    text = "\n".join(texts)
+    pytest.importorskip("nbformat")
+    text = executed_notebook_text("backbones", timeout=300)
     for expected in ("come from the committed `desk` records", "committed under $LORSP_RESULTS/desk/",
                      "paper (reported, %)", "ours · desk (%)", "the check that the code runs today",
                      "What the numbers say at `desk` scale", "paired difference (pp)",

@@ -12,21 +12,14 @@ from lorsp.experiments import ledger as lg
 from lorsp.experiments.grid import HEADLINE_PAIRS, PROMPTED_ROWS
 from lorsp.experiments.scales import DESK2_BACKBONES, DESK2_DATASETS, DESK2_METHOD_SEEDS
 from lorsp.paper import display_name
-from _desk_records import REPO, fabricate_records
+from _desk_records import executed_notebook_text, fabricated_rehearsal
 
 SMOKE = "smoke"
 
 
 @pytest.fixture(scope="module")
 def v2_root(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LORSP_DESK_PROTOCOL", "v2")
-        root = tmp_path_factory.mktemp("fake-v2-results")
-        fabricate_records(root, "desk")
-        runs = tmp_path_factory.mktemp("fake-v2-runs")
-        smoke_runs = {ex.run_key(r): r for chapter in ex.CHAPTERS for r in ex.grid(chapter, SMOKE)}
-        fabricate_records(runs, SMOKE, runs=list(smoke_runs.values()), prompts=False)
-    return root, runs
+    return fabricated_rehearsal(tmp_path_factory, "v2")
 
 
 @pytest.fixture
@@ -88,18 +81,8 @@ def test_the_ledger_has_every_headline_pair_once_per_backbone_and_dataset(v2_env
 
 
 def test_the_backbones_notebook_runs_on_the_complete_v2_records(v2_env):
-    nbformat = pytest.importorskip("nbformat")
-    from nbclient import NotebookClient
-    notebook = nbformat.read(REPO / "book" / "backbones.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO / "book")}}
-                   ).execute()
-    texts = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            assert output.get("output_type") != "error", output
-            data = output.get("data", {})
-            texts.append(output.get("text", "") + data.get("text/markdown", "") + data.get("text/html", ""))
-    text = "\n".join(texts)
+    pytest.importorskip("nbformat")
+    text = executed_notebook_text("backbones", timeout=600)
     for expected in ("come from the committed `desk` records", "efficientnet_lite0", "tiny-imagenet",
                      "The search: validation accuracy", "selected lr", "has no runs of the deviation",
                      "has no LP runs with cached features at 224 px", "Has the training loss flattened?"):

@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -151,7 +153,6 @@ def fabricate_records(root, scale: str = "desk", runs: list[dict] | None = None,
     under ``<root>/<scale>/``; return that folder. Refuses the repository's own ``results/``. With
     ``prompts=False`` only ``record.json`` is written (cheap: for a chapter's own runs folder, whose records
     the page reuses without rebuilding a model)."""
-    import os
     from lorsp.experiments import RESULTS_ROOT, run_key
     root = Path(root).resolve()
     if root.is_relative_to(REPO / "results") or root.is_relative_to(RESULTS_ROOT.resolve()):
@@ -160,9 +161,7 @@ def fabricate_records(root, scale: str = "desk", runs: list[dict] | None = None,
     models = _Models()
     if runs is None:   # every run, in phases: desk v2 lists its headline runs once the search's records exist
         written: set[str] = set()
-        before = os.environ.get("LORSP_RESULTS")
-        os.environ["LORSP_RESULTS"] = str(root)   # where the grid reads the search records from
-        try:
+        with mock.patch.dict(os.environ, {"LORSP_RESULTS": str(root)}):   # where the grid reads the search
             while True:
                 todo = [r for r in all_runs(scale) if run_key(r) not in written
                         and r["tags"].get("selection") != "pending"]
@@ -170,11 +169,6 @@ def fabricate_records(root, scale: str = "desk", runs: list[dict] | None = None,
                     return folder
                 _fabricate(folder, todo, models, scale, prompts, first_index=len(written))
                 written |= {run_key(r) for r in todo}
-        finally:
-            if before is None:
-                os.environ.pop("LORSP_RESULTS", None)
-            else:
-                os.environ["LORSP_RESULTS"] = before
     _fabricate(folder, runs, models, scale, prompts)
     return folder
 
@@ -218,20 +212,11 @@ def executed_notebook_text(name: str, timeout: int = 600) -> str:
 def fabricated_rehearsal(tmp_path_factory, protocol: str | None = None) -> tuple[Path, Path]:
     """``(results root with a complete fake desk set, runs folder with fake smoke records)`` for the desk
     ``protocol`` (default: the current one), in two fresh temporary folders."""
-    import os
     from lorsp.experiments import CHAPTERS, grid, run_key
-    before = os.environ.get("LORSP_DESK_PROTOCOL")
-    if protocol:
-        os.environ["LORSP_DESK_PROTOCOL"] = protocol
-    try:
+    with mock.patch.dict(os.environ, {"LORSP_DESK_PROTOCOL": protocol} if protocol else {}):
         root = tmp_path_factory.mktemp(f"fake-{protocol or 'desk'}-results")
         fabricate_records(root, "desk")
         runs = tmp_path_factory.mktemp(f"fake-{protocol or 'desk'}-runs")
         smoke_runs = {run_key(r): r for chapter in CHAPTERS for r in grid(chapter, "smoke")}
         fabricate_records(runs, "smoke", runs=list(smoke_runs.values()), prompts=False)
-    finally:
-        if before is None:
-            os.environ.pop("LORSP_DESK_PROTOCOL", None)
-        else:
-            os.environ["LORSP_DESK_PROTOCOL"] = before
     return root, runs

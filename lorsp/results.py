@@ -45,7 +45,7 @@ __all__ = ["RECORD_SCHEMA", "RECORD_NAME", "PROMPT_NAME", "PROMPT_SHA256_KEY", "
 #: stamped ``prompt_sha256``
 RECORD_SCHEMA = "lorsp.run/2"
 #: the package's files whose content decides what a run trains and evaluates (:func:`training_code_sha256`)
-TRAINING_CODE = ("train.py", "engine", "model.py", "backbones.py", "lif.py", "optim.py", "checkpoint.py",
+TRAINING_CODE = ("train.py", "engine", "model.py", "backbones", "lif.py", "optim.py", "checkpoint.py",
                  "distributed.py", "data", "prompters")
 #: the record of a run folder (engine run directory, or ``results/<scale>/<run key>/``), beside its prompt file
 RECORD_NAME = "record.json"

@@ -110,7 +110,7 @@ def test_pretrained_download_is_requested_and_a_network_failure_is_a_clear_error
 
     monkeypatch.setattr(timm, "create_model", spy)
     monkeypatch.delenv("LORSP_OFFLINE", raising=False)   # the download is attempted (and fails, spied)
-    monkeypatch.setattr(backbones, "_hub_unreachable", lambda cfg: None)   # the hub seems to answer
+    monkeypatch.setattr(backbones.create, "_hub_unreachable", lambda cfg: None)   # the hub seems to answer
     with pytest.raises(WeightsUnavailableError) as info:
         create_backbone("resnet50", data_root=tmp_path)
     assert calls == [("resnet50.tv2_in1k", True)]

@@ -104,7 +104,7 @@ class Evidence:
                 f"{self._desk2_sentence()}")
 
     def _run_count(self) -> str:
-        """"N runs", and in how many rows when a run serves under several labels (desk v2: the search point at a
+        """The text "N runs", and in how many rows when a run serves under several labels (desk v2: the search point at a
         method's selected lr is also its headline seed 0, the one at the paper's lr its paper-lr seed 0)."""
         runs = self.frame["key"].nunique() if "key" in self.frame else len(self.frame)
         return f"{runs} runs" + (f", shown in {len(self.frame)} rows: a run that serves under several labels is "

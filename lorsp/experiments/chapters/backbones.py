@@ -14,7 +14,7 @@ RIVALS = ("LP", "ILM-VP", "AutoVP", "EVP", "LoR-VP")
 
 
 def rival_claims(frame: pd.DataFrame, rivals, ablation: bool = False) -> list[Claim]:
-    """"LoRSP beats <rival>" per (dataset, backbone) for each rival that was run there; with ``ablation``
+    """The claims "LoRSP beats <rival>", per (dataset, backbone) for each rival that was run there; with ``ablation``
     also Table V's two steps, LPF beats LP and LoRSP beats LPF."""
     specs = []
     for (dataset, backbone), group in frame.groupby(["dataset", "backbone"], sort=False):

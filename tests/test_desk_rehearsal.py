@@ -21,10 +21,17 @@ from _desk_records import REPO, all_runs, executed_notebook_text, fabricate_reco
 SMOKE = "smoke"
 
 
+@pytest.fixture(autouse=True)
+def _v1_protocol(monkeypatch):
+    """This module rehearses desk protocol v1 (its records are in the repository's history); v2's rehearsal is
+    test_desk_v2_rehearsal.py."""
+    monkeypatch.setenv("LORSP_DESK_PROTOCOL", "v1")
+
+
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
-    """``(results root with a complete fake desk set, runs folder with fake smoke records)``."""
-    return fabricated_rehearsal(tmp_path_factory)
+    """``(results root with a complete fake desk set of protocol v1, runs folder with fake smoke records)``."""
+    return fabricated_rehearsal(tmp_path_factory, "v1")
 
 
 @pytest.fixture

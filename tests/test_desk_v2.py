@@ -34,25 +34,24 @@ def test_seed_plan_says_which_pairs_are_powered():
 
 
 def test_v2_method_seeds_are_the_power_plan_of_the_committed_desk_records():
-    """The first plan (v1's paired sds) is what the grid's first call trained; the re-plan on v2's own paired sds
-    (where the committed v2 records have two seeds of a pair) asks no method for more seeds than it gets, and a
-    pair that stays underpowered has the cap."""
+    """The plan on v2's own paired sds (every headline pair has its seeds in the committed v2 records) asks no
+    method for more seeds than it gets, and a pair that stays underpowered has the cap."""
     from lorsp.experiments.grid import desk2_seed_plan
-    from lorsp.experiments.scales import DESK2_FIRST_PLAN_SEEDS, DESK2_METHOD_SEEDS
-    rows, seeds = desk2_seed_plan()
-    assert seeds == DESK2_FIRST_PLAN_SEEDS
-    assert all(3 <= r["seeds"] <= 10 for r in rows) and all(r["claimed"] > 0 for r in rows)
+    from lorsp.experiments.scales import DESK2_METHOD_SEEDS
     rows, seeds = desk2_seed_plan(sds_from="v2")
+    assert all(row["sd_from"] == "v2" for row in rows)
+    assert all(3 <= r["seeds"] <= 10 for r in rows) and all(r["claimed"] > 0 for r in rows)
     assert all(DESK2_METHOD_SEEDS[label] >= n for label, n in seeds.items()), (seeds, DESK2_METHOD_SEEDS)
     assert all(DESK2_METHOD_SEEDS[label] == 10 for row in rows if not row["powered"] for label in row["pair"][2:])
 
 
-def test_v1_stays_the_default_and_an_unknown_protocol_is_an_error(monkeypatch):
+def test_v2_is_the_default_and_an_unknown_protocol_is_an_error(monkeypatch):
     from lorsp.experiments.scales import desk_setup, scale_setup
     monkeypatch.delenv("LORSP_DESK_PROTOCOL", raising=False)
-    assert scale_setup("desk", require_data=False).protocol == "v1"
-    monkeypatch.setenv("LORSP_DESK_PROTOCOL", "v2")
     assert scale_setup("desk", require_data=False).protocol == "v2"
+    assert desk_setup(require_data=False).protocol == "v2"
+    monkeypatch.setenv("LORSP_DESK_PROTOCOL", "v1")
+    assert scale_setup("desk", require_data=False).protocol == "v1"
     with pytest.raises(ValueError, match="unknown desk protocol 'v3'"):
         desk_setup(require_data=False, protocol="v3")
 
@@ -90,7 +89,7 @@ def test_v2_headline_uses_the_selected_lr():
 def test_v1_grid_is_unchanged_by_v2():
     from lorsp.experiments.grid import CHAPTERS, grid
     from lorsp.experiments.scales import desk_setup
-    runs = [r for chapter in CHAPTERS for r in grid(chapter, setup=desk_setup(require_data=False))]
+    runs = [r for chapter in CHAPTERS for r in grid(chapter, setup=desk_setup(require_data=False, protocol="v1"))]
     assert not any("val_per_class" in r for r in runs)
 
 
@@ -191,25 +190,25 @@ def test_a_chapter_says_how_much_of_desk_v2_is_committed_while_it_trains(tmp_pat
 
 
 def test_the_seed_plan_re_plans_on_v2s_own_paired_sds_where_a_pair_has_them(monkeypatch, tmp_path):
-    """Once desk v2's first headline seeds are trained, the plan uses their paired sd (larger here for
-    LoRSP − LoR-VP on CIFAR-10, so that pair needs more seeds); pairs without two v2 seeds keep v1's sd."""
+    """The plan uses v2's paired sd where a pair has two v2 seeds on that backbone and dataset (larger here for
+    LoRSP − LoR-VP on EfficientNet-Lite0 CIFAR-10, so that pair needs more seeds), and v1's (MobileNetV2 only)
+    elsewhere."""
     import importlib
     grid_module = importlib.import_module("lorsp.experiments.grid")
-    v1_rows, v1_seeds = grid_module.desk2_seed_plan()
-    v1_sds = {row["pair"]: row["paired_sd"] for row in v1_rows}
+    pairs = [(d, "mobilenetv2", b, w) for d in ("cifar10", "tiny-imagenet") for b, w in grid_module.HEADLINE_PAIRS]
+    v1_sds = dict.fromkeys(pairs, 0.6)
     pair = ("cifar10", "efficientnet_lite0", "LoRSP", "LoR-VP")
 
     def fake_paired_sds(results_dir, setup):
-        if setup.protocol == "v1":   # v1 trained MobileNetV2 only
-            return {(d, "mobilenetv2", b, w): v for (d, bb, b, w), v in v1_sds.items() if bb == "mobilenetv2"}
-        return {pair: 3 * v1_sds[pair]}
+        return v1_sds if setup.protocol == "v1" else {pair: 3 * 0.6}
 
     monkeypatch.setattr(grid_module, "paired_sds", fake_paired_sds)
-    rows, seeds = grid_module.desk2_seed_plan(sds_from="v2")
+    v1_rows, v1_seeds = grid_module.desk2_seed_plan(tmp_path, sds_from="v1")
+    rows, seeds = grid_module.desk2_seed_plan(tmp_path, sds_from="v2")
     by_pair = {row["pair"]: row for row in rows}
-    assert by_pair[pair]["sd_from"] == "v2" and by_pair[pair]["paired_sd"] == 3 * v1_sds[pair]
+    assert by_pair[pair]["sd_from"] == "v2" and by_pair[pair]["paired_sd"] == 3 * 0.6
     assert by_pair[pair]["seeds"] > {r["pair"]: r for r in v1_rows}[pair]["seeds"]
-    assert all(row["sd_from"] == "v1" and row["paired_sd"] == v1_sds[row["pair"]] for row in rows if row["pair"] != pair)
+    assert all(row["sd_from"] == "v1" and row["paired_sd"] == 0.6 for row in rows if row["pair"] != pair)
     assert seeds["LoR-VP"] >= v1_seeds["LoR-VP"]
     with pytest.raises(ValueError, match="sds_from must be"):
         grid_module.desk2_seed_plan(sds_from="v3")

@@ -45,7 +45,8 @@ def _write_record(folder, groups=2, rank=2, image_size=32, status="completed", a
 
 
 # --- which record ----------------------------------------------------------------------------------------------
-def test_finds_the_desk_lorsp_record_and_prefers_the_largest_scale(tmp_path):
+def test_finds_the_desk_lorsp_record_and_prefers_the_largest_scale(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORSP_DESK_PROTOCOL", "v1")   # v1's run keys, pinned here; v2's chooser is the same code
     assert [r["tags"]["label"] for r in ex.dissection_candidates("desk")] == ["LoRSP"] * 5
     desk = tmp_path / "desk" / _candidate_key("desk")
     assert desk.name == "cifar10-mobilenetv2-lorsp-s0-21f997d495cc"   # the desk LoRSP CIFAR-10 seed-0 run

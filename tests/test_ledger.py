@@ -189,29 +189,29 @@ def test_every_row_has_the_papers_difference_or_says_why_and_a_source(desk_ledge
 
 
 def test_no_comparison_appears_twice_and_the_larger_seed_set_wins(desk_ledger):
+    from lorsp.experiments.scales import DESK2_METHOD_SEEDS
     rows = desk_ledger.rows
     assert rows["comparison"].is_unique
     assert not rows.duplicated(["better", "worse", "measure", "comparison"]).any()
     assert desk_ledger.chapter_pairs > len(rows)                           # repeats were merged
-    for name in ("LoRSP vs LP · CIFAR-10 · MobileNetV2", "LoRSP vs AutoVP · CIFAR-10 · MobileNetV2",
-                 "LoRSP vs LoR-VP · CIFAR-10 · MobileNetV2", "LoRSP vs LPF · CIFAR-10 · MobileNetV2"):
-        assert _row(desk_ledger, name)["n"] == 5, name                    # not the downstream/sparsifier 3 seeds
-    assert "downstream" in _row(desk_ledger, "LoRSP vs LP · CIFAR-10 · MobileNetV2")["also_in"]
-    assert (rows["comparison"] == "G=4 vs G=1 · CIFAR-10 · MobileNetV2").sum() == 1     # in two claims, one row
+    for worse in ("LP", "AutoVP", "LoR-VP", "LPF"):                        # not the downstream/sparsifier 3 seeds
+        name = f"LoRSP vs {worse} · CIFAR-10 · EfficientNet-Lite0"
+        assert _row(desk_ledger, name)["n"] == min(DESK2_METHOD_SEEDS["LoRSP"], DESK2_METHOD_SEEDS[worse]), name
+    assert "downstream" in _row(desk_ledger, "LoRSP vs LP · CIFAR-10 · EfficientNet-Lite0")["also_in"]
+    assert (rows["comparison"] == "G=4 vs G=1 · CIFAR-10 · EfficientNet-Lite0").sum() == 1   # in two claims, one row
+    assert not rows["comparison"].str.contains(r"\(search\)|paper lr").any()
 
 
-def test_unstable_degenerate_and_still_flags_fire_on_the_known_desk_cases(desk_ledger):
-    for name in ("G=4 vs G=1 · CIFAR-10 · MobileNetV2", "G=8 vs G=1 · CIFAR-10 · MobileNetV2"):
-        row = _row(desk_ledger, name)
-        assert row["verdict"] == "unstable" and "first-epoch loss" in row["unstable_note"]
-    for name in ("V_th=0 vs V_th=0.05 · CIFAR-10 · MobileNetV2", "V_th=0.05 vs V_th=0 · sparsity · MobileNetV2"):
-        row = _row(desk_ledger, name)
-        assert row["verdict"] == "degenerate" and "no neuron fires at V_th=0.05" in row["degenerate_note"]
-    assert "did not move" in _row(desk_ledger, "LoRSP vs LoR-VP · CIFAR-10 · MobileNetV2")["still_note"]
-    deviation = _row(desk_ledger, "LoRSP vs LoR-VP at prompt lr 0.03 · CIFAR-10 · MobileNetV2")
-    assert deviation["still_note"] == "" and "deviation" in deviation["substitutions"]
-    healthy = desk_ledger.rows[desk_ledger.rows["comparison"].isin(["G=4 vs G=8 · CIFAR-10 · MobileNetV2", "tau=4 vs tau=1.5 · CIFAR-10 · MobileNetV2"])]
-    assert not healthy["unstable"].any() and (healthy["degenerate_note"] == "").all()
+def test_unstable_and_still_flags_fire_on_the_known_desk_cases(desk_ledger):
+    """LoRSP at its selected lr collapses on two EfficientNet-Lite0 CIFAR-10 seeds (30.6%, 35.9%): every pair with
+    it there names them; LoR-VP's selected prompt there (lr 0.003) barely moves; the threshold sweep sits where
+    neurons fire, so no row is degenerate."""
+    for worse in ("LP", "EVP", "LoR-VP"):
+        row = _row(desk_ledger, f"LoRSP vs {worse} · CIFAR-10 · EfficientNet-Lite0")
+        assert "collapsed" in row["unstable_note"], row["unstable_note"]
+    assert "did not move" in _row(desk_ledger, "LoRSP vs LoR-VP · CIFAR-10 · EfficientNet-Lite0")["still_note"]
+    assert (desk_ledger.rows["degenerate_note"] == "").all()
+    assert (desk_ledger.rows["verdict"] != "degenerate").all()
 
 
 def test_one_holm_family_across_the_page_and_every_desk_row_is_a_proxy(desk_ledger):
@@ -219,7 +219,7 @@ def test_one_holm_family_across_the_page_and_every_desk_row_is_a_proxy(desk_ledg
     assert np.allclose(rows["p_holm"], holm_adjust(rows["p_value"].tolist()))
     assert (rows["p_holm"] >= rows["p_value"] - 1e-12).all()
     assert (rows["protocol"] == "proxy").all()
-    assert rows["substitutions"].str.contains("backbone MobileNetV2").all()
+    assert rows["substitutions"].str.contains("backbone (EfficientNet-Lite0|MobileNetV2) for").all()
     assert rows["substitutions"].str.contains("resolution 64 px for 224").all()
     ood = rows[rows["chapter"] == "ood"]
     assert ood["substitutions"].str.contains("ImageNet-V2/Sketch/A/R").all()

@@ -418,7 +418,7 @@ def _fallback_sd(sds: dict[tuple, float], dataset: str, better: str, worse: str)
 
 
 def desk2_seed_plan(results_dir=None, datasets: Sequence[str] = ("cifar10", "tiny-imagenet"),
-                    cap: int = 10, minimum: int = 3, sds_from: str = "v1") -> tuple[list[dict], dict[str, int]]:
+                    cap: int = 10, minimum: int = 3, sds_from: str = "v2") -> tuple[list[dict], dict[str, int]]:
     """The seeds each headline pair of desk v2 needs on each backbone and dataset
     (:func:`lorsp.desk_budget.seed_plan`), held to the paper's difference the ledger shows for it
     (:func:`lorsp.paper.headline_gap`, Tables II/V). Paired sds come from the committed desk v1 records
@@ -433,7 +433,7 @@ def desk2_seed_plan(results_dir=None, datasets: Sequence[str] = ("cifar10", "tin
     if sds_from not in ("v1", "v2"):
         raise ValueError(f"sds_from must be 'v1' or 'v2', got {sds_from!r}")
     folder = Path(results_dir) if results_dir is not None else results_root() / "desk"
-    v1 = paired_sds(folder, desk_setup(require_data=False))
+    v1 = paired_sds(folder, desk_setup(require_data=False, protocol="v1"))
     v2 = paired_sds(folder, with_prompt_lr_selection(desk2_setup(), folder)) if sds_from == "v2" else {}
     sds, claimed, source = {}, {}, {}
     for dataset in datasets:
@@ -442,7 +442,8 @@ def desk2_seed_plan(results_dir=None, datasets: Sequence[str] = ("cifar10", "tin
                 key = (dataset, backbone, better, worse)
                 sd = v2.get(key) or _fallback_sd(v1, dataset, better, worse)
                 if sd is None:
-                    raise ValueError(f"no paired sd for {better} − {worse} in the desk records of any dataset")
+                    raise ValueError(f"no paired sd for {better} − {worse} ({dataset}, {backbone}) in the desk "
+                                     f"records of {folder}: neither v2 nor v1 has two seeds of the pair")
                 source[key] = "v2" if key in v2 else "v1"
                 sds[key] = sd
                 claimed[key] = headline_gap(better, worse, dataset).difference

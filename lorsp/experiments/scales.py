@@ -151,7 +151,7 @@ def scale_setup(scale: str | None = None, data_root=None, require_data: bool = T
             hyper_backbones=(backbone,), hyper_seeds=(0, 1),
             gallery_dataset="tiny-imagenet" if tiny else source, gallery_backbone=backbone)
     if scale == "desk":
-        return desk_setup(data_root, require_data=require_data, protocol=desk_protocol())
+        return desk_setup(data_root, require_data=require_data)
     if scale == "mini":
         return ScaleSetup(
             scale="mini", backbones=("mobilenetv2",),
@@ -239,13 +239,14 @@ def desk_missing(data_root=None) -> list[str]:
     return [f"{root / rel} ({what})" for rel, what in DESK_REQUIRED.items() if not (root / rel).exists()]
 
 
-def desk_setup(data_root=None, require_data: bool = True, protocol: str = "v1") -> ScaleSetup:
-    """The ``desk`` scale: the real MobileNetV2 weights and the real CIFAR-10 and Tiny-ImageNet of the data
-    root, trained on a CPU (see :data:`DESK_DATASETS`); the headline chapter (backbones) with 5 seeds, every
-    other run with 3. No fallbacks: without the weights or the data it raises ``FileNotFoundError`` naming
+def desk_setup(data_root=None, require_data: bool = True, protocol: str | None = None) -> ScaleSetup:
+    """The ``desk`` scale: real ImageNet-pretrained backbones and the real CIFAR-10 and Tiny-ImageNet of the data
+    root, trained on a CPU. No fallbacks: without the weights or the data it raises ``FileNotFoundError`` naming
     what is missing and how to import it (``require_data=False`` only lists the runs, e.g. to count committed
-    records on a machine without the data). ``protocol="v2"`` is the second desk protocol (:func:`desk2_setup`);
-    the book's headline and the committed records use ``"v1"``."""
+    records on a machine without the data). ``protocol`` (default :func:`desk_protocol`: ``"v2"``, the committed
+    records and the book's headline) picks :func:`desk2_setup` or ``"v1"``, the first protocol (MobileNetV2 only,
+    3 epochs, one lr, 3–5 seeds; its records are in the repository's history, see ``book/running.md``)."""
+    protocol = protocol or desk_protocol()
     if protocol not in DESK_PROTOCOLS:
         raise ValueError(f"unknown desk protocol {protocol!r} ({DESK_PROTOCOL_ENV}); expected one of {DESK_PROTOCOLS}")
     missing = desk_missing(data_root) if require_data else []
@@ -288,16 +289,16 @@ def desk_setup(data_root=None, require_data: bool = True, protocol: str = "v1") 
 # ----------------------------------------------------------------------------------------------------
 # desk protocol v2 (issue 25): chosen by a recorded pilot (benchmarks/desk_pilot.py, book/running.md)
 # ----------------------------------------------------------------------------------------------------
-#: the desk protocols: "v1" (the committed records, the book's headline) and "v2" (:func:`desk2_setup`)
+#: the desk protocols: "v2" (:func:`desk2_setup`: the committed records, the book's headline) and "v1" (the first)
 DESK_PROTOCOLS = ("v1", "v2")
-#: the environment variable that picks the desk protocol of ``scale_setup("desk")`` (default v1), e.g.
-#: ``LORSP_DESK_PROTOCOL=v2 python -m lorsp.experiments --scale desk --dry-run``
+#: the environment variable that picks the desk protocol of ``scale_setup("desk")`` (default v2), e.g.
+#: ``LORSP_DESK_PROTOCOL=v1 python -m lorsp.experiments --scale desk --dry-run``
 DESK_PROTOCOL_ENV = "LORSP_DESK_PROTOCOL"
 
 
 def desk_protocol() -> str:
-    """The desk protocol ``scale_setup("desk")`` uses: ``$LORSP_DESK_PROTOCOL``, else ``"v1"``."""
-    return os.environ.get(DESK_PROTOCOL_ENV) or "v1"
+    """The desk protocol ``scale_setup("desk")`` uses: ``$LORSP_DESK_PROTOCOL``, else ``"v2"``."""
+    return os.environ.get(DESK_PROTOCOL_ENV) or "v2"
 #: v2's data: whole test sets (CIFAR-10's 10,000 test images, Tiny-ImageNet's 10,000 validation images: 1,000 and
 #: 50 per class are all of them), a validation split carved from the training images (TrainConfig.val_per_class),
 #: and as many epochs as the pilot says flatten the loss within the budget; evaluation after the last epoch
@@ -347,7 +348,7 @@ def desk2_setup() -> ScaleSetup:
     validation split of the training images (:data:`DESK2_PROMPT_LR_SEARCH`, :data:`DESK2_SEARCH_SEEDS`), the
     headline at each method's selected lr with the seeds of the power plan (:data:`DESK2_METHOD_SEEDS`), the
     paper's single lr kept as a labelled column on 3 seeds; the other chapters on EfficientNet-Lite0 and
-    CIFAR-10, 3 seeds. Not the book's headline until its records are committed."""
+    CIFAR-10, 3 seeds. The book's headline and the committed records."""
     first = DESK2_BACKBONES[0]
     return ScaleSetup(
         scale="desk", protocol="v2", backbones=DESK2_BACKBONES,

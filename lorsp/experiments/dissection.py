@@ -176,15 +176,17 @@ def _param_count(prompter) -> int:
     return sum(p.numel() for p in prompter.parameters() if p.requires_grad)
 
 
-def load_dissected_prompt(record_dir, scale: str | None = None) -> DissectedPrompt:
+def load_dissected_prompt(record_dir, scale: str | None = None, methods=("lorsp",)) -> DissectedPrompt:
     """Rebuild the trained prompter of a results folder (``record.json`` + ``prompt.safetensors``).
 
     The prompter is built with :func:`lorsp.prompters.build_prompter` from the record's config (``method``,
-    ``image_size``, ``prompter_kwargs``), on the CPU in eval mode, and filled with the file's ``prompter.*``
-    tensors (strict: every parameter and buffer of the rebuilt prompter must be there, with its shape).
-    Errors name the file and the key: a missing or unreadable file, a record without ``config`` or whose
-    ``config.method`` is not ``lorsp``, a config the registry does not rebuild, a tensor missing or of the
-    wrong shape. ``scale``: the banner's scale (default: the name of the folder above ``record_dir``).
+    ``image_size``, ``prompter_kwargs``; LoRSP on its reference path, ``fused=False``), on the CPU in eval mode,
+    and filled with the file's ``prompter.*`` tensors (strict: every parameter and buffer of the rebuilt
+    prompter must be there, with its shape). Errors name the file and the key: a missing or unreadable file, a
+    record without ``config`` or whose ``config.method`` is not one of ``methods`` (the chapter dissects
+    ``lorsp``; :mod:`.collapse` measures any prompter's δ), a config the registry does not rebuild, a tensor
+    missing or of the wrong shape. ``scale``: the banner's scale (default: the name of the folder above
+    ``record_dir``).
     """
     import torch
     from ..prompters import build_prompter
@@ -204,10 +206,12 @@ def load_dissected_prompt(record_dir, scale: str | None = None) -> DissectedProm
         config = training_engine().TrainConfig.from_dict(record["config"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"{record_path}: 'config' is not a TrainConfig: {error}") from error
-    if config.method != "lorsp":
-        raise ValueError(f"{record_path}: config.method is {config.method!r}; the chapter dissects a LoRSP prompt "
-                         f"(method 'lorsp')")
-    kwargs = {**config.prompter_kwargs, "fused": False}   # the reference path: explain() and the sliders use it
+    if config.method not in methods:
+        raise ValueError(f"{record_path}: config.method is {config.method!r}; expected "
+                         f"{' or '.join(map(repr, methods))}")
+    kwargs = dict(config.prompter_kwargs)
+    if config.method == "lorsp":
+        kwargs["fused"] = False   # the reference path: explain() and the sliders use it
     try:
         prompter = build_prompter(config.method, image_size=config.image_size, **kwargs)
     except (TypeError, ValueError, KeyError) as error:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..stats import paired_verdict
-from .chapters.hyperparameters import SPARSITY
+from .records import SPARSITY
 from .store import RecordStore
 
 #: [ours] a run that ends this many pp below the median of its own method's runs (same setting, data, backbone,
@@ -57,7 +57,8 @@ def _health_row(folder: Path, record: dict) -> dict:
     factors = config.get("prompter_kwargs") or {}
     setting = (f" (G={factors['groups']}, r={factors['rank']}, tau={factors.get('tau', 4):g}, "
                f"V_th={factors.get('v_threshold', 0):g})" if config.get("method") == "lorsp" and "groups" in factors else "")
-    return dict(key=(record.get("experiment") or {}).get("key") or folder.name, label=tags.get("label"), setting=setting,
+    return dict(key=(record.get("experiment") or {}).get("key") or folder.name, label=tags.get("label"),
+                method=config.get("method"), setting=setting,
                 dataset=config.get("dataset"), backbone=config.get("backbone"), seed=config.get("seed"),
                 image_size=config.get("image_size"), epochs=config.get("epochs"), status=record.get("status"),
                 num_classes=(record.get("data") or {}).get("num_classes"),
@@ -77,9 +78,10 @@ def run_health(results_dir) -> pd.DataFrame:
 
 
 def assess_health(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` (rows of :func:`run_health`'s facts) with ``lp_accuracy``, ``unstable`` and ``why``."""
+    """``runs`` (rows of :func:`run_health`'s facts) with ``lp_accuracy``, ``unstable``, ``why`` and
+    ``collapsed`` (unstable because it collapsed, not because it diverged or never started to learn)."""
     if runs.empty:
-        return runs.assign(lp_accuracy=[], unstable=[], why=[])
+        return runs.assign(lp_accuracy=[], unstable=[], why=[], collapsed=[])
     same = ["dataset", "backbone", "seed", "image_size", "epochs"]
     cell = ["dataset", "backbone", "image_size", "epochs"]
     lp_runs = runs[runs["label"] == "LP"]
@@ -90,24 +92,27 @@ def assess_health(runs: pd.DataFrame) -> pd.DataFrame:
     own = runs.assign(setting=runs.get("setting", "")).fillna({"setting": ""}).groupby(
         ["label", "setting"] + cell, dropna=False)["accuracy"]
     runs = runs.assign(own_median=own.transform("median"), own_runs=own.transform("count"))
-    verdicts = [_unstable(row) for row in runs.itertuples()]
-    return runs.drop(columns=["own_median", "own_runs"]).assign(unstable=[bool(w) for w in verdicts], why=verdicts)
+    kinds, whys = zip(*(_unstable(row) for row in runs.itertuples()))
+    return runs.drop(columns=["own_median", "own_runs"]).assign(unstable=[bool(k) for k in kinds], why=list(whys),
+                                                                collapsed=[k == "collapsed" for k in kinds])
 
 
-def _unstable(row) -> str:
-    """Why ``row``'s run is unstable, in words ("" when it is not; see the module docstring)."""
+def _unstable(row) -> tuple[str, str]:
+    """Whether ``row``'s run is unstable and why: ``(kind, why in words)``, kind ``"diverged"``,
+    ``"not learning"`` or ``"collapsed"``; ``("", "")`` when it is not (see the module docstring)."""
     name = f"{row.label}{getattr(row, 'setting', '') or ''} seed {row.seed}"
     if row.status == "failed" or not (math.isfinite(row.accuracy) and math.isfinite(row.first_loss)):
-        return f"{row.label} seed {row.seed} diverged or failed (status {row.status!r})"
+        return "diverged", f"{row.label} seed {row.seed} diverged or failed (status {row.status!r})"
     if not row.accuracy < row.lp_accuracy:
-        return ""
+        return "", ""
     if row.first_loss > _first_epoch_ceiling(row):
-        return (f"{name}: first-epoch loss {row.first_loss:.2f} > {_first_epoch_ceiling_text(row)}, accuracy "
-                f"{row.accuracy:.1f}% < LP's {row.lp_accuracy:.1f}%")
+        return "not learning", (f"{name}: first-epoch loss {row.first_loss:.2f} > {_first_epoch_ceiling_text(row)}, "
+                                f"accuracy {row.accuracy:.1f}% < LP's {row.lp_accuracy:.1f}%")
     if row.own_runs >= 3 and row.accuracy < row.own_median - COLLAPSED_BELOW_PP:
-        return (f"{name} collapsed: accuracy {row.accuracy:.1f}%, {row.own_median - row.accuracy:.1f} pp below the "
-                f"median of its own {row.own_runs} runs ({row.own_median:.1f}%) and below LP's {row.lp_accuracy:.1f}%")
-    return ""
+        return "collapsed", (f"{name} collapsed: accuracy {row.accuracy:.1f}%, {row.own_median - row.accuracy:.1f} "
+                             f"pp below the median of its own {row.own_runs} runs ({row.own_median:.1f}%) and below "
+                             f"LP's {row.lp_accuracy:.1f}%")
+    return "", ""
 
 
 def _chance(row) -> float:

@@ -34,7 +34,7 @@ import pandas as pd
 from ..paper import PaperGap, display_name, headline_gap, paper_gap
 from ..stats import detectable_difference, holm_verdict
 from .chapters import chapter as chapter_of
-from .chapters.hyperparameters import SPARSITY
+from .records import SPARSITY
 from .claims import LEVEL, MARGIN_PP, chapter_claims
 from .evidence import headline_evidence
 from .health import COLLAPSED_BELOW_PP, degeneracy, instability, run_health, still_comparator

@@ -20,6 +20,8 @@ from .store import RecordStore, read_run_record, training_engine
 
 
 ACCURACY = "accuracy_pct"
+#: the column of a prompt's sparsity (share of exact zeros of δ) in percentage points, where a claim compares it
+SPARSITY = "sparsity_pct"
 
 
 _COLUMNS = ["key", "status", "reason", "chapter", "label", "scale", "dataset", "backbone", "method", "head", "seed", "groups",

@@ -268,6 +268,23 @@ class ChapterPage:
             display(style_claims(column, "Each method at its selected lr against the paper's lr, on seed-paired "
                                          "test accuracies (%): our question, not the paper's"))
 
+    def collapsed_runs(self):
+        """The runs of this headline's records that collapsed (:mod:`..collapse`): their prompt's size on test
+        images beside their healthy seeds', and what that shows."""
+        from IPython.display import Markdown, display
+        from ..collapse import collapse_sentences, prompt_sizes
+        table = prompt_sizes(self.evidence.results_dir)
+        if table.empty:
+            print(f"No run of this headline's records ({self.best_scale}) collapsed.")
+            return
+        display(Markdown(" ".join(collapse_sentences(table) + [f"Images: {'; '.join(table.attrs['images'])}."])))
+        shown = table.rename(columns={"accuracy": "accuracy (%)", "firing_rate": "firing rate",
+                                      "delta_abs_mean": "mean |δ|", "delta_share_pct": "mean |δ| / image std (%)"})
+        display(shown.style.hide(axis="index").format(precision=3, na_rep="—")
+                .format(precision=1, subset=["accuracy (%)", "mean |δ| / image std (%)"])
+                .set_caption(f"Every seed of each setting with a collapsed run, at {self.best_scale}: the trained "
+                             f"prompt's size on the same test images"))
+
     def smoke_check(self):
         """The runs this page trained (``LORSP_SCALE``): the check that the code runs today, after the banner of
         exactly what they use and what :meth:`train` did."""

@@ -6,11 +6,9 @@ import pandas as pd
 
 from ..claims import Claim, claim_pairs, claims, restrict_to_grid
 from ..grid import GROUPS_SWEEP, RANK_SWEEP, TAU_SWEEP, V_THRESHOLD_SWEEP
+from ..records import SPARSITY
 from ..tables import compare, hyper_long, outside_grid, point_sweep
 from .base import Chapter
-
-#: the measure of the sparsity claim: the share of zeros of δ in percentage points
-SPARSITY = "sparsity_pct"
 
 
 def _points_inside(planned: pd.DataFrame):

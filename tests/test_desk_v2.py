@@ -94,10 +94,15 @@ def test_v1_grid_is_unchanged_by_v2():
 
 
 def test_v2_dry_run_fits_16_hours():
+    """The grid's plan as the dry run lists it: with the committed search's selection (before it, each
+    headline seed 0 is planned at the largest searched lr, apart from the search point it becomes)."""
     from lorsp.desk_budget import plan
     from lorsp.experiments import run_key
     from lorsp.experiments.runner import RUN_ORDER, chapter_runs
-    rows = plan(chapter_runs(RUN_ORDER, _v2()), key=run_key)
+    from lorsp.experiments.scales import with_prompt_lr_selection
+    setup = with_prompt_lr_selection(_v2())
+    assert setup.prompt_lr_selection, "the committed desk records hold the whole search"
+    rows = plan(chapter_runs(RUN_ORDER, setup), key=run_key)
     hours = sum(r["seconds"] for r in rows) / 3600
     assert math.isfinite(hours) and hours <= 16.0
     assert rows[0]["chapter"] == "backbones"

@@ -68,7 +68,8 @@ def grid(chapter: str, scale: str | None = None, setup: ScaleSetup | None = None
       drawn on real test images).
 
     A scale may shrink or grow a chapter (:class:`ScaleSetup`): ``headline_seeds`` (the backbones chapter;
-    5 at ``desk``), ``sparsifier_ratios`` and ``sweep_points`` (fewer points at ``desk``), and
+    5 at ``desk``), ``sparsifier_ratios`` and ``sweep_points`` (fewer points at ``desk``), ``sparsifier_seeds``
+    and ``hyper_seeds`` (the sweeps' seeds), and
     ``reference_224`` (LP with cached features at 224 px on the same images, :data:`LP_224_LABEL`, beside
     LP in the backbones and downstream chapters), ``deviation_prompt_lr`` (:func:`deviation_label`) and
     ``training_length_epochs`` (LP again at the paper's epochs, :func:`training_length_label`; backbones and
@@ -89,7 +90,7 @@ def _sparsifier_runs(setup: ScaleSetup) -> list[dict[str, Any]]:
         backbones = setup.hyper_backbones
     dataset = setup.table2_datasets[0]
     for backbone in backbones:
-        for seed in setup.seeds:
+        for seed in setup.sparsifier_seeds or setup.seeds:
             for ratio in setup.sparsifier_ratios or SPARSIFIER_RATIOS:
                 for label in ("Top-k", "Dropout"):
                     runs.append(_run(setup, chapter, label, dataset, backbone, seed, keep_ratio=ratio,

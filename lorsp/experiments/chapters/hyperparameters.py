@@ -62,12 +62,12 @@ class Hyperparameters(Chapter):
         specs = restrict_to_grid(specs, set(long["point"]))
         settings = dict(label="point", margin=margin, level=level, scale=scale)
         sentences, table = claims(long, specs, value=value, **settings)
-        higher = [f"V_th={v:g}" for v in thresholds if v > 0]
-        if not higher:
+        if len(thresholds) < 2:
             return sentences, table
+        highest, lowest = (f"V_th={v:g}" for v in (thresholds[-1], thresholds[0]))
         more, more_table = claims(long.assign(**{SPARSITY: 100.0 * long["sparsity"].astype(float)}),
                                   [Claim("a higher threshold gives a sparser prompt (share of zeros, in percentage "
-                                         "points)", claim_pairs(higher[-1], ["V_th=0"]), dict(sweep="v_threshold"))],
+                                         "points)", claim_pairs(highest, [lowest]), dict(sweep="v_threshold"))],
                                   value=SPARSITY, **settings)
         return sentences + more, pd.concat([table, more_table], ignore_index=True)
 

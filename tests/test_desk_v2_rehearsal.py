@@ -10,7 +10,7 @@ import pytest
 from lorsp import experiments as ex
 from lorsp.experiments import ledger as lg
 from lorsp.experiments.grid import HEADLINE_PAIRS, PROMPTED_ROWS
-from lorsp.experiments.scales import DESK2_BACKBONES, DESK2_DATASETS, DESK2_METHOD_SEEDS
+from lorsp.experiments.scales import DESK2_BACKBONES, DESK2_DATASETS, desk2_seed_count
 from lorsp.paper import display_name
 from _desk_records import executed_notebook_text, fabricated_rehearsal
 
@@ -72,7 +72,8 @@ def test_the_ledger_has_every_headline_pair_once_per_backbone_and_dataset(v2_env
                 name = f"{better} vs {worse} · {display_name(dataset)} · {display_name(backbone)}"
                 row = rows[rows["comparison"] == name]
                 assert len(row) == 1, (name, list(rows["comparison"]))
-                assert row["n"].iloc[0] == min(DESK2_METHOD_SEEDS[better], DESK2_METHOD_SEEDS[worse]), name
+                planned = [desk2_seed_count(label, backbone, dataset) for label in (better, worse)]
+                assert row["n"].iloc[0] == min(planned), name
                 assert "Table II" in row["paper_source"].iloc[0] or "Table V" in row["paper_source"].iloc[0]
     assert not rows["comparison"].str.contains(r"\(search\)|paper lr|deviation").any()
     assert (rows["protocol"] == "proxy").all()

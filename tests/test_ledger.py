@@ -189,14 +189,15 @@ def test_every_row_has_the_papers_difference_or_says_why_and_a_source(desk_ledge
 
 
 def test_no_comparison_appears_twice_and_the_larger_seed_set_wins(desk_ledger):
-    from lorsp.experiments.scales import DESK2_METHOD_SEEDS
+    from lorsp.experiments.scales import desk2_seed_count
     rows = desk_ledger.rows
     assert rows["comparison"].is_unique
     assert not rows.duplicated(["better", "worse", "measure", "comparison"]).any()
     assert desk_ledger.chapter_pairs > len(rows)                           # repeats were merged
     for worse in ("LP", "AutoVP", "LoR-VP", "LPF"):                        # not the downstream/sparsifier 3 seeds
         name = f"LoRSP vs {worse} · CIFAR-10 · EfficientNet-Lite0"
-        assert _row(desk_ledger, name)["n"] == min(DESK2_METHOD_SEEDS["LoRSP"], DESK2_METHOD_SEEDS[worse]), name
+        planned = [desk2_seed_count(label, "efficientnet_lite0", "cifar10") for label in ("LoRSP", worse)]
+        assert _row(desk_ledger, name)["n"] == min(planned), name
     assert "downstream" in _row(desk_ledger, "LoRSP vs LP · CIFAR-10 · EfficientNet-Lite0")["also_in"]
     assert (rows["comparison"] == "G=4 vs G=1 · CIFAR-10 · EfficientNet-Lite0").sum() == 1   # in two claims, one row
     assert not rows["comparison"].str.contains(r"\(search\)|paper lr").any()

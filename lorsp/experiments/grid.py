@@ -142,7 +142,7 @@ def _backbone_runs_searched(setup: ScaleSetup) -> list[dict[str, Any]]:
     """Tables II and V with a prompt-lr search (desk protocol v2), in the order they train: first the search of
     every dataset and backbone (every prompted method at every lr of ``setup.prompt_lr_search`` on the search seeds,
     selected on the validation split), then the headline (LP, and each method at its selected lr,
-    ``setup.prompt_lr_selection``, on its planned seeds, ``setup.method_seeds``), then the paper's lr as a labelled
+    ``setup.prompt_lr_selection``, on its planned seeds, :func:`_planned_seeds`), then the paper's lr as a labelled
     column on the scale's seeds. Before the search is complete the headline runs are planned at the search's
     largest lr and tagged ``selection: "pending"`` (their hours are right; the runner does not train them)."""
     cells = [(dataset, backbone) for dataset in setup.table2_datasets for backbone in setup.backbones]
@@ -152,16 +152,23 @@ def _backbone_runs_searched(setup: ScaleSetup) -> list[dict[str, Any]]:
               for lr in setup.prompt_lr_search for seed in setup.search_seeds]
     headline = []
     for dataset, backbone in cells:
-        headline += [_run(setup, "backbones", "LP", dataset, backbone, seed) for seed in setup.method_seeds["LP"]]
+        headline += [_run(setup, "backbones", "LP", dataset, backbone, seed)
+                     for seed in _planned_seeds(setup, "LP", backbone, dataset)]
         for label in PROMPTED_ROWS:
             chosen = (setup.prompt_lr_selection or {}).get(selection_key(label, backbone, dataset))
             tags = dict(selected_prompt_lr=chosen) if chosen else dict(selection="pending")
             headline += [_with_prompt_lr(setup, label, dataset, backbone, seed, chosen or max(setup.prompt_lr_search),
-                                         label, tags) for seed in setup.method_seeds[label]]
+                                         label, tags) for seed in _planned_seeds(setup, label, backbone, dataset)]
     column = [_with_prompt_lr(setup, label, dataset, backbone, seed, setup.lr, paper_lr_label(label),
                               dict(paper_lr=True, method_label=label))
               for dataset, backbone in cells for label in PROMPTED_ROWS for seed in setup.seeds]
     return search + headline + column
+
+
+def _planned_seeds(setup: ScaleSetup, label: str, backbone: str, dataset: str) -> tuple[int, ...]:
+    """The headline seeds of ``label`` on one backbone and dataset: the cell's own entry of
+    ``setup.method_seeds`` (keyed :func:`selection_key`) where the plan gives it one, else the label's."""
+    return setup.method_seeds.get(selection_key(label, backbone, dataset), setup.method_seeds[label])
 
 
 def _with_prompt_lr(setup: ScaleSetup, label: str, dataset: str, backbone: str, seed: int, prompt_lr: float,

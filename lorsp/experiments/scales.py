@@ -50,7 +50,7 @@ class ScaleSetup:
     protocol: str = ""                                       # "" (the scale's only protocol), "v1" or "v2" at desk
     prompt_lr_search: tuple[float, ...] = ()                 # prompt lrs searched on the validation split
     search_seeds: tuple[int, ...] = ()                       # the seeds of the search
-    method_seeds: dict[str, tuple[int, ...]] | None = None   # headline label -> its seeds (the power plan)
+    method_seeds: dict[str, tuple[int, ...]] | None = None   # headline label (or "label|backbone|dataset") -> seeds
     prompt_lr_selection: dict[str, float] | None = None      # "label|backbone|dataset" -> the selected prompt lr
 
     def train_kwargs(self, dataset: str) -> dict[str, Any]:
@@ -333,6 +333,17 @@ DESK2_SEARCH_SEEDS = (0,)
 #: once the headline's first seeds were in (``sds_from="v2"``): LoRSP at its selected lr collapses on two
 #: EfficientNet-Lite0 CIFAR-10 seeds, so every pair with LoRSP there has a paired sd of 11–15 pp and takes the cap
 DESK2_METHOD_SEEDS = {"LP": 10, "ILM-VP": 4, "AutoVP": 10, "EVP": 10, "LoR-VP": 10, "LPF": 10, "LoRSP": 10}
+#: cells (``"label|backbone|dataset"``, :func:`lorsp.experiments.grid.selection_key`) that take more headline seeds
+#: than their method's count: at 4 seeds LoRSP − ILM-VP on EfficientNet-Lite0 CIFAR-10 stayed inconclusive under the
+#: page's Holm correction (two of those four LoRSP seeds collapsed), so ILM-VP takes the cap there
+DESK2_CELL_SEEDS = {"ILM-VP|efficientnet_lite0|cifar10": 10}
+
+
+def desk2_seed_count(label: str, backbone: str, dataset: str) -> int:
+    """How many headline seeds desk v2 trains of ``label`` on ``backbone`` and ``dataset``."""
+    return DESK2_CELL_SEEDS.get(f"{label}|{backbone}|{dataset}", DESK2_METHOD_SEEDS[label])
+
+
 #: the seeds the first plan gave (v1's paired sds): the seeds trained by the grid's first call at its commit
 DESK2_FIRST_PLAN_SEEDS = {"LP": 9, "ILM-VP": 3, "AutoVP": 3, "EVP": 10, "LoR-VP": 7, "LPF": 10, "LoRSP": 10}
 
@@ -380,5 +391,5 @@ def desk2_setup() -> ScaleSetup:
         gallery_backbone=first, sparsifier_ratios=(0.1, 0.5), sparsifier_seeds=DESK2_SWEEP_SEEDS,
         sweep_points={"groups": (1, 4, 8), "rank": (1, 4), "tau": (1.5, 4.0), "v_threshold": DESK2_V_THRESHOLDS},
         prompt_lr_search=DESK2_PROMPT_LR_SEARCH, search_seeds=DESK2_SEARCH_SEEDS,
-        method_seeds={label: tuple(range(n)) for label, n in DESK2_METHOD_SEEDS.items()},
+        method_seeds={label: tuple(range(n)) for label, n in {**DESK2_METHOD_SEEDS, **DESK2_CELL_SEEDS}.items()},
         prompt_lr_selection=None)

@@ -2,9 +2,9 @@
 
 - ``smoke`` (default): CPU, minutes, the CI. The real local data and MobileNetV2 weights when the data root
   has them, else synthetic images and randomly initialised weights — and the chapter says so.
-- ``desk``: a 2-core CPU, hours: the real MobileNetV2 weights and the real CIFAR-10 / Tiny-ImageNet of the
-  data root at 64 px, chosen from measured per-image costs (``lorsp.experiments.desk_setup``,
-  ``lorsp.desk_budget``); it refuses to run without them (no fallbacks).
+- ``desk``: a 2-core CPU, hours: the real EfficientNet-Lite0 and MobileNetV2 weights and the real CIFAR-10 /
+  Tiny-ImageNet of the data root at 64 px, chosen by a recorded pilot and measured per-image costs
+  (``lorsp.experiments.desk_setup``, ``lorsp.desk_budget``); it refuses to run without them (no fallbacks).
 - ``mini``: the real offline backbone (MobileNetV2) and the real data at the full protocol (224 px,
   20 epochs); needs a GPU.
 - ``paper``: the paper's backbones and datasets (Tables I–VI); needs GPUs.
@@ -49,10 +49,10 @@ class Scale:
 SCALES: dict[str, Scale] = {
     "smoke": Scale("smoke", "CPU minutes: tiny subsets and low resolution, run by the CI", "cpu",
                    image_size=64, num_sample_images=4, epochs=3, allow_fallbacks=True),
-    "desk": Scale("desk", "a 2-core CPU in hours: real ImageNet-pretrained backbones (MobileNetV2; desk protocol "
-                          "v2 adds EfficientNet-Lite0) and the real CIFAR-10 and Tiny-ImageNet of the data root at "
-                          "64 px, a few epochs, 3–10 seeds; no fallbacks", "cpu",
-                  image_size=64, num_sample_images=8, epochs=3, allow_fallbacks=False),
+    "desk": Scale("desk", "a 2-core CPU in hours: real ImageNet-pretrained backbones (EfficientNet-Lite0 and "
+                          "MobileNetV2) and the real CIFAR-10 and Tiny-ImageNet of the data root at 64 px, 5 epochs "
+                          "on CIFAR-10 and 3 on Tiny-ImageNet, 4–10 seeds; no fallbacks", "cpu",
+                  image_size=64, num_sample_images=8, epochs=5, allow_fallbacks=False),
     "mini": Scale("mini", "the real offline backbone (MobileNetV2) and the real data at the full protocol "
                           "(224 px, 20 epochs), one GPU", "cuda",
                   image_size=224, num_sample_images=8, epochs=20, allow_fallbacks=False),

@@ -131,8 +131,14 @@ def test_grids_well_formed(scale, chapter):
             assert run["groups"] >= 1 and run["rank"] >= 1
         if scale != "paper":
             assert run["method"] != "vpt", "VPT on a CNN must not be run"
-    keys = [ex.run_key(r) for r in runs]
-    assert len(set(keys)) == len(keys), "duplicate runs within a chapter"
+    # a run may serve under several labels (desk v2: the search point at a method's selected lr is its headline
+    # seed 0, and at the paper's lr its paper-lr column's seed 0): one key, one config, whatever the tags
+    by_key = {}
+    for run in runs:
+        config = {k: v for k, v in run.items() if k != "tags"}
+        assert by_key.setdefault(ex.run_key(run), config) == config, "two configs with one key within a chapter"
+    if setup.protocol != "v2":
+        assert len(by_key) == len(runs), "duplicate runs within a chapter"
     if scale == "mini" or scale == "paper":
         assert all(r["image_size"] == 224 and r["epochs"] == 20 and r["lr"] == 0.01 for r in runs)
 

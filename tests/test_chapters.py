@@ -47,7 +47,8 @@ def test_no_code_outside_the_chapter_modules_branches_on_a_chapter_name():
 
 def test_a_page_shows_every_section_on_the_committed_desk_records(monkeypatch):
     """A chapter page without training (no smoke runs): the headline from results/desk, the table beside
-    the paper, the verdicts, every run, the loss curves, the training-length check and the smoke check."""
+    the paper, the verdicts, every run, the loss curves, the training-length check, the collapsed runs and the
+    smoke check."""
     import matplotlib
     matplotlib.use("Agg")
     from lorsp.experiments import runs_dir, scale_setup
@@ -59,7 +60,10 @@ def test_a_page_shows_every_section_on_the_committed_desk_records(monkeypatch):
     page.headline()
     if not page.evidence.from_committed:
         pytest.skip("no complete committed desk records of the backbones chapter")
-    assert page.best_scale == "desk" and len(page.best) == 44
+    from lorsp.experiments import grid
+    from lorsp.experiments.scales import desk_setup
+    assert page.best_scale == "desk"
+    assert len(page.best) == len(grid("backbones", setup=desk_setup(require_data=False)))   # a row per run and label
     page.ours = page.best.assign(scale="smoke")   # stands in for this page's smoke runs
     html = page.side_by_side("caption").to_html()
     assert "paper (reported, %)" in html and "ours · desk (%)" in html
@@ -70,6 +74,8 @@ def test_a_page_shows_every_section_on_the_committed_desk_records(monkeypatch):
     page.training_length()
     assert any("Has the training loss flattened?" in getattr(item, "caption", "") or "" for item in shown
                if hasattr(item, "caption"))
+    page.collapsed_runs()   # the committed desk v2 records hold collapsed LoRSP seeds
+    assert any("collapsed seeds' prompts have" in getattr(item, "data", "") for item in shown)
     assert page.smoke_check() is not None
 
 

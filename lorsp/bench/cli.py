@@ -6,7 +6,7 @@ import os
 import sys
 
 from .configs import DEFAULT_METHODS
-from .measure import DTYPES, _ints
+from .measure import DTYPES, parse_ints
 from .report import format_table, write_json
 from .run import bench_meta, run_bench
 
@@ -59,8 +59,8 @@ def main(args) -> int:
     if getattr(args, "pipeline", None):
         from ..data.gpu_pipeline import bench_pipeline
 
-        result = bench_pipeline(args.pipeline, batch_size=_ints(args.batch_size)[0],
-                                image_size=_ints(args.image_size)[0], device=args.device,
+        result = bench_pipeline(args.pipeline, batch_size=parse_ints(args.batch_size)[0],
+                                image_size=parse_ints(args.image_size)[0], device=args.device,
                                 max_images=args.pipeline_images, num_workers=args.workers, root=args.data_root)
         print(f"{result['dataset']} ({result['images']} images, batch {result['batch_size']}, "
               f"{result['image_size']} px, {result['device']}): DataLoader with {result['num_workers']} workers "

@@ -11,7 +11,7 @@ SPECIAL_METHODS = ("lp", "lp-cached", "lorsp-fused", "lorsp-compiled", "lorsp-re
 DEFAULT_METHODS = ("lorsp-reference", "lorsp", "lorsp-fused", "lorsp-compiled", "lorvp", "lp", "lp-cached")
 
 
-def _create_backbone(name: str, image_size: int, random_init: bool, data_root=None):
+def bench_backbone(name: str, image_size: int, random_init: bool, data_root=None):
     """``(model, info, note)`` from :func:`lorsp.backbones.create_backbone`; real weights when present (data
     root, timm cache), else random weights with a note. ViT-style models get ``img_size=image_size``."""
     from ..backbones import WeightsUnavailableError, create_backbone, fold_frozen_backbone
@@ -42,7 +42,7 @@ def _lorsp_with_backend(image_size, backend, **kwargs):
     return build_prompter("lorsp", image_size=image_size, **kwargs), f"lorsp(fused=True, backend={backend!r})"
 
 
-def _build_prompter(method: str, image_size: int, prompter_kwargs: dict):
+def method_prompter(method: str, image_size: int, prompter_kwargs: dict):
     """``(prompter or None, source)``."""
     from ..prompters import build_prompter, list_prompters
 
@@ -62,7 +62,7 @@ def _build_prompter(method: str, image_size: int, prompter_kwargs: dict):
                      f"or one of {', '.join(SPECIAL_METHODS)}")
 
 
-def _build_model(backbone, info, prompter, num_classes: int):
+def build_model(backbone, info, prompter, num_classes: int):
     """:class:`lorsp.model.PromptedModel` with a linear head (``prompter=None`` for LP and the floor)."""
     from ..model import PromptedModel
 
@@ -72,7 +72,11 @@ def _build_model(backbone, info, prompter, num_classes: int):
 # ---------------------------------------------------------------------------------------------------------
 # one configuration: callables for a step, the prompt alone and the saved-tensor count
 # ---------------------------------------------------------------------------------------------------------
-class _Config:
+class Configuration:
+    """One configuration of the bench (a method on a backbone, batch and size): its optimizer, and the callables
+    the rounds time: a training step (:meth:`step`), the prompt alone (:meth:`prompt_step`) and the tensors
+    autograd saves (:meth:`saved_mb`)."""
+
     def __init__(self, method, model, prompter, x, y, device, amp_dtype, sources, channels_last):
         self.method, self.model, self.prompter = method, model, prompter
         self.x, self.y, self.device, self.amp_dtype = x, y, device, amp_dtype

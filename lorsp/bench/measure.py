@@ -9,7 +9,8 @@ import time
 import torch
 
 
-def _split(value) -> list[str]:
+def parse_list(value) -> list[str]:
+    """A comma-separated string (or a list) as a list of its non-empty, stripped items."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -17,9 +18,10 @@ def _split(value) -> list[str]:
     return [str(v).strip() for v in value if str(v).strip()]
 
 
-def _ints(value) -> list[int]:
+def parse_ints(value) -> list[int]:
+    """One integer, a list, or a comma-separated string of them as positive integers; ValueError otherwise."""
     out = []
-    for item in _split(value) if isinstance(value, str) else (value if isinstance(value, (list, tuple)) else [value]):
+    for item in parse_list(value) if isinstance(value, str) else (value if isinstance(value, (list, tuple)) else [value]):
         try:
             number = int(item)
         except (TypeError, ValueError):
@@ -30,7 +32,8 @@ def _ints(value) -> list[int]:
     return out
 
 
-def _resolve_device(device) -> torch.device:
+def resolve_device(device) -> torch.device:
+    """``auto`` (or none): CUDA when there is one, else the CPU; any other name as torch reads it."""
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -44,7 +47,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}
 
 
-def _resolve_dtype(dtype, device: torch.device):
+def resolve_dtype(dtype, device: torch.device):
     """The autocast dtype (None = float32, no autocast). ``auto``: bf16 on CUDA when supported, else float32."""
     if dtype in (None, "", "auto"):
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -60,7 +63,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _quartiles(values: list[float]) -> tuple[float, float, float]:
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """The first quartile, median and third quartile of ``values`` (inclusive method)."""
     if len(values) == 1:
         return values[0], values[0], values[0]
     q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
@@ -83,7 +87,7 @@ def median_ci(values, level: float = 0.95) -> tuple[float, float] | None:
     return ordered[low], ordered[high]
 
 
-def _paired(times, reference_times) -> tuple[float, list[float] | None]:
+def paired_ratios(times, reference_times) -> tuple[float, list[float] | None]:
     """The median and its 95% interval (:func:`median_ci`) of the per-round ratios ``times / reference``."""
     ratios = [t / r for t, r in zip(times, reference_times)]
     interval = median_ci(ratios)
@@ -122,7 +126,7 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _peak_memory_mb(run_step, device: torch.device) -> float | None:
+def peak_memory_mb(run_step, device: torch.device) -> float | None:
     """Peak memory of one ``run_step()`` above what was in use before it (see the module docstring)."""
     if device.type == "cuda":
         _sync(device)
@@ -141,7 +145,8 @@ def _peak_memory_mb(run_step, device: torch.device) -> float | None:
     return None
 
 
-def _timed(fn, device) -> float:
+def timed(fn, device) -> float:
+    """Seconds ``fn()`` takes, bracketed by a synchronisation on CUDA."""
     _sync(device)
     start = time.perf_counter()
     fn()

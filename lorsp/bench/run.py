@@ -9,9 +9,9 @@ import time
 
 import torch
 
-from .configs import DEFAULT_METHODS, _build_model, _build_prompter, _Config, _create_backbone
-from .measure import (_ints, _paired, _peak_memory_mb, _quartiles, _resolve_device, _resolve_dtype, _split,
-                      _timed)
+from .configs import DEFAULT_METHODS, build_model, method_prompter, Configuration, bench_backbone
+from .measure import (parse_ints, paired_ratios, peak_memory_mb, quartiles, resolve_device, resolve_dtype, parse_list,
+                      timed)
 
 ROW_KEYS = ("method", "backbone", "device", "batch_size", "image_size", "step_ms", "step_ms_iqr", "floor_ms",
             "ratio_to_floor", "prompt_ms", "images_per_s", "peak_mem_mb")
@@ -19,7 +19,7 @@ ROW_KEYS = ("method", "backbone", "device", "batch_size", "image_size", "step_ms
 
 def bench_meta(device) -> dict:
     """What ran the benchmark: CPU model and cores, GPU name, versions."""
-    device = _resolve_device(device) if not isinstance(device, torch.device) else device
+    device = resolve_device(device) if not isinstance(device, torch.device) else device
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as handle:
@@ -62,27 +62,27 @@ def run_bench(methods=DEFAULT_METHODS, backbones=("mobilenetv2",),
     which LoRSP's ``backend="auto"`` depends on a CPU (it builds the compiled gate for long runs, and uses it
     whenever it is built).
     """
-    methods = _split(methods)
+    methods = parse_list(methods)
     if not methods:
         raise ValueError("methods is empty; give e.g. methods=['lorsp', 'lorvp']")
-    backbones = _split(backbones)
+    backbones = parse_list(backbones)
     if not backbones:
         raise ValueError("backbones is empty; give e.g. backbones=['mobilenetv2']")
-    batch_sizes, image_sizes = _ints(batch_size), _ints(image_size)
+    batch_sizes, image_sizes = parse_ints(batch_size), parse_ints(image_size)
     steps, warmup = int(steps), int(warmup)
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     if run_steps is not None and (isinstance(run_steps, bool) or not isinstance(run_steps, int) or run_steps < 1):
         raise ValueError(f"run_steps must be None or an integer >= 1, got {run_steps!r}")
     run_steps = warmup + steps if run_steps is None else run_steps
-    device = _resolve_device(device)
-    amp_dtype = _resolve_dtype(dtype, device)
+    device = resolve_device(device)
+    amp_dtype = resolve_dtype(dtype, device)
     prompter_kwargs = dict(prompter_kwargs or {})
     channels_last = device.type == "cuda"
     rows = []
     for backbone_name in backbones:
         for size in image_sizes:
-            backbone, info, weights_note = _create_backbone(backbone_name, size, random_init, data_root)
+            backbone, info, weights_note = bench_backbone(backbone_name, size, random_init, data_root)
             backbone = backbone.to(device)
             if channels_last:
                 backbone = backbone.to(memory_format=torch.channels_last)
@@ -100,39 +100,39 @@ def _bench_one(methods, backbone, info, weights_note, batch, size, device, amp_d
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (batch,), generator=generator).to(device)
-    floor = _Config("floor", _build_model(backbone, info, None, num_classes).to(device), None, x, y, device,
+    floor = Configuration("floor", build_model(backbone, info, None, num_classes).to(device), None, x, y, device,
                     amp_dtype, {}, channels_last)
     configs = [floor]
     for method in methods:
         torch.manual_seed(seed)
-        prompter, prompter_source = _build_prompter(method, size, prompter_kwargs)
+        prompter, prompter_source = method_prompter(method, size, prompter_kwargs)
         if callable(getattr(prompter, "plan_run", None)):
             prompter.plan_run(run_steps)  # as the trainer does for a run of that length
-        model = _build_model(backbone, info, prompter, num_classes).to(device)
-        configs.append(_Config(method, model, prompter, x, y, device, amp_dtype,
+        model = build_model(backbone, info, prompter, num_classes).to(device)
+        configs.append(Configuration(method, model, prompter, x, y, device, amp_dtype,
                                {"prompter": prompter_source, "model": "lorsp.model.PromptedModel"}, channels_last))
     for round_index in range(warmup + steps):
         for config in configs:
-            seconds = _timed(config.step, device)
+            seconds = timed(config.step, device)
             if round_index >= warmup:
                 config.times.append(seconds)
             if config.prompter is not None:
-                seconds = _timed(config.prompt_step, device)
+                seconds = timed(config.prompt_step, device)
                 if round_index >= warmup:
                     config.prompt_times.append(seconds)
         if progress:
             print(f"  round {round_index + 1}/{warmup + steps}", file=sys.stderr, flush=True)
-    peak = {id(c): _peak_memory_mb(c.step, device) for c in configs}
+    peak = {id(c): peak_memory_mb(c.step, device) for c in configs}
     saved = {id(c): c.saved_mb() for c in configs}
-    q1, floor_ms, q3 = (v * 1e3 for v in _quartiles(floor.times))
+    q1, floor_ms, q3 = (v * 1e3 for v in quartiles(floor.times))
     floor_row_extra = {"floor_ms_iqr": q3 - q1, "floor_peak_mem_mb": peak[id(floor)], "floor_saved_mb": saved[id(floor)]}
     rows = []
     lp_ms = None
     for config in configs[1:]:
-        q1, step_ms, q3 = (v * 1e3 for v in _quartiles(config.times))
+        q1, step_ms, q3 = (v * 1e3 for v in quartiles(config.times))
         prompt_ms = prompt_iqr = None
         if config.prompt_times:
-            p1, prompt_ms, p3 = (v * 1e3 for v in _quartiles(config.prompt_times))
+            p1, prompt_ms, p3 = (v * 1e3 for v in quartiles(config.prompt_times))
             prompt_iqr = p3 - p1
         prompter = config.prompter
         row = {
@@ -154,9 +154,9 @@ def _bench_one(methods, backbone, info, weights_note, batch, size, device, amp_d
         rows.append(row)
     lorvp_config = next((c for c in configs[1:] if c.method == "lorvp"), None)
     for config, row in zip(configs[1:], rows):  # per-round ratios: load drifts hit both sides of each pair
-        row["ratio_to_floor_paired"], row["ratio_to_floor_paired_ci95"] = _paired(config.times, floor.times)
+        row["ratio_to_floor_paired"], row["ratio_to_floor_paired_ci95"] = paired_ratios(config.times, floor.times)
         row["ratio_to_lorvp_paired"], row["ratio_to_lorvp_paired_ci95"] = (
-            _paired(config.times, lorvp_config.times) if lorvp_config is not None else (None, None))
+            paired_ratios(config.times, lorvp_config.times) if lorvp_config is not None else (None, None))
         row["round_ms"] = [round(t * 1e3, 4) for t in config.times]  # step r of every row ran in round r
         row["floor_round_ms"] = [round(t * 1e3, 4) for t in floor.times]
     for row in rows:

@@ -37,15 +37,20 @@ def test_sentences_say_whether_the_collapsed_prompts_are_the_large_ones():
 def test_health_tells_a_collapse_from_a_run_that_never_started_to_learn():
     health = run_health(DESK)
     cell = health[(health["dataset"] == CELL["dataset"]) & (health["backbone"] == CELL["backbone"])
-                  & (health["label"] == CELL["label"]) & (health["setting"] == CELL["setting"])]
+                  & (health["method"] == "lorsp") & (health["setting"] == CELL["setting"])
+                  & (health["prompt_lr"] == 0.01)]
     assert sorted(cell.loc[cell["collapsed"], "seed"]) == [1, 2]
+    lpf = health[(health["label"].str.startswith("LPF")) & (health["dataset"] == "tiny-imagenet")
+                 & (health["backbone"] == "efficientnet_lite0") & (health["prompt_lr"] == 0.01)]
+    assert lpf["label"].nunique() > 1 and lpf["seed"].nunique() == 10   # one configuration under two labels
     assert not health.loc[health["unstable"] & health["why"].str.contains("first-epoch loss"), "collapsed"].any()
     assert (health["collapsed"] <= health["unstable"]).all()
 
 
 def test_the_committed_collapsed_lorsp_prompts_outgrew_the_image():
     table = prompt_sizes(DESK)
-    cell = table[(table["label"] == CELL["label"] + CELL["setting"]) & (table["dataset"] == CELL["dataset"])]
+    cell = table[(table["label"] == CELL["label"] + CELL["setting"] + " at prompt lr 0.01")
+                 & (table["dataset"] == CELL["dataset"])]
     bad, good = cell[cell["collapsed"]], cell[~cell["collapsed"]]
     assert sorted(bad["seed"]) == [1, 2] and len(good) >= 5 and (cell["note"] == "").all()
     assert bad["delta_share_pct"].min() > 3 * good["delta_share_pct"].max()
@@ -78,7 +83,8 @@ def test_a_collapsed_run_of_another_prompter_is_listed_unmeasured(tmp_path):
     record["final_accuracy"] = 0.05   # a seed far below its others and below LP: collapsed
     record_path.write_text(json.dumps(record))
     table = prompt_sizes(tmp_path)
-    assert set(table["label"]) == {"AutoVP"} and table["collapsed"].sum() == 1
+    assert len(set(table["label"])) == 1 and table["label"].iloc[0].startswith("AutoVP at prompt lr ")
+    assert table["collapsed"].sum() == 1
     assert table["note"].str.startswith("not measured: a 'pad' prompt").all()   # AutoVP pads
     assert table["delta_share_pct"].isna().all()
     assert "could not be measured" in collapse_sentences(table)[0]

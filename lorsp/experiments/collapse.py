@@ -21,8 +21,8 @@ from .store import RecordStore
 
 #: the prompters whose δ is measured: the factor prompts (another method's collapsed run is listed unmeasured)
 MEASURED_METHODS = ("lorsp", "lpf", "topk", "dropout")
-#: what makes runs seeds of one another (the health's own grouping)
-CELL = ["label", "setting", "dataset", "backbone", "image_size", "epochs"]
+#: what makes runs seeds of one another (the health's own grouping: one configuration, whatever its label)
+CELL = ["config_id", "dataset", "backbone", "image_size", "epochs"]
 
 
 def prompt_sizes(results_dir, n_images: int = 10, data_root=None) -> pd.DataFrame:
@@ -47,7 +47,9 @@ def prompt_sizes(results_dir, n_images: int = 10, data_root=None) -> pd.DataFram
 def _measured(folder, run, images: dict, n_images: int, data_root) -> dict:
     """One run's row of :func:`prompt_sizes`; ``images`` caches the test images per dataset and resolution."""
     import torch
-    row = dict(label=f"{run.label}{run.setting or ''}", dataset=run.dataset, backbone=run.backbone, seed=run.seed,
+    method = str(run.label).split(" · ")[0]   # "LPF · paper lr (column)" and "LPF" are one configuration
+    row = dict(label=f"{method}{run.setting or ''} at prompt lr {run.prompt_lr:g}", dataset=run.dataset,
+               backbone=run.backbone, seed=run.seed,
                accuracy=run.accuracy, collapsed=bool(run.collapsed), firing_rate=run.firing_rate,
                delta_abs_mean=math.nan, delta_share_pct=math.nan, note="")
     if run.method not in MEASURED_METHODS:

@@ -6,7 +6,7 @@ and used by :mod:`.ledger`):
 above chance (ln K for K classes) and above every LP run's first epoch on the same data, backbone,
 resolution and length (at desk v2's batch the head's own first epoch overshoots ln K, so LP's highest is the
 level a healthy run may reach), or which collapsed (it ends more than :data:`COLLAPSED_BELOW_PP` below the
-median of its own method's runs), and whose accuracy ended below LP's on the same seed — unless the verdict is
+median of the seeds of its own configuration, :data:`SAME_CONFIG`), and whose accuracy ended below LP's on the same seed — unless the verdict is
 the same with those seeds left out; **degenerate** when one side's LIF never fires (firing rate 0 on
 every seed: δ is all zeros, so a sparsity claim holds by construction and an accuracy claim is LoRSP
 against a zero prompt). A comparator whose prompt did not move (mean |δ| below one grey level, 1/255 of
@@ -15,6 +15,7 @@ deviation that trains it at a larger prompt lr is its own row beside it.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -29,6 +30,10 @@ from .store import RecordStore
 #: resolution and length; 3 runs or more) and below LP's has collapsed: desk v2's LoRSP at lr 0.01 on
 #: EfficientNet-Lite0 ends at 58–59% on most seeds and at 31–36% on two, with a first epoch like the others'
 COLLAPSED_BELOW_PP = 5.0
+#: the config fields that make runs seeds of one configuration (with the data, backbone, resolution and length),
+#: whatever label a chapter gave them: a run's "own method" for the collapse rule is its configuration
+SAME_CONFIG = ("method", "head", "prompter_kwargs", "lr", "prompt_lr", "batch_size", "train_per_class",
+               "val_per_class", "test_per_class")
 #: a prompt whose mean |δ| is below one grey level of an 8-bit image has not moved
 STILL_PROMPT = 1.0 / 255.0
 
@@ -58,7 +63,8 @@ def _health_row(folder: Path, record: dict) -> dict:
     setting = (f" (G={factors['groups']}, r={factors['rank']}, tau={factors.get('tau', 4):g}, "
                f"V_th={factors.get('v_threshold', 0):g})" if config.get("method") == "lorsp" and "groups" in factors else "")
     return dict(key=(record.get("experiment") or {}).get("key") or folder.name, label=tags.get("label"),
-                method=config.get("method"), setting=setting,
+                method=config.get("method"), setting=setting, prompt_lr=config.get("prompt_lr") or config.get("lr"),
+                config_id=json.dumps({k: config.get(k) for k in SAME_CONFIG}, sort_keys=True, default=str),
                 dataset=config.get("dataset"), backbone=config.get("backbone"), seed=config.get("seed"),
                 image_size=config.get("image_size"), epochs=config.get("epochs"), status=record.get("status"),
                 num_classes=(record.get("data") or {}).get("num_classes"),
@@ -89,8 +95,9 @@ def assess_health(runs: pd.DataFrame) -> pd.DataFrame:
     lp_first = lp_runs.groupby(cell)["first_loss"].max().rename("lp_first_loss")
     runs = runs.drop(columns=["lp_accuracy", "lp_first_loss"], errors="ignore").join(lp, on=same) \
         .join(lp_first, on=cell)
+    seeds_of = ["config_id"] if "config_id" in runs else ["label", "setting"]   # the seeds of one configuration
     own = runs.assign(setting=runs.get("setting", "")).fillna({"setting": ""}).groupby(
-        ["label", "setting"] + cell, dropna=False)["accuracy"]
+        seeds_of + cell, dropna=False)["accuracy"]
     runs = runs.assign(own_median=own.transform("median"), own_runs=own.transform("count"))
     kinds, whys = zip(*(_unstable(row) for row in runs.itertuples()))
     return runs.drop(columns=["own_median", "own_runs"]).assign(unstable=[bool(k) for k in kinds], why=list(whys),

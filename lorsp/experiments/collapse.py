@@ -1,8 +1,8 @@
 """Why a run collapsed: the size of its trained prompt δ beside its healthy seeds'.
 
 The findings ledger calls a run *collapsed* (:func:`.health.assess_health`) when it ends more than
-:data:`.health.COLLAPSED_BELOW_PP` below the median of its own method's seeds and below LP. The factor prompts
-(LPF's δ = (1/G) Σ_t F_t, LoRSP's Eq. 9, the sparsifiers') are added to the image unclamped (x̃ = x + δ(x),
+:data:`.health.COLLAPSED_BELOW_PP` below the median of the seeds of its own configuration and below LP. The factor
+prompts (LPF's δ = (1/G) Σ_t F_t, LoRSP's Eq. 9, the sparsifiers') are added to the image unclamped (x̃ = x + δ(x),
 method.md [reading]), so one possible cause can be measured on the committed prompts: a δ grown to the size of
 the image itself. :func:`prompt_sizes` rebuilds each run's trained prompter
 (:func:`.dissection.load_dissected_prompt`) and measures mean |δ| on the same test images

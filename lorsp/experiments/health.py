@@ -26,8 +26,8 @@ from ..stats import paired_verdict
 from .records import SPARSITY
 from .store import RecordStore
 
-#: [ours] a run that ends this many pp below the median of its own method's runs (same setting, data, backbone,
-#: resolution and length; 3 runs or more) and below LP's has collapsed: desk v2's LoRSP at lr 0.01 on
+#: [ours] a run that ends this many pp below the median of its own configuration's seeds (same settings, data,
+#: backbone, resolution and length; 3 runs or more) and below LP's has collapsed: desk v2's LoRSP at lr 0.01 on
 #: EfficientNet-Lite0 ends at 58–59% on most seeds and at 31–36% on two, with a first epoch like the others'
 COLLAPSED_BELOW_PP = 5.0
 #: the config fields that make runs seeds of one configuration (with the data, backbone, resolution and length),

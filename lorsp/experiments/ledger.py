@@ -297,7 +297,8 @@ class Ledger:
                 f"it cannot fail by construction (a side whose LIF never fires), and *unstable* when its verdict "
                 f"rests on a run that diverged, or that ended below LP's accuracy after a first-epoch loss above "
                 f"chance (ln K) and above every LP run's first epoch, or after it collapsed (it ended more than "
-                f"{COLLAPSED_BELOW_PP:g} pp below the median of its own method's runs); the verdict stands when "
+                f"{COLLAPSED_BELOW_PP:g} pp below the median of the seeds of its own configuration: the same "
+                f"method, settings and learning rates); the verdict stands when "
                 f"the seeds without such runs give the same one. 'Detectable' is the smallest true difference "
                 f"the paired t-test "
                 f"sees with 80% power at that row's seeds and spread (noncentral t).")

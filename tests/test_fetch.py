@@ -119,17 +119,25 @@ def served():
     server.server_close()
 
 
+def _online(monkeypatch):
+    """No offline switch, whatever the caller's environment says: ``LORSP_OFFLINE`` and ``HF_HUB_OFFLINE`` unset,
+    and the hub's own flag (read once, when huggingface_hub is imported) off."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("LORSP_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
 def _point_at(monkeypatch, tmp_path, port: int, md5s: dict | None = None, archive: bytes | None = None):
     """torchvision's CIFAR10 and the Hugging Face hub (timm's source) pointed at 127.0.0.1:port."""
     from huggingface_hub import constants
     from torchvision.datasets import CIFAR10
 
     base = f"http://127.0.0.1:{port}"
-    monkeypatch.delenv("LORSP_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    _online(monkeypatch)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", base)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", base + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
@@ -237,8 +245,7 @@ def test_a_refused_connection_falls_back_quickly_with_the_reason(tmp_path, monke
 
 
 def test_a_host_that_never_answers_costs_the_connect_timeout_once(monkeypatch):
-    monkeypatch.delenv("LORSP_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    _online(monkeypatch)
     monkeypatch.setattr(fetch, "_UNREACHABLE", {})
     monkeypatch.setenv(fetch.CONNECT_TIMEOUT_VAR, "0.5")
     calls = []
@@ -318,8 +325,7 @@ def test_present_inputs_need_no_network(tmp_path, monkeypatch):
 
 
 def test_bad_timeout_setting_is_a_clear_error(monkeypatch):
-    monkeypatch.delenv("LORSP_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    _online(monkeypatch)
     monkeypatch.setattr(fetch, "_UNREACHABLE", {})
     monkeypatch.setenv(fetch.CONNECT_TIMEOUT_VAR, "soon")
     with pytest.raises(ValueError, match="LORSP_FETCH_CONNECT_TIMEOUT must be a number of seconds, got 'soon'"):

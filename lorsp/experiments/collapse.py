@@ -49,9 +49,8 @@ def _measured(folder, run, images: dict, n_images: int, data_root) -> dict:
     import torch
     method = str(run.label).split(" · ")[0]   # "LPF · paper lr (column)" and "LPF" are one configuration
     row = dict(label=f"{method}{run.setting or ''} at prompt lr {run.prompt_lr:g}", dataset=run.dataset,
-               backbone=run.backbone, seed=run.seed,
-               accuracy=run.accuracy, collapsed=bool(run.collapsed), firing_rate=run.firing_rate,
-               delta_abs_mean=math.nan, delta_share_pct=math.nan, note="")
+               backbone=run.backbone, seed=run.seed, accuracy=run.accuracy, collapsed=bool(run.collapsed),
+               firing_rate=run.firing_rate, delta_abs_mean=math.nan, delta_share_pct=math.nan, note="")
     if run.method not in MEASURED_METHODS:
         row["note"] = f"not measured: a {run.method!r} prompt (only the factor prompts are: {MEASURED_METHODS})"
         return row

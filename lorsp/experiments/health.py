@@ -6,8 +6,8 @@ and used by :mod:`.ledger`):
 above chance (ln K for K classes) and above every LP run's first epoch on the same data, backbone,
 resolution and length (at desk v2's batch the head's own first epoch overshoots ln K, so LP's highest is the
 level a healthy run may reach), or which collapsed (it ends more than :data:`COLLAPSED_BELOW_PP` below the
-median of the seeds of its own configuration, :data:`SAME_CONFIG`), and whose accuracy ended below LP's on the same seed — unless the verdict is
-the same with those seeds left out; **degenerate** when one side's LIF never fires (firing rate 0 on
+median of the seeds of its own configuration, :data:`SAME_CONFIG`), and whose accuracy ended below LP's on the
+same seed — unless the verdict is the same with those seeds left out; **degenerate** when one side's LIF never fires (firing rate 0 on
 every seed: δ is all zeros, so a sparsity claim holds by construction and an accuracy claim is LoRSP
 against a zero prompt). A comparator whose prompt did not move (mean |δ| below one grey level, 1/255 of
 the pixel range, from its ``prompt.safetensors``) is flagged, and the comparison against the labelled

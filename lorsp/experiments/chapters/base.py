@@ -277,13 +277,14 @@ class ChapterPage:
         if table.empty:
             print(f"No run of this headline's records ({self.best_scale}) collapsed.")
             return
-        display(Markdown(" ".join(collapse_sentences(table) + [f"Images: {'; '.join(table.attrs['images'])}."])))
-        shown = table.rename(columns={"accuracy": "accuracy (%)", "firing_rate": "firing rate",
-                                      "delta_abs_mean": "mean |δ|", "delta_share_pct": "mean |δ| / image std (%)"})
+        display(Markdown("\n".join(f"- {sentence}" for sentence in collapse_sentences(table))
+                         + f"\n\nImages: {'; '.join(table.attrs['images'])}."))
+        shown = table.drop(columns=["delta_abs_mean"] + (["note"] if (table["note"] == "").all() else [])).rename(
+            columns={"accuracy": "accuracy (%)", "firing_rate": "firing rate", "delta_share_pct": "mean |δ| / std (%)"})
         display(shown.style.hide(axis="index").format(precision=3, na_rep="—")
-                .format(precision=1, subset=["accuracy (%)", "mean |δ| / image std (%)"])
+                .format(precision=1, subset=["accuracy (%)", "mean |δ| / std (%)"])
                 .set_caption(f"Every seed of each setting with a collapsed run, at {self.best_scale}: the trained "
-                             f"prompt's size on the same test images"))
+                             f"prompt's mean |δ| on the same test images, as a share of their pixel std"))
 
     def smoke_check(self):
         """The runs this page trained (``LORSP_SCALE``): the check that the code runs today, after the banner of

@@ -16,6 +16,7 @@ import math
 import pandas as pd
 
 from .dissection import dissection_images, load_dissected_prompt
+from .grid import method_of_label
 from .health import run_health
 from .store import RecordStore
 
@@ -47,7 +48,7 @@ def prompt_sizes(results_dir, n_images: int = 10, data_root=None) -> pd.DataFram
 def _measured(folder, run, images: dict, n_images: int, data_root) -> dict:
     """One run's row of :func:`prompt_sizes`; ``images`` caches the test images per dataset and resolution."""
     import torch
-    method = str(run.label).split(" · ")[0]   # "LPF · paper lr (column)" and "LPF" are one configuration
+    method = method_of_label(run.label)   # "LPF · paper lr (column)" and "LPF" are one configuration
     row = dict(label=f"{method}{run.setting or ''} at prompt lr {run.prompt_lr:g}", dataset=run.dataset,
                backbone=run.backbone, seed=run.seed, accuracy=run.accuracy, collapsed=bool(run.collapsed),
                firing_rate=run.firing_rate, delta_abs_mean=math.nan, delta_share_pct=math.nan, note="")

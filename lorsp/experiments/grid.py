@@ -134,6 +134,12 @@ def paper_lr_label(label: str) -> str:
     return f"{label} · paper lr (column)"
 
 
+def method_of_label(label) -> str:
+    """The method a run label names: ``"LPF · paper lr (column)"`` and ``"LPF · prompt lr 0.01 (search)"`` are
+    ``"LPF"`` (the labels above add `` · <what>`` to it)."""
+    return str(label).split(" · ")[0]
+
+
 def selection_key(label: str, backbone: str, dataset: str) -> str:
     return f"{label}|{backbone}|{dataset}"
 

@@ -38,7 +38,7 @@ from .records import SPARSITY
 from .claims import LEVEL, MARGIN_PP, chapter_claims
 from .evidence import headline_evidence
 from .health import COLLAPSED_BELOW_PP, degeneracy, instability, run_health, still_comparator
-from .grid import DEVIATION_LABELS, is_deviation_of
+from .grid import DEVIATION_LABELS, is_deviation_of, method_of_label
 from .grid import results_root as resolve_results_root
 from .records import ACCURACY
 
@@ -134,14 +134,10 @@ def unique_comparisons(comparisons: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------
 # the paper's number and the protocol of each comparison
 # ----------------------------------------------------------------------------------------------------
-def _method(label: str) -> str:
-    return str(label).split(" · ")[0]
-
-
 def paper_reference(chapter: str, better: str, worse: str, dataset: str, test_set: str, sweep: str | None,
                     measure: str = ACCURACY) -> PaperGap:
     """The paper's difference for a comparison (see the module docstring for which table answers which)."""
-    better, worse = _method(better), _method(worse)
+    better, worse = method_of_label(better), method_of_label(worse)
     if sweep is not None:
         source, backbones, data = FIGURE_SOURCES[sweep]
         if measure == SPARSITY:

@@ -341,7 +341,8 @@ DESK2_CELL_SEEDS = {"ILM-VP|efficientnet_lite0|cifar10": 10}
 
 def desk2_seed_count(label: str, backbone: str, dataset: str) -> int:
     """How many headline seeds desk v2 trains of ``label`` on ``backbone`` and ``dataset``."""
-    return DESK2_CELL_SEEDS.get(f"{label}|{backbone}|{dataset}", DESK2_METHOD_SEEDS[label])
+    from .grid import selection_key
+    return DESK2_CELL_SEEDS.get(selection_key(label, backbone, dataset), DESK2_METHOD_SEEDS[label])
 
 
 #: the seeds the first plan gave (v1's paired sds): the seeds trained by the grid's first call at its commit

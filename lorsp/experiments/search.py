@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .claims import Claim, claims
-from .grid import PROMPTED_ROWS, paper_lr_label
+from .grid import PROMPTED_ROWS, method_of_label, paper_lr_label
 
 #: how a search point's label ends (:func:`lorsp.experiments.grid.search_label`)
 SEARCH_SUFFIX = " (search)"
@@ -43,7 +43,7 @@ def search_table(frame: pd.DataFrame, paper_lr: float) -> pd.DataFrame:
     points = frame[frame["label"].astype(str).str.endswith(SEARCH_SUFFIX)]
     if points.empty:
         return pd.DataFrame()
-    points = points.assign(method=points["label"].str.split(" · ").str[0], lr=_lr(points, paper_lr))
+    points = points.assign(method=points["label"].map(method_of_label), lr=_lr(points, paper_lr))
     table = points.pivot_table(index=["method", "backbone", "dataset"], columns="lr", values=VALIDATION,
                                aggfunc="mean")
     table.columns = [f"val. acc. at {lr:g}" + (" (paper's)" if lr == paper_lr else "") for lr in table.columns]
@@ -63,7 +63,7 @@ def paper_lr_column(frame: pd.DataFrame, paper_lr: float, scale: str | None = No
     if column.empty:
         return [], pd.DataFrame()
     chosen = selected_lrs(frame, paper_lr)
-    column = column.assign(method=column["label"].str.split(" · ").str[0])
+    column = column.assign(method=column["label"].map(method_of_label))
     cells = [cell for cell in column[["method", "backbone", "dataset"]].drop_duplicates().itertuples(index=False)
              if tuple(cell) in chosen.index]
     cells.sort(key=lambda cell: PROMPTED_ROWS.index(cell.method))
